@@ -1,0 +1,161 @@
+"""Token-aware chunking with the embedding model's own tokenizer.
+
+Breaks at paragraphs, then lines, then sentences (English and Chinese punctuation), then
+words. Every section (heading, PDF page, table) starts a new chunk. A chunk never exceeds
+the model's maximum sequence length, heading prefix and special tokens included: the
+embedding model would otherwise drop the end of it without a word.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Iterator, Protocol
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from rag.config import ChunkingSettings
+from rag.records import Chunk, Document, Section
+
+SEPARATORS = [
+    "\n\n", "\n",
+    "。", "！", "？", "；",
+    ". ", "! ", "? ", "; ", ": ",
+    "，", "、", ", ",
+    " ", "",
+]
+HEADING_JOINER = " > "
+
+
+class TokenCounter(Protocol):
+    def count(self, text: str) -> int: ...
+
+    def offsets(self, text: str) -> list[tuple[int, int]]: ...
+
+
+class HFTokenCounter:
+    """Counts tokens with a Hugging Face tokenizer's fast backend, without special tokens."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._backend = getattr(tokenizer, "_tokenizer", None) or getattr(tokenizer, "backend_tokenizer", None)
+        self._tokenizer = tokenizer
+        self.special_tokens = len(tokenizer("")["input_ids"])
+
+    def count(self, text: str) -> int:
+        if self._backend is not None:
+            return len(self._backend.encode(text, add_special_tokens=False).ids)
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        if self._backend is not None:
+            return list(self._backend.encode(text, add_special_tokens=False).offsets)
+        enc = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [tuple(o) for o in enc["offset_mapping"]]
+
+
+class Chunker:
+    """Splits Documents into Chunks that fit `max_tokens` (the model's limit less special tokens)."""
+
+    def __init__(self, settings: ChunkingSettings, counter: TokenCounter, max_tokens: int, rows_per_chunk: int = 20):
+        if max_tokens < 16:
+            raise ValueError(f"max_tokens must be at least 16, got {max_tokens}")
+        self.settings = settings
+        self.counter = counter
+        self.max_tokens = max_tokens
+        self.rows_per_chunk = rows_per_chunk
+
+    @lru_cache(maxsize=64)
+    def _splitter(self, budget: int) -> RecursiveCharacterTextSplitter:
+        overlap = min(self.settings.chunk_overlap, budget // 4)
+        return RecursiveCharacterTextSplitter(
+            chunk_size=budget,
+            chunk_overlap=overlap,
+            length_function=self.counter.count,
+            separators=SEPARATORS,
+            keep_separator="end",
+            strip_whitespace=True,
+        )
+
+    def _prefix(self, headings: tuple[str, ...]) -> tuple[str, int]:
+        """The heading path to embed in front of the text, shortened from the left if too long."""
+        if not self.settings.heading_prefix or not headings:
+            return "", 0
+        parts = list(headings)
+        while parts:
+            prefix = HEADING_JOINER.join(parts) + "\n"
+            tokens = self.counter.count(prefix)
+            if tokens <= self.max_tokens // 3:
+                return prefix, tokens
+            parts.pop(0)
+        return "", 0
+
+    def _fit(self, text: str, limit: int) -> list[str]:
+        """Cut `text` at token boundaries so every piece has at most `limit` tokens."""
+        if self.counter.count(text) <= limit:
+            return [text]
+        offsets = self.counter.offsets(text)
+        pieces = []
+        for start in range(0, len(offsets), limit):
+            window = offsets[start:start + limit]
+            # Re-count: tokenizing a substring can differ by a token at the edges.
+            piece = text[window[0][0]:window[-1][1]].strip()
+            pieces.extend(self._fit(piece, limit) if self.counter.count(piece) > limit and len(window) > 1
+                          else [piece])
+        return [p for p in pieces if p]
+
+    def _fit_after(self, prefix: str, text: str) -> list[str]:
+        """Token counts of prefix and text need not add up exactly; re-cut in the rare overflow."""
+        if not prefix or self.counter.count(prefix + text) <= self.max_tokens:
+            return [text]
+        return self._fit(text, self.max_tokens - self.counter.count(prefix) - 2)
+
+    def _split_text(self, text: str, budget: int) -> list[str]:
+        pieces = []
+        for piece in self._splitter(budget).split_text(text):
+            pieces.extend(self._fit(piece, budget))
+        return pieces
+
+    def _table_chunks(self, section: Section, budget: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        header = section.table_header or ""
+        header_tokens = self.counter.count(header) + 1
+        room = budget - header_tokens
+        if room < 8:  # a header so wide that rows do not fit beside it: split rows alone
+            header, header_tokens, room = "", 0, budget
+        group: list[str] = []
+        group_tokens = 0
+        first_row = 1
+        for number, row in enumerate(section.table_rows, start=1):
+            row_tokens = self.counter.count(row) + 1
+            if group and (group_tokens + row_tokens > room or len(group) >= self.rows_per_chunk):
+                yield "\n".join([header, *group]).strip(), {"rows": [first_row, number - 1]}
+                group, group_tokens = [], 0
+            if not group:
+                first_row = number
+            if row_tokens > room:
+                for piece in self._split_text(row, room):
+                    yield "\n".join([header, piece]).strip(), {"rows": [number, number]}
+                first_row = number + 1
+                continue
+            group.append(row)
+            group_tokens += row_tokens
+        if group:
+            yield "\n".join([header, *group]).strip(), {"rows": [first_row, len(section.table_rows)]}
+
+    def chunk(self, document: Document) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        base = {k: document.metadata[k] for k in ("source", "title") if k in document.metadata}
+        for section in document.sections:
+            prefix, prefix_tokens = self._prefix(section.headings)
+            budget = min(self.settings.chunk_size, self.max_tokens - prefix_tokens)
+            if section.table_header is not None:
+                pieces = list(self._table_chunks(section, budget))
+            else:
+                pieces = [(text, {}) for text in self._split_text(section.text, budget)]
+            for text, extra in ((t, e) for piece, e in pieces for t in self._fit_after(prefix, piece)):
+                embed_text = prefix + text
+                metadata = {**base, **extra}
+                if section.page is not None:
+                    metadata["page"] = section.page
+                if section.headings:
+                    metadata["headings"] = list(section.headings)
+                chunks.append(Chunk(document.doc_id, len(chunks), text, embed_text, metadata))
+        return chunks

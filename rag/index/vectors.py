@@ -1,0 +1,209 @@
+"""A FAISS index with int64 ids (the chunk ids), built from a factory string.
+
+Index types that cannot take ids (Flat, HNSW) are wrapped in IndexIDMap2; IVF types get a
+hash-table direct map so vectors can be reconstructed (for rebuilds) and removed. When
+faiss reports a GPU the index is searched and grown there and saved through a CPU copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.errors import ConfigError, IndexCorruptError, RagError
+
+log = logging.getLogger(__name__)
+
+VECTORS_FILE = "vectors.faiss"
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:
+        raise RagError("FAISS is not installed: pip install 'rag[cpu]' (or 'rag[gpu]' on a CUDA machine)") from None
+    return faiss
+
+
+def gpu_count() -> int:
+    faiss = _faiss()
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get else 0
+
+
+class VectorIndex:
+    def __init__(self, cpu_index: Any, factory: str, use_gpu: bool) -> None:
+        self.factory = factory
+        self._cpu = cpu_index
+        self._gpu: Any = None
+        self._gpu_resources: Any = None
+        if use_gpu:
+            self._to_gpu()
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, factory: str, dimension: int, use_gpu: bool) -> "VectorIndex":
+        faiss = _faiss()
+        try:
+            index = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"index.factory = {factory!r} is not a FAISS index_factory string FAISS accepts "
+                f"(e.g. 'Flat', 'HNSW32', 'IVF1024,Flat', 'IVF256,PQ32'): {str(exc).splitlines()[-1]}"
+            ) from None
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        elif not isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+            index = faiss.IndexIDMap2(index)
+        return cls(index, factory, use_gpu)
+
+    @classmethod
+    def load(cls, path: Path, factory: str, use_gpu: bool) -> "VectorIndex":
+        faiss = _faiss()
+        if not path.is_file():
+            raise IndexCorruptError(f"{path} is missing; run `rag check` or rebuild the index")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise IndexCorruptError(f"{path} cannot be read ({str(exc).splitlines()[-1]}); rebuild the index") from None
+        return cls(index, factory, use_gpu)
+
+    def _to_gpu(self) -> None:
+        faiss = _faiss()
+        try:
+            self._gpu_resources = faiss.StandardGpuResources()
+            self._gpu = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._cpu)
+            log.info("FAISS index %s on GPU 0", self.factory)
+        except (AttributeError, RuntimeError) as exc:
+            log.warning("FAISS index %s stays on the CPU: %s", self.factory, str(exc).splitlines()[-1])
+            self._gpu = None
+
+    @property
+    def _active(self) -> Any:
+        return self._gpu if self._gpu is not None else self._cpu
+
+    @property
+    def on_gpu(self) -> bool:
+        return self._gpu is not None
+
+    def _sync_to_cpu(self) -> None:
+        if self._gpu is not None:
+            self._cpu = _faiss().index_gpu_to_cpu(self._gpu)
+
+    # -- writes --------------------------------------------------------------------------
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._active.is_trained)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._active.ntotal)
+
+    @property
+    def dimension(self) -> int:
+        return int(self._active.d)
+
+    def min_training_vectors(self) -> int:
+        faiss = _faiss()
+        ivf = faiss.try_extract_index_ivf(self._cpu)
+        need = int(ivf.nlist) if ivf is not None else 1
+        if "PQ" in self.factory.upper():
+            need = max(need, 256)
+        return need
+
+    def train(self, vectors: np.ndarray) -> None:
+        need = self.min_training_vectors()
+        if len(vectors) < need:
+            raise RagError(
+                f"index.factory {self.factory!r} needs at least {need} vectors to train, but only "
+                f"{len(vectors)} chunks are indexed. Index more documents in the first run, or use a "
+                "smaller index type ('Flat', 'HNSW32', or fewer IVF lists)."
+            )
+        self._active.train(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        if len(vectors) == 0:
+            return
+        self._active.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+
+    def remove(self, ids: list[int]) -> int:
+        """Remove ids in place where FAISS can; otherwise rebuild without them (HNSW)."""
+        if not ids:
+            return 0
+        faiss = _faiss()
+        self._sync_to_cpu()
+        selector = faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))
+        try:
+            removed = int(self._cpu.remove_ids(selector))
+        except RuntimeError:
+            removed = self._rebuild_without(set(ids))
+        if self._gpu is not None:
+            self._to_gpu()
+        return removed
+
+    def _all_ids(self) -> np.ndarray:
+        faiss = _faiss()
+        if isinstance(self._cpu, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+            return faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
+        ivf = faiss.extract_index_ivf(self._cpu)
+        invlists = ivf.invlists
+        out = []
+        for list_no in range(ivf.nlist):
+            size = invlists.list_size(list_no)
+            if size:
+                ptr = invlists.get_ids(list_no)
+                out.append(faiss.rev_swig_ptr(ptr, size).copy())
+                invlists.release_ids(list_no, ptr)
+        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
+
+    def _rebuild_without(self, drop: set[int]) -> int:
+        keep = np.array([i for i in self._all_ids() if int(i) not in drop], dtype=np.int64)
+        vectors = self._cpu.reconstruct_batch(keep) if len(keep) else np.zeros((0, self.dimension), np.float32)
+        fresh = VectorIndex.create(self.factory, self.dimension, use_gpu=False)
+        if not fresh.is_trained and len(keep):
+            fresh.train(vectors)
+        fresh.add(vectors, keep)
+        removed = self.ntotal - fresh.ntotal
+        self._cpu = fresh._cpu
+        return removed
+
+    def save(self, path: Path) -> None:
+        self._sync_to_cpu()
+        tmp = path.with_suffix(".tmp")
+        _faiss().write_index(self._cpu, str(tmp))
+        os.replace(tmp, path)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def contains_ids(self) -> np.ndarray:
+        self._sync_to_cpu()
+        return self._all_ids()
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int, ef_search: int) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _faiss()
+        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
+        index = self._active
+        params: Any = None
+        if self._gpu is None:
+            ivf = faiss.try_extract_index_ivf(self._cpu)
+            if ivf is not None:
+                params = faiss.SearchParametersIVF(nprobe=min(nprobe, ivf.nlist))
+            else:
+                inner = faiss.downcast_index(self._cpu.index) if hasattr(self._cpu, "index") else self._cpu
+                if isinstance(inner, faiss.IndexHNSW):
+                    params = faiss.SearchParametersHNSW(efSearch=max(ef_search, k))
+        else:
+            try:
+                faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+            except (AttributeError, RuntimeError):
+                pass
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        # IndexIDMap passes the parameters on to the index it wraps.
+        return index.search(queries, k, params=params) if params is not None else index.search(queries, k)

@@ -1,0 +1,38 @@
+"""Bytes to text: UTF-8 first, charset-normalizer for anything else, binary refused."""
+
+from __future__ import annotations
+
+import re
+
+from charset_normalizer import from_bytes
+
+from rag.errors import IngestError, SkipDocument
+
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def decode_text(data: bytes) -> str:
+    """Decode a text file of unknown encoding, or say why it is not text."""
+    if not data.strip():
+        raise SkipDocument("empty file")
+    if b"\x00" in data[:8192] and not data.startswith(_BOMS):
+        raise IngestError("binary content (NUL bytes), not a text file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        best = from_bytes(data).best()
+        if best is None:
+            raise IngestError("binary content or unknown text encoding") from None
+        text = str(best)
+    controls = len(_CONTROL.findall(text[:20000]))
+    if controls > max(8, len(text[:20000]) // 100):
+        raise IngestError("binary content (control characters), not a text file")
+    return text
+
+
+def normalize_whitespace(text: str) -> str:
+    """Collapse runs of spaces and blank lines; keep paragraph breaks, which the chunker uses."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ")
+    lines = [re.sub(r"[ \t\f\v]+", " ", line).strip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

@@ -1,0 +1,76 @@
+"""Plain typed records passed between the stages of the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of text that shares one location: a heading path, a PDF page, or a table."""
+
+    text: str
+    headings: tuple[str, ...] = ()
+    page: int | None = None
+    # Tables: the header line repeated in every chunk, and one line per row (text is unused).
+    table_header: str | None = None
+    table_rows: tuple[str, ...] = ()
+
+
+@dataclass
+class Document:
+    """One source document as loaded, before chunking."""
+
+    doc_id: str
+    sections: list[Section]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        parts = []
+        for s in self.sections:
+            if s.table_header is not None:
+                parts.append("\n".join((s.table_header, *s.table_rows)))
+            else:
+                parts.append(s.text)
+        return "\n\n".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document small enough for the embedding model, with where it came from."""
+
+    doc_id: str
+    ordinal: int
+    text: str
+    # What is embedded: the text, with the heading path in front when configured.
+    embed_text: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    text: str
+    score: float
+    doc_id: str
+    source: str
+    metadata: dict[str, Any]
+    chunk_id: int
+
+    @property
+    def location(self) -> str:
+        """Page or heading path, for display."""
+        if self.metadata.get("page") is not None:
+            return f"page {self.metadata['page']}"
+        if self.metadata.get("headings"):
+            return " > ".join(self.metadata["headings"])
+        return ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("chunk_id")
+        return {"text": data["text"], "score": data["score"], "doc_id": data["doc_id"],
+                "source": data["source"], "metadata": {**data["metadata"], "chunk_id": self.chunk_id}}
