@@ -79,6 +79,39 @@ class Engine:
             "manifest": manifest.model_dump(mode="json"),
         }
 
+    def check(self) -> list[str]:
+        """Problems with the live version (empty when sound): files, counts and id mapping agree."""
+        from rag.index.store import _file_digest
+
+        try:
+            reader = self.store.open_reader()
+        except RagError as exc:
+            return [str(exc)]
+        problems: list[str] = []
+        try:
+            manifest = reader.manifest
+            for name, expected in manifest.files.items():
+                actual = _file_digest(reader.directory / name)
+                if actual != expected:
+                    problems.append(f"{name}: size or checksum differs from the manifest")
+            problems.extend(reader.chunks.integrity_problems())
+            counts = reader.chunks.counts()
+            if counts["documents"] != manifest.counts.get("documents"):
+                problems.append(f"{counts['documents']} documents in SQLite, manifest says {manifest.counts.get('documents')}")
+            if counts["chunks"] != manifest.counts.get("chunks"):
+                problems.append(f"{counts['chunks']} chunks in SQLite, manifest says {manifest.counts.get('chunks')}")
+            faiss_ids = set(int(i) for i in reader.vectors.contains_ids())
+            chunk_ids = set(reader.chunks.chunk_ids())
+            if len(faiss_ids) != reader.vectors.ntotal:
+                problems.append("FAISS holds duplicate ids")
+            if faiss_ids - chunk_ids:
+                problems.append(f"{len(faiss_ids - chunk_ids)} FAISS ids have no chunk")
+            if chunk_ids - faiss_ids:
+                problems.append(f"{len(chunk_ids - faiss_ids)} chunks have no vector")
+        finally:
+            reader.close()
+        return problems
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import shutil
-import time
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,22 @@ def _file_digest(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def _disk_error(exc: OSError, path: Path) -> RagError:
-    if exc.errno == errno.ENOSPC:
-        return RagError(f"disk full while writing the index at {path}; the previous version is intact. Free space and re-run.")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return RagError(f"cannot write the index at {path} ({exc.strerror}); the previous version is intact. "
+# What FAISS (RuntimeError), SQLite and the OS raise when storage gives out.
+STORAGE_ERRORS = (OSError, sqlite3.Error, RuntimeError)
+
+
+def _disk_error(exc: BaseException, path: Path) -> RagError:
+    text = str(exc)
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC or "No space left" in text or "disk is full" in text:
+        return RagError(f"disk full while writing the index at {path}; the previous version is intact. "
+                        "Free some space and run again.")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in text or "Read-only" in text:
+        reason = getattr(exc, "strerror", None) or text
+        return RagError(f"cannot write the index at {path} ({reason}); the previous version is intact. "
                         "Check the folder's permissions or choose another --index.")
-    return RagError(f"writing the index at {path} failed ({exc}); the previous version is intact")
+    return RagError(f"writing the index at {path} failed ({text.strip().splitlines()[-1] if text.strip() else exc!r}); "
+                    "the previous version is intact")
 
 
 class IndexStore:
@@ -173,8 +182,10 @@ class IndexWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None and self._staging is not None:
             self.commit()
-        else:
-            self.abort()
+            return
+        self.abort()
+        if isinstance(exc, STORAGE_ERRORS):
+            raise _disk_error(exc, self.store.path) from exc
 
     def _lock(self) -> None:
         path = self.store.path
@@ -241,7 +252,7 @@ class IndexWriter:
         try:
             self._staging.mkdir()
             self.chunks = ChunkStore.open_staging(self._staging / CHUNKS_FILE, base / CHUNKS_FILE if base else None)
-        except OSError as exc:
+        except STORAGE_ERRORS as exc:
             raise _disk_error(exc, store.path) from None
         if base is not None:
             self.vectors = VectorIndex.load(base / VECTORS_FILE, store.settings.factory, store.use_gpu())
@@ -369,8 +380,8 @@ class IndexWriter:
             log.info("stage: committed %s", name)
             self._retire_old_versions(name)
             return name
-        except OSError as exc:
-            raise _disk_error(exc, store.path) from None
+        except STORAGE_ERRORS as exc:
+            raise _disk_error(exc, store.path) from exc
         finally:
             self.abort()
 

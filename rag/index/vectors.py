@@ -139,10 +139,16 @@ class VectorIndex:
             return 0
         faiss = _faiss()
         self._sync_to_cpu()
-        selector = faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))
+        id_array = np.asarray(ids, dtype=np.int64)
+        if faiss.try_extract_index_ivf(self._cpu) is not None:
+            # IVF's hash-table direct map removes only through an IDSelectorArray.
+            selector = faiss.IDSelectorArray(len(id_array), faiss.swig_ptr(id_array))
+        else:
+            selector = faiss.IDSelectorBatch(id_array)
         try:
             removed = int(self._cpu.remove_ids(selector))
         except RuntimeError:
+            log.info("%s cannot remove ids in place; rebuilding without them", self.factory)
             removed = self._rebuild_without(set(ids))
         if self._gpu is not None:
             self._to_gpu()

@@ -21,9 +21,13 @@ def decode_text(data: bytes) -> str:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        best = from_bytes(data).best()
+        matches = from_bytes(data)
+        best = matches.best()
         if best is None:
             raise IngestError("binary content or unknown text encoding") from None
+        # Short Western text fits several code pages equally well; the most common one wins ties.
+        tied = [m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
+        best = next((m for m in tied if m.encoding == "cp1252"), best)
         text = str(best)
     controls = len(_CONTROL.findall(text[:20000]))
     if controls > max(8, len(text[:20000]) // 100):

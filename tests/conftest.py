@@ -1,0 +1,142 @@
+"""Shared fixtures: real files of every supported format, the real bundled model, real FAISS."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from rag import Engine, Settings
+from rag.embed import Embedder
+
+REPO = Path(__file__).resolve().parents[1]
+CORPORA = REPO / "corpora"
+
+
+def make_pdf(path: Path, pages: list[str], title: str | None = None) -> Path:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    if title:
+        pdf.set_title(title)
+    for text in pages:
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=11)
+        pdf.multi_cell(0, 6, text)
+    pdf.output(str(path))
+    return path
+
+
+def make_docx(path: Path, blocks: list[tuple[str, Any]]) -> Path:
+    """blocks: ("h1"|"h2"|"p", text) or ("table", [[cell, ...], ...])."""
+    import docx
+
+    document = docx.Document()
+    for kind, value in blocks:
+        if kind == "table":
+            table = document.add_table(rows=len(value), cols=len(value[0]))
+            for r, row in enumerate(value):
+                for c, cell in enumerate(row):
+                    table.cell(r, c).text = cell
+        elif kind.startswith("h"):
+            document.add_heading(value, level=int(kind[1:]))
+        else:
+            document.add_paragraph(value)
+    document.save(str(path))
+    return path
+
+
+def write_sample_docs(root: Path) -> Path:
+    """A small knowledge base with one file of every supported format."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "handbook.md").write_text(
+        "# Handbook\n\nWelcome to Acme.\n\n## Leave\n\nEvery employee gets 27 days of paid vacation a year.\n\n"
+        "### Parental leave\n\nParents receive 16 weeks of paid parental leave.\n\n"
+        "```\n# this is code, not a heading\n```\n",
+        encoding="utf-8",
+    )
+    (root / "notes.txt").write_text("The cafeteria opens at 07:45 and closes at 15:30 on weekdays.\n", encoding="utf-8")
+    (root / "intranet.html").write_text(
+        "<html><head><title>IT Intranet</title><style>.nav{color:red}</style>"
+        "<script>var secret='SCRIPTMARKER';</script></head><body>"
+        "<nav><a href='/'>Home</a> NAVMARKER</nav><header>HEADERMARKER</header>"
+        "<h1>IT Services</h1><p>The VPN gateway is <b>vpn.acme.example</b> on port 443.</p>"
+        "<h2>Printers</h2><p>Printer queue PRN-7 is on floor 3.</p>"
+        "<footer>FOOTERMARKER</footer></body></html>",
+        encoding="utf-8",
+    )
+    make_pdf(root / "manual.pdf", [
+        "Robot manual. Chapter 1: unpacking the robot and charging the battery overnight.",
+        "Chapter 2: error code E-451 means the lidar sensor is blocked; clean the lens with a dry cloth.",
+    ], title="Robot Manual")
+    make_docx(root / "policy.docx", [
+        ("h1", "Procurement Policy"),
+        ("p", "Purchases above 5,000 euros need two quotes."),
+        ("h2", "Approvals"),
+        ("p", "The CFO approves purchases above 50,000 euros."),
+        ("table", [["Tier", "Limit"], ["Manager", "5,000"], ["Director", "50,000"]]),
+    ])
+    (root / "prices.csv").write_text(
+        "part,description,price\n" + "".join(f"P-{i:03d},Spare part number {i},{i * 3}.50\n" for i in range(1, 61)),
+        encoding="utf-8",
+    )
+    (root / "faq.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in [
+            {"id": "faq-1", "title": "Password reset", "text": "Reset your password at id.acme.example.", "category": "it"},
+            {"id": "faq-2", "title": "Badge", "text": "Lost badges are replaced at reception for 10 euros.", "category": "office"},
+        ]) + "\n",
+        encoding="utf-8",
+    )
+    (root / "people.json").write_text(
+        json.dumps([{"id": "person-ana", "text": "Ana Silva leads the Lisbon robotics lab."}]), encoding="utf-8"
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The real bundled MiniLM, loaded once for the whole session."""
+    e = Embedder(Settings.load().embedding)
+    e.warm_up()
+    return e
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def factory(**overrides: Any) -> Settings:
+        values = {"index.path": str(tmp_path / "index")}
+        values.update(overrides)
+        return Settings.load(overrides=values, environ={})
+
+    return factory
+
+
+@pytest.fixture
+def make_engine(make_settings: Callable[..., Settings], embedder: Embedder) -> Callable[..., Engine]:
+    engines: list[Engine] = []
+
+    def factory(**overrides: Any) -> Engine:
+        engine = Engine(make_settings(**overrides), embedder=embedder)
+        engines.append(engine)
+        return engine
+
+    yield factory
+    for engine in engines:
+        engine.close()
+
+
+@pytest.fixture
+def sample_docs(tmp_path: Path) -> Path:
+    return write_sample_docs(tmp_path / "docs")
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for `rag` subprocesses: an index in tmp, nothing from the caller's RAG_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env["RAG_INDEX_PATH"] = str(tmp_path / "cli-index")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,80 @@
+"""The `rag` command as a user runs it: real subprocesses, real model, real files."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPORA, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def rag(*args, env, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "rag", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_index_search_info_round_trip_with_json(sample_docs, cli_env, tmp_path):
+    (sample_docs / "locked.docx").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600)
+    (sample_docs / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    done = rag("index", str(sample_docs), "--json", env=cli_env)
+    assert done.returncode == 1, done.stderr  # one file failed
+    summary = json.loads(done.stdout)
+    assert {k: summary[k] for k in ("documents", "skipped", "failed")} == {"documents": 9, "skipped": 1, "failed": 1}
+    assert summary["chunks"] > 0 and summary["seconds"] > 0
+    assert "failed locked.docx: password-protected .docx or legacy .doc file" in done.stderr
+    assert "skipped picture.png: unsupported file type '.png'" in done.stderr
+
+    found = rag("search", "error code E-451 lidar", "-k", "2", "--json", env=cli_env)
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    assert len(hits) == 2 and set(hits[0]) == {"text", "score", "doc_id", "source", "metadata"}
+    assert hits[0]["doc_id"] == "manual.pdf" and hits[0]["metadata"]["page"] == 2
+
+    shown = rag("search", "error code E-451 lidar", "-k", "1", env=cli_env)
+    assert "manual.pdf · page 2" in shown.stdout and "E-451" in shown.stdout
+
+    info = rag("info", env=cli_env)
+    assert info.returncode == 0 and "documents  9" in info.stdout and "all-MiniLM-L6-v2" in info.stdout
+    info_json = json.loads(rag("info", "--json", env=cli_env).stdout)
+    assert info_json["manifest"]["counts"]["documents"] == 9 and info_json["disk_bytes"] > 0
+
+
+def test_exit_codes_strict_and_bad_paths(sample_docs, cli_env, tmp_path):
+    (sample_docs / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert rag("index", str(sample_docs), env=cli_env).returncode == 0  # a skip is not a failure
+    strict = rag("index", str(sample_docs), "--strict", env=cli_env)
+    assert strict.returncode == 1
+    missing = rag("index", str(tmp_path / "nowhere"), env=cli_env)
+    assert missing.returncode == 1 and "no such file or folder" in missing.stderr
+    bad_setting = rag("index", str(sample_docs), "--batch-size", "0", env=cli_env)
+    assert bad_setting.returncode == 1 and "embedding.batch_size" in bad_setting.stderr
+    no_index = rag("search", "x", "--index", str(tmp_path / "none"), env=cli_env)
+    assert no_index.returncode == 1 and "no index at" in no_index.stderr
+
+
+def test_search_builds_the_default_index_from_the_corpus_on_first_use(cli_env, tmp_path):
+    work = tmp_path / "fresh"
+    work.mkdir()
+    shutil.copytree(CORPORA, work / "corpora")
+    env = {k: v for k, v in cli_env.items() if k != "RAG_INDEX_PATH"}
+    first = rag("search", "How much annual leave do Lisbon employees get?", "--json", env=env, cwd=work)
+    assert first.returncode == 0, first.stderr
+    assert "building it from corpora" in first.stderr and (work / "indexes/default/CURRENT").is_file()
+    assert json.loads(first.stdout)[0]["doc_id"] == "handbook/leave-policy.md"
+    second = rag("search", "VPN", "--json", env=env, cwd=work)
+    assert second.returncode == 0 and "building" not in second.stderr
+
+
+def test_config_shows_values_and_origins(cli_env):
+    env = dict(cli_env, RAG_SEARCH_K="7")
+    shown = rag("config", "--json", env=env)
+    data = json.loads(shown.stdout)
+    assert data["search.k"] == {"value": 7, "source": "env (RAG_SEARCH_K)", "env": "RAG_SEARCH_K"}
+    assert data["chunking.chunk_size"]["source"].startswith("default (")
+    bad = rag("config", env=dict(cli_env, RAG_INDEX_NPROBE="-3"))
+    assert bad.returncode == 1 and "index.nprobe" in bad.stderr and "greater than or equal to 1" in bad.stderr

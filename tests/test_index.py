@@ -1,0 +1,207 @@
+import json
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+
+from rag import Engine, IndexMismatchError, IndexNotFoundError, RagError, Settings
+from rag.embed import Embedder
+from rag.errors import IndexLockedError
+
+from conftest import write_sample_docs
+
+
+def test_index_every_format_and_find_each_fact(make_engine, sample_docs):
+    engine = make_engine()
+    report = engine.index([sample_docs])
+    assert report.failed == 0 and report.skipped == 0
+    assert report.added == 9 and report.documents == 9 and report.chunks >= 10
+    expectations = {
+        "How many vacation days does an employee get?": ("handbook.md", {"headings": ["Handbook", "Leave"]}),
+        "When does the cafeteria close?": ("notes.txt", {}),
+        "What is the VPN gateway address?": ("intranet.html", {"headings": ["IT Services"]}),
+        "What does error code E-451 mean?": ("manual.pdf", {"page": 2}),
+        "Who approves purchases above 50,000 euros?": ("policy.docx", {"headings": ["Procurement Policy", "Approvals"]}),
+        "How much does spare part P-042 cost?": ("prices.csv", {}),
+        "How do I reset my password?": ("faq-1", {}),
+        "Who leads the Lisbon robotics lab?": ("person-ana", {}),
+    }
+    for question, (doc_id, meta) in expectations.items():
+        hits = engine.search(question, k=3)
+        assert hits[0].doc_id == doc_id, (question, [(h.doc_id, h.score) for h in hits])
+        for key, value in meta.items():
+            assert hits[0].metadata[key] == value
+        assert hits[0].score >= hits[-1].score
+        assert hits[0].source.endswith(doc_id) or hits[0].source.endswith(".jsonl") or hits[0].source.endswith(".json")
+
+
+def test_manifest_records_what_the_index_was_built_with(make_engine, sample_docs):
+    engine = make_engine()
+    engine.index([sample_docs])
+    info = engine.info()
+    manifest = info["manifest"]
+    assert manifest["format_version"] == 1
+    assert manifest["embedding"] == {
+        "model": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384, "normalize": True,
+        "query_prefix": "", "passage_prefix": "", "max_seq_length": 256,
+    }
+    assert manifest["chunking"]["chunk_size"] == 200 and manifest["index"]["factory"] == "Flat"
+    assert manifest["counts"]["documents"] == 9
+    assert manifest["counts"]["chunks"] == manifest["counts"]["vectors"] > 0
+    assert manifest["created_at"] and manifest["updated_at"]
+    assert info["disk_bytes"] > 0 and set(manifest["files"]) == {"chunks.sqlite", "vectors.faiss"}
+
+
+def test_unchanged_documents_cost_nothing_and_changed_ones_replace_their_chunks(make_engine, sample_docs):
+    engine = make_engine()
+    first = engine.index([sample_docs])
+    again = engine.index([sample_docs])
+    assert again.unchanged == 9 and again.documents == 0 and again.chunks == 0
+    assert again.version == first.version  # no new version written
+    (sample_docs / "notes.txt").write_text("The cafeteria now closes at 16:00.\n")
+    changed = engine.index([sample_docs])
+    assert changed.updated == 1 and changed.added == 0 and changed.version != first.version
+    hits = engine.search("When does the cafeteria close?", k=20)
+    cafeteria = [h for h in hits if h.doc_id == "notes.txt"]
+    assert len(cafeteria) == 1 and "16:00" in cafeteria[0].text
+    assert engine.info()["manifest"]["counts"]["documents"] == 9
+
+
+def test_a_bad_file_never_costs_what_is_already_indexed(make_engine, sample_docs, tmp_path):
+    engine = make_engine()
+    engine.index([sample_docs])
+    before = engine.info()["manifest"]["counts"]
+    (sample_docs / "corrupt.pdf").write_bytes(b"%PDF-1.4\n garbage garbage")
+    (sample_docs / "new.md").write_text("# New\n\nThe new parking garage opens in May.")
+    report = engine.index([sample_docs])
+    assert report.failed == 1 and report.added == 1 and report.exit_code() == 1
+    assert report.problems[0].path == "corrupt.pdf"
+    after = engine.info()["manifest"]["counts"]
+    assert after["documents"] == before["documents"] + 1
+    assert engine.search("parking garage", k=1)[0].doc_id == "new.md"
+
+
+def test_opening_with_another_embedding_configuration_fails_clearly(make_engine, make_settings, sample_docs, embedder):
+    make_engine().index([sample_docs])
+    other = Engine(make_settings(**{"embedding.query_prefix": "query: "}))
+    with pytest.raises(IndexMismatchError, match="query_prefix: index has '', settings give 'query: '"):
+        other.search("vacation")
+    with pytest.raises(IndexMismatchError, match="query_prefix"):
+        other.index([sample_docs])
+
+
+def test_another_model_of_another_dimension_is_refused(make_settings, sample_docs, tmp_path, embedder):
+    """A real second model: MiniLM plus a Dense projection to 64 dimensions, saved to a folder."""
+    from sentence_transformers import SentenceTransformer, models
+
+    dense = models.Dense(in_features=384, out_features=64, bias=False)
+    small = SentenceTransformer(modules=[embedder.model[0], embedder.model[1], dense], device="cpu")
+    model_dir = tmp_path / "minilm-64"
+    small.save(str(model_dir))
+
+    settings = make_settings(**{"embedding.model": str(model_dir)})
+    engine = Engine(settings)
+    assert engine.index([sample_docs]).documents == 9
+    assert engine.info()["manifest"]["embedding"]["dimension"] == 64
+    assert engine.info()["manifest"]["embedding"]["model"] == "minilm-64"
+    default = Engine(make_settings(), embedder=embedder)
+    with pytest.raises(IndexMismatchError, match=r"model: index has 'minilm-64'.*dimension: index has 64"):
+        default.search("vacation days")
+
+
+def test_unknown_model_name_is_refused_without_download(make_settings):
+    with pytest.raises(RagError, match="never downloads models"):
+        Engine(make_settings(**{"embedding.model": "BAAI/bge-small-en-v1.5"})).embedder
+
+
+def test_missing_index_says_how_to_build_one(make_engine):
+    with pytest.raises(IndexNotFoundError, match="rag index PATH --index"):
+        make_engine().search("anything")
+
+
+def test_empty_question_is_refused(make_engine, sample_docs):
+    engine = make_engine()
+    engine.index([sample_docs])
+    with pytest.raises(RagError, match="empty"):
+        engine.search("   ")
+
+
+@pytest.mark.parametrize("factory", ["HNSW32", "IVF4,Flat", "IVF2,PQ16x4"])
+def test_other_index_types_build_train_update_and_search(make_engine, tmp_path, factory):
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for i in range(300):
+        (docs / f"note-{i:03d}.txt").write_text(f"Ticket {i}: the conveyor in aisle {i} reports fault code F{i:03d}.")
+    engine = make_engine(**{"index.factory": factory, "index.train_sample": 256})
+    assert engine.index([docs]).documents == 300
+    assert engine.search("fault code F123 in aisle 123", k=5)[0].doc_id in {f"note-{i:03d}.txt" for i in range(300)}
+    # Update one document: the old vector is removed (in place, or by rebuild for HNSW).
+    (docs / "note-007.txt").write_text("Ticket 7 was closed: the forklift battery was replaced.")
+    report = engine.index([docs])
+    assert report.updated == 1
+    counts = engine.info()["manifest"]["counts"]
+    assert counts["chunks"] == counts["vectors"] == 300
+    hits = engine.search("forklift battery replaced", k=3)
+    assert "note-007.txt" in [h.doc_id for h in hits]
+
+
+def test_an_index_type_that_cannot_train_on_so_few_vectors_says_so(make_engine, sample_docs):
+    engine = make_engine(**{"index.factory": "IVF1024,Flat"})
+    with pytest.raises(RagError, match="needs at least 1024 vectors to train"):
+        engine.index([sample_docs])
+    assert not engine.store.exists()
+
+
+def test_bad_factory_string_names_the_setting(make_engine, sample_docs):
+    with pytest.raises(RagError, match="index.factory = 'Bogus42'"):
+        make_engine(**{"index.factory": "Bogus42"}).index([sample_docs])
+
+
+def test_changing_the_index_type_of_an_existing_index_is_refused(make_engine, sample_docs):
+    make_engine().index([sample_docs])
+    with pytest.raises(RagError, match="is a 'Flat' index; index.factory is 'HNSW32'"):
+        make_engine(**{"index.factory": "HNSW32"}).index([sample_docs])
+
+
+def test_a_second_writer_is_told_who_holds_the_lock(make_engine, sample_docs, embedder):
+    engine = make_engine()
+    engine.index([sample_docs])
+    writer = engine.store.open_writer(embedder.identity(), {})
+    writer._lock()
+    try:
+        with pytest.raises(IndexLockedError, match=f"pid {os.getpid()}"):
+            make_engine().index([sample_docs])
+    finally:
+        writer._unlock()
+
+
+def test_readers_keep_their_snapshot_and_see_commits_without_restart(make_engine, sample_docs, tmp_path):
+    writer = make_engine()
+    writer.index([sample_docs])
+    reader = make_engine()
+    snapshot = reader.reader()
+    (sample_docs / "extra.txt").write_text("The rooftop garden is open on Fridays.")
+    writer.index([sample_docs])
+    # The old snapshot still answers (its files are kept or still open) ...
+    assert snapshot.chunks.counts()["documents"] == 9
+    # ... and the engine moves to the new version on its next search.
+    assert reader.search("rooftop garden", k=1)[0].doc_id == "extra.txt"
+
+
+def test_old_versions_are_retired(make_engine, sample_docs):
+    engine = make_engine(**{"index.keep_versions": 1})
+    for i in range(4):
+        (sample_docs / "counter.txt").write_text(f"Visitor counter shows {i}.")
+        engine.index([sample_docs])
+    assert engine.store.versions() == ["v000003", "v000004"]
+
+
+def test_corrupt_manifest_is_reported_not_misread(make_engine, sample_docs):
+    engine = make_engine()
+    engine.index([sample_docs])
+    current = engine.store.path / engine.store.current_version()
+    (current / "manifest.json").write_text("{ broken")
+    with pytest.raises(RagError, match="manifest.json cannot be read"):
+        make_engine().search("vacation")
