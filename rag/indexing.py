@@ -163,15 +163,17 @@ class Indexer:
                     else:
                         report.added += 1
                     report.chunks += len(chunks)
-                progress.advance(0, len(pending), pending_chunks)
+                progress.advance(sum(d.size for d, _, _ in pending), len(pending), pending_chunks)
                 pending, pending_chunks = [], 0
 
             for src in files:
+                reported = 0  # bytes of this file already counted in progress
                 for item in load_source(src, self.settings.ingest):
                     if isinstance(item, RagError):
                         note(src.rel, item)
                         continue
                     document = item
+                    reported += document.size
                     where = src.rel
                     if document.doc_id in seen:
                         note(where, RagError(f"duplicate document id {document.doc_id!r} (already read from "
@@ -181,17 +183,19 @@ class Indexer:
                     old_sha = writer.document_sha(document.doc_id)
                     if old_sha == document.metadata["sha256"]:
                         report.unchanged += 1
-                        progress.advance(0, 1, 0)
+                        progress.advance(document.size, 1, 0)
                         continue
                     chunks = chunker.chunk(document)
                     if not chunks:
                         note(where, SkipDocument("no text left after chunking"))
+                        progress.advance(document.size, 0, 0)
                         continue
                     pending.append((document, chunks, old_sha is not None))
                     pending_chunks += len(chunks)
                     if pending_chunks >= EMBED_FLUSH_CHUNKS:
                         flush()
-                progress.advance(sizes[src.path], 0, 0)
+                # What the documents did not account for (failed records, headers, a skipped file).
+                progress.advance(max(0, sizes[src.path] - reported), 0, 0)
             flush()
             report.version = writer.commit() or self.store.current_version()
 

@@ -25,6 +25,8 @@ class Document:
     doc_id: str
     sections: list[Section]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Bytes of the source it was read from (a file, or one JSONL line): drives progress and ETA.
+    size: int = 0
 
     @property
     def text(self) -> str:

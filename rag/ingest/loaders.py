@@ -92,6 +92,7 @@ def load_source(src: SourceFile, settings: IngestSettings) -> Iterator[Document 
             "sha256": hashlib.sha256(data).hexdigest(),
             "format": fmt,
         },
+        size=len(data),
     )
 
 

@@ -18,7 +18,8 @@ def _scalar_metadata(record: dict[str, Any], skip: set[str]) -> dict[str, Any]:
 
 
 def record_to_document(
-    record: Any, where: str, default_id: str, source: str, settings: IngestSettings, mtime: float | None
+    record: Any, where: str, default_id: str, source: str, settings: IngestSettings, mtime: float | None,
+    size: int = 0,
 ) -> Document:
     """A record as a Document; `where` names the file and line for error messages."""
     if not isinstance(record, dict):
@@ -41,7 +42,8 @@ def record_to_document(
     title = str(title).strip() if title not in (None, "") else None
     metadata = _scalar_metadata(record, {text_field, id_field, title_field})
     canonical = json.dumps({"text": text, "title": title, "metadata": metadata}, sort_keys=True, ensure_ascii=False)
-    sections = [Section(text=f"{title}\n\n{text}" if title else text)]
+    # The title as a heading: prepended to what every chunk embeds, not a chunk of its own.
+    sections = [Section(text=text, headings=(title,) if title else ())]
     return Document(
         doc_id=doc_id,
         sections=sections,
@@ -53,6 +55,7 @@ def record_to_document(
             "format": "record",
             "fields": metadata,
         },
+        size=size,
     )
 
 
@@ -68,7 +71,7 @@ def iter_json_records(
                 where = f"{rel} line {lineno}"
                 try:
                     record = json.loads(line)
-                    yield record_to_document(record, where, f"{rel}#{lineno}", source, settings, mtime)
+                    yield record_to_document(record, where, f"{rel}#{lineno}", source, settings, mtime, len(line))
                 except json.JSONDecodeError as exc:
                     yield IngestError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
                 except RagError as exc:
@@ -89,8 +92,10 @@ def iter_json_records(
         if len(lists) == 1:
             payload = lists[0]
     records = payload if isinstance(payload, list) else [payload]
+    share = len(data) // max(len(records), 1)
     for number, record in enumerate(records):
         try:
-            yield record_to_document(record, f"{rel} record {number}", f"{rel}#{number}", source, settings, mtime)
+            yield record_to_document(record, f"{rel} record {number}", f"{rel}#{number}", source, settings, mtime,
+                                     share)
         except RagError as exc:
             yield exc
