@@ -7,7 +7,7 @@ import re
 import zipfile
 
 from rag.errors import IngestError
-from rag.ingest.text import normalize_whitespace
+from rag.ingest.text import SectionBuilder
 from rag.records import Section
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -35,17 +35,7 @@ def parse_docx(data: bytes) -> tuple[list[Section], str | None]:
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise IngestError(f"corrupt or unreadable .docx: {exc}") from None
 
-    sections: list[Section] = []
-    stack: list[tuple[int, str]] = []
-    buf: list[str] = []
-    first_heading: str | None = None
-
-    def flush() -> None:
-        body = normalize_whitespace("\n\n".join(buf))
-        if body:
-            sections.append(Section(text=body, headings=tuple(h for _, h in stack)))
-        buf.clear()
-
+    builder = SectionBuilder("\n\n")
     for block in blocks:
         if isinstance(block, Table):
             rows = []
@@ -56,17 +46,12 @@ def parse_docx(data: bytes) -> tuple[list[Section], str | None]:
                     if not cells or cells[-1] != value:  # merged cells repeat their text
                         cells.append(value)
                 rows.append(" | ".join(cells))
-            buf.append("\n".join(rows))
+            builder.add("\n".join(rows))
             continue
         text = block.text.strip()
         level = _heading_level(block.style.name if block.style is not None else "")
         if level is not None and text:
-            flush()
-            while stack and stack[-1][0] >= level:
-                stack.pop()
-            stack.append((level, text))
-            first_heading = first_heading or text
+            builder.heading(level, text)
         elif text:
-            buf.append(text)
-    flush()
-    return sections, core_title or first_heading
+            builder.add(text)
+    return builder.finish(), core_title or builder.first_heading

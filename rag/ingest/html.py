@@ -6,7 +6,7 @@ import re
 
 from bs4 import BeautifulSoup, NavigableString
 
-from rag.ingest.text import decode_text, normalize_whitespace
+from rag.ingest.text import SectionBuilder, decode_text
 from rag.records import Section
 
 _DROP = ["script", "style", "noscript", "template", "nav", "header", "footer", "aside",
@@ -45,23 +45,15 @@ def parse_html(data: bytes) -> tuple[list[Section], str | None]:
     root = soup.body or soup
     raw = root.get_text("")
     parts = raw.split(_MARK)
-    sections: list[Section] = []
-    stack: list[tuple[int, str]] = []
-    first_heading: str | None = None
-
-    def add(body: str) -> None:
-        body = normalize_whitespace(re.sub(r"( \| )+\n", "\n", body))
-        if body:
-            sections.append(Section(text=body, headings=tuple(h for _, h in stack)))
-
-    add(parts[0])
-    # After the first chunk, parts come in triples: level, heading, following text.
+    builder = SectionBuilder()
+    builder.add(_clean(parts[0]))
+    # After the first part, parts come in triples: level, heading, the text that follows.
     for i in range(1, len(parts) - 2, 3):
-        level, heading, body = int(parts[i]), parts[i + 1].strip(), parts[i + 2]
-        while stack and stack[-1][0] >= level:
-            stack.pop()
-        if heading:
-            stack.append((level, heading))
-            first_heading = first_heading or heading
-        add(body)
-    return sections, title or first_heading
+        builder.heading(int(parts[i]), parts[i + 1].strip())
+        builder.add(_clean(parts[i + 2]))
+    return builder.finish(), title or builder.first_heading
+
+
+def _clean(body: str) -> str:
+    """Table cells end in " | "; drop the one before each line end."""
+    return re.sub(r"[ \t]*\|[ \t]*\n", "\n", body + "\n")

@@ -7,6 +7,7 @@ import re
 from charset_normalizer import from_bytes
 
 from rag.errors import IngestError, SkipDocument
+from rag.records import Section
 
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -40,3 +41,41 @@ def normalize_whitespace(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ")
     lines = [re.sub(r"[ \t\f\v]+", " ", line).strip() for line in text.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+class SectionBuilder:
+    """Collects text under the current heading path; a heading closes the section before it."""
+
+    def __init__(self, joiner: str = "\n") -> None:
+        self.sections: list[Section] = []
+        self.first_heading: str | None = None
+        self._joiner = joiner
+        self._stack: list[tuple[int, str]] = []
+        self._buf: list[str] = []
+
+    def heading(self, level: int, text: str) -> None:
+        self.flush()
+        while self._stack and self._stack[-1][0] >= level:
+            self._stack.pop()
+        if text:
+            self._stack.append((level, text))
+            self.first_heading = self.first_heading or text
+
+    def add(self, text: str) -> None:
+        self._buf.append(text)
+
+    def pop_last(self) -> str | None:
+        return self._buf.pop() if self._buf else None
+
+    def last(self) -> str | None:
+        return self._buf[-1] if self._buf else None
+
+    def flush(self) -> None:
+        body = normalize_whitespace(self._joiner.join(self._buf))
+        if body:
+            self.sections.append(Section(text=body, headings=tuple(h for _, h in self._stack)))
+        self._buf.clear()
+
+    def finish(self) -> list[Section]:
+        self.flush()
+        return self.sections
