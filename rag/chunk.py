@@ -34,6 +34,8 @@ HEADING_JOINER = " > "
 class TokenCounter(Protocol):
     def count(self, text: str) -> int: ...
 
+    def count_many(self, texts: list[str]) -> list[int]: ...
+
     def offsets(self, text: str) -> list[tuple[int, int]]: ...
 
 
@@ -49,6 +51,14 @@ class HFTokenCounter:
         if self._backend is not None:
             return len(self._backend.encode(text, add_special_tokens=False).ids)
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        """One call for many texts: the tokenizer's per-call overhead dominates short texts."""
+        if not texts:
+            return []
+        if self._backend is not None:
+            return [len(e.ids) for e in self._backend.encode_batch(texts, add_special_tokens=False)]
+        return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         if self._backend is not None:
@@ -95,15 +105,21 @@ class Chunker:
                           else [piece])
         return [p for p in pieces if p]
 
-    def _fit_after(self, prefix: str, text: str) -> list[str]:
-        """Token counts of prefix and text need not add up exactly; re-cut in the rare overflow."""
-        if not prefix or self.counter.count(prefix + text) <= self.max_tokens:
-            return [text]
-        return self._fit(text, self.max_tokens - self.counter.count(prefix) - 2)
+    def _enforce_limit(
+        self, prefix: str, pieces: list[tuple[str, dict[str, Any]]]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Count each chunk exactly as it will be embedded; re-cut the rare one whose atom
+        counts did not add up (token counts are not always additive across a cut)."""
+        counts = self.counter.count_many([prefix + text for text, _ in pieces])
+        for (text, extra), count in zip(pieces, counts):
+            if count <= self.max_tokens:
+                yield text, extra
+            else:
+                room = self.max_tokens - self.counter.count(prefix) - 2
+                yield from ((piece, extra) for piece in self._fit(text, room))
 
-    def _atoms(self, text: str, budget: int, level: int = 0) -> list[tuple[str, int]]:
+    def _atoms(self, text: str, tokens: int, budget: int, level: int = 0) -> list[tuple[str, int]]:
         """(text, tokens) pieces, each within budget, that concatenate back to `text`."""
-        tokens = self.counter.count(text)
         if tokens <= budget:
             return [(text, tokens)]
         for i in range(level, len(SEPARATORS)):
@@ -112,13 +128,14 @@ class Chunker:
                 continue
             parts = [p for p in re.split(f"(?<={re.escape(sep)})", text) if p]
             atoms: list[tuple[str, int]] = []
-            for part in parts:
-                atoms.extend(self._atoms(part, budget, i + 1))
+            for part, count in zip(parts, self.counter.count_many(parts)):
+                atoms.extend(self._atoms(part, count, budget, i + 1))
             return atoms
-        return [(piece + " ", self.counter.count(piece)) for piece in self._fit(text, budget)]
+        pieces = self._fit(text, budget)
+        return [(piece + " ", count) for piece, count in zip(pieces, self.counter.count_many(pieces))]
 
     def _split_text(self, text: str, budget: int) -> list[str]:
-        atoms = [(t, n) for t, n in self._atoms(text, budget) if t.strip()]
+        atoms = [(t, n) for t, n in self._atoms(text, self.counter.count(text), budget) if t.strip()]
         overlap = min(self.settings.chunk_overlap, budget // 2)
         chunks: list[str] = []
         start = 0
@@ -127,8 +144,7 @@ class Chunker:
             while end < len(atoms) and (end == start or used + atoms[end][1] <= budget):
                 used += atoms[end][1]
                 end += 1
-            chunk = "".join(t for t, _ in atoms[start:end]).strip()
-            chunks.extend(self._fit(chunk, budget))  # sums of atom counts can be off by a token
+            chunks.append("".join(t for t, _ in atoms[start:end]).strip())
             if end >= len(atoms):
                 break
             # The next chunk repeats the trailing atoms of this one, up to `overlap` tokens.
@@ -175,7 +191,7 @@ class Chunker:
                 pieces = list(self._table_chunks(section, budget))
             else:
                 pieces = [(text, {}) for text in self._split_text(section.text, budget)]
-            for text, extra in ((t, e) for piece, e in pieces for t in self._fit_after(prefix, piece)):
+            for text, extra in self._enforce_limit(prefix, pieces):
                 embed_text = prefix + text
                 metadata = {**base, **extra}
                 if section.page is not None:
