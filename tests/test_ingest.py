@@ -187,3 +187,23 @@ def test_docx_fixture_helper_roundtrip(tmp_path, ingest_settings):
     path = make_docx(tmp_path / "t.docx", [("p", "Only a paragraph, no heading.")])
     doc = load_one(path, ingest_settings)
     assert doc.sections[0].headings == () and doc.metadata["title"] == "t"
+
+
+def test_pdf_with_arrays_beyond_pypdf_default_limit_still_loads(tmp_path, ingest_settings):
+    """Real SEC filings hold arrays of over 100,000 elements, which pypdf refuses by default."""
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.errors import LimitReachedError
+    from pypdf.generic import ArrayObject, NameObject, NumberObject
+
+    plain = make_pdf(tmp_path / "plain.pdf", ["Quarterly revenue grew 12 percent."])
+    writer = PdfWriter(clone_from=plain)
+    writer._root_object[NameObject("/BigArray")] = ArrayObject([NumberObject(i) for i in range(150_000)])
+    path = tmp_path / "big-array.pdf"
+    with path.open("wb") as fh:
+        writer.write(fh)
+    with pytest.raises(LimitReachedError):
+        PdfReader(io.BytesIO(path.read_bytes())).pages[0].extract_text()
+    doc = load_one(path, ingest_settings)
+    assert doc.sections[0].text == "Quarterly revenue grew 12 percent."

@@ -11,10 +11,23 @@ from rag.records import Section
 
 log = logging.getLogger(__name__)
 
+# pypdf (>= 6.21) refuses arrays and dictionaries of over 100,000 elements to guard against
+# malicious files; real SEC 10-Q filings (Microsoft's 2023 Q1 and Q2) have larger ones and
+# would fail whole. A higher bound still protects memory while reading such filings.
+PDF_MAX_ELEMENTS = 5_000_000
+
 
 def parse_pdf(data: bytes) -> tuple[list[Section], str | None]:
+    from pypdf import apply_configuration
+
+    with apply_configuration(array_maximum_element_count=PDF_MAX_ELEMENTS,
+                             dictionary_maximum_element_count=PDF_MAX_ELEMENTS):
+        return _parse_pdf(data)
+
+
+def _parse_pdf(data: bytes) -> tuple[list[Section], str | None]:
     from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, PdfReadError
+    from pypdf.errors import FileNotDecryptedError, LimitReachedError, PdfReadError
 
     if not data.strip():
         raise SkipDocument("empty file")
@@ -41,6 +54,8 @@ def parse_pdf(data: bytes) -> tuple[list[Section], str | None]:
             title = str(reader.metadata.title).strip() or None
     except (IngestError, SkipDocument):
         raise
+    except LimitReachedError as exc:
+        raise IngestError(f"PDF exceeds pypdf's safety limits ({exc}); it may be malformed") from None
     except FileNotDecryptedError:
         raise IngestError("encrypted PDF (password required); index a decrypted copy") from None
     except (PdfReadError, ValueError, KeyError, TypeError, AssertionError, IndexError) as exc:
