@@ -40,17 +40,30 @@ class TokenCounter(Protocol):
 
 
 class HFTokenCounter:
-    """Counts tokens with a Hugging Face tokenizer's fast backend, without special tokens."""
+    """Counts tokens with a Hugging Face tokenizer's fast backend, without special tokens.
+
+    Counts on a private copy of the backend with padding and truncation off: the model's
+    own tokenizer gets both switched on by sentence-transformers at its first encode, after
+    which a batch would count every text as long as the longest, and any text as at most
+    the model's maximum length.
+    """
 
     def __init__(self, tokenizer: Any) -> None:
-        self._backend = getattr(tokenizer, "_tokenizer", None) or getattr(tokenizer, "backend_tokenizer", None)
+        backend = getattr(tokenizer, "_tokenizer", None) or getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(backend.to_str())
+            backend.no_padding()
+            backend.no_truncation()
+        self._backend = backend
         self._tokenizer = tokenizer
         self.special_tokens = len(tokenizer("")["input_ids"])
 
     def count(self, text: str) -> int:
         if self._backend is not None:
             return len(self._backend.encode(text, add_special_tokens=False).ids)
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
     def count_many(self, texts: list[str]) -> list[int]:
         """One call for many texts: the tokenizer's per-call overhead dominates short texts."""
@@ -58,7 +71,8 @@ class HFTokenCounter:
             return []
         if self._backend is not None:
             return [len(e.ids) for e in self._backend.encode_batch(texts, add_special_tokens=False)]
-        return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        encoded = self._tokenizer(texts, add_special_tokens=False, truncation=False, padding=False)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         if self._backend is not None:

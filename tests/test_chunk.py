@@ -102,3 +102,16 @@ def test_passage_prefix_counts_against_the_limit(embedder, counter):
 def test_chunker_rejects_an_impossible_budget(counter):
     with pytest.raises(ValueError):
         Chunker(Settings.load(environ={}).chunking, counter, max_tokens=4)
+
+
+def test_counts_stay_exact_after_the_model_has_encoded(embedder):
+    """sentence-transformers switches padding and truncation on in the model's tokenizer at
+    its first encode; counting must not inherit either (found by the indexing benchmark)."""
+    counter = HFTokenCounter(embedder.tokenizer)
+    long_text = "warehouse " * 600
+    embedder.embed_passages(["a short passage", long_text])
+    assert counter.count_many(["short text", "one two three four five six seven"]) == [2, 7]
+    assert counter.count(long_text) == 600 > embedder.max_seq_length
+    chunks = make_chunker(Settings.load(environ={}), embedder).chunk(doc(Section("Short intro.\n\n" + long_text)))
+    assert all(counter.count(c.embed_text) <= embedder.max_seq_length - counter.special_tokens for c in chunks)
+    assert sum(counter.count(c.text) for c in chunks) >= 600
