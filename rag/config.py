@@ -26,8 +26,9 @@ class _Section(BaseModel):
 
 class EmbeddingSettings(_Section):
     model: str = Field(min_length=1)
-    batch_size: int = Field(ge=1, le=4096)
+    batch_size: int = Field(ge=0, le=4096)
     device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
     normalize: bool
     query_prefix: str
     passage_prefix: str

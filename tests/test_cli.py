@@ -51,7 +51,7 @@ def test_exit_codes_strict_and_bad_paths(sample_docs, cli_env, tmp_path):
     assert strict.returncode == 1
     missing = rag("index", str(tmp_path / "nowhere"), env=cli_env)
     assert missing.returncode == 1 and "no such file or folder" in missing.stderr
-    bad_setting = rag("index", str(sample_docs), "--batch-size", "0", env=cli_env)
+    bad_setting = rag("index", str(sample_docs), "--batch-size", "-1", env=cli_env)
     assert bad_setting.returncode == 1 and "embedding.batch_size" in bad_setting.stderr
     no_index = rag("search", "x", "--index", str(tmp_path / "none"), env=cli_env)
     assert no_index.returncode == 1 and "no index at" in no_index.stderr
