@@ -105,18 +105,22 @@ class Chunker:
             parts.pop(0)
         return "", 0
 
-    def _fit(self, text: str, limit: int) -> list[str]:
+    def _fit(self, text: str, limit: int, step: int | None = None) -> list[str]:
         """Cut `text` at token boundaries so every piece has at most `limit` tokens."""
+        step = step or limit
         if self.counter.count(text) <= limit:
             return [text]
         offsets = self.counter.offsets(text)
         pieces = []
-        for start in range(0, len(offsets), limit):
-            window = offsets[start:start + limit]
-            # Re-count: tokenizing a substring can differ by a token at the edges.
+        for start in range(0, len(offsets), step):
+            window = offsets[start:start + step]
             piece = text[window[0][0]:window[-1][1]].strip()
-            pieces.extend(self._fit(piece, limit) if self.counter.count(piece) > limit and len(window) > 1
-                          else [piece])
+            # Re-tokenizing a substring can add a token at its edges: cut that piece with a
+            # smaller window (strictly smaller, so this always ends).
+            if step > 1 and self.counter.count(piece) > limit:
+                pieces.extend(self._fit(piece, limit, step - max(1, step // 8)))
+            else:
+                pieces.append(piece)
         return [p for p in pieces if p]
 
     def _enforce_limit(

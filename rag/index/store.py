@@ -103,7 +103,8 @@ class IndexStore:
     def versions(self) -> list[str]:
         if not self.path.is_dir():
             return []
-        return sorted(p.name for p in self.path.iterdir() if p.is_dir() and _VERSION.match(p.name))
+        names = [p.name for p in self.path.iterdir() if p.is_dir() and _VERSION.match(p.name)]
+        return sorted(names, key=lambda name: int(name[1:]))
 
     def open_reader(self) -> "IndexReader":
         for _ in range(5):
@@ -387,7 +388,7 @@ class IndexWriter:
 
     def _retire_old_versions(self, current: str) -> None:
         keep = self.store.settings.keep_versions
-        older = [v for v in self.store.versions() if v < current]
+        older = [v for v in self.store.versions() if int(v[1:]) < int(current[1:])]
         for name in older[: max(0, len(older) - keep)]:
             shutil.rmtree(self.store.path / name, ignore_errors=True)
 
