@@ -77,6 +77,42 @@ class CorpusSettings(_Section):
     path: Path
 
 
+class AnswerSettings(_Section):
+    generator: Literal["local", "openai", "extractive"]
+    k: int = Field(ge=1, le=100)
+    max_new_tokens: int = Field(ge=1, le=8192)
+    context_tokens: int = Field(ge=0, le=1_000_000)
+    max_question_chars: int = Field(ge=16, le=100_000)
+    extractive_min_score: float = Field(ge=-1.0, le=1.5)
+
+
+class GenerateSettings(_Section):
+    local_model: str = Field(min_length=1)
+    local_style: Literal["auto", "chat", "completion"]
+    local_device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    cache_dir: str
+    openai_base_url: str
+    openai_model: str
+    openai_api_key: str
+    timeout: float = Field(gt=0, le=3600)
+    retries: int = Field(ge=0, le=20)
+
+
+class PromptSettings(_Section):
+    fence_open: str = Field(min_length=1)
+    fence_close: str = Field(min_length=1)
+    idk_en: str = Field(min_length=1)
+    idk_zh: str = Field(min_length=1)
+    passage_en: str
+    passage_zh: str
+    system_en: str
+    user_en: str
+    system_zh: str
+    user_zh: str
+    completion_en: str
+    completion_zh: str
+
+
 class Settings(_Section):
     embedding: EmbeddingSettings
     chunking: ChunkingSettings
@@ -84,6 +120,9 @@ class Settings(_Section):
     index: IndexSettings
     search: SearchSettings
     corpus: CorpusSettings
+    answer: AnswerSettings
+    generate: GenerateSettings
+    prompt: PromptSettings
 
     @classmethod
     def load(

@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from rag.answer import Answer
+from rag.answering import Answerer
 from rag.config import Settings
 from rag.embed import Embedder
+from rag.generate.factory import make_generator, templates_from_settings
 from rag.errors import RagError
 from rag.index.chunkstore import CHUNKS_FILE
 from rag.index.manifest import Manifest, check_embedding
 from rag.index.store import IndexReader, IndexStore
 from rag.index.vectors import VECTORS_FILE
 from rag.indexing import Indexer, IndexProgress, IndexReport
+from rag.prompt import PromptBuilder
 from rag.records import Hit
 from rag.retrieve import DenseRetriever
 
@@ -29,6 +33,7 @@ class Engine:
         self.store = IndexStore(self.settings.index.path, self.settings.index)
         self._embedder = embedder
         self._reader: IndexReader | None = None
+        self._answerers: dict[str, Answerer] = {}
         self._lock = threading.Lock()
 
     @property
@@ -64,6 +69,36 @@ class Engine:
             raise RagError("the question is empty")
         k = k or self.settings.search.k
         return DenseRetriever(self.reader(), self.embedder).search(question, k)
+
+    # -- answers -------------------------------------------------------------------------
+
+    def answerer(self, generator: str | None = None) -> Answerer:
+        """The answering pipeline for a generator (the configured one by default); cached."""
+        name = generator or self.settings.answer.generator
+        if name not in self._answerers:
+            gen = make_generator(self.settings, self.embedder, name)
+            builder = PromptBuilder(templates_from_settings(self.settings), gen.count_tokens,
+                                    self.settings.answer.context_tokens or gen.context_tokens,
+                                    self.settings.answer.max_new_tokens)
+
+            def retrieve(questions: list[str], k: int, timings: dict[str, float]) -> list[list[Hit]]:
+                return DenseRetriever(self.reader(), self.embedder).search_many(questions, k, timings)
+
+            self._answerers[name] = Answerer(retrieve, gen, builder, self.settings.answer.k,
+                                             self.settings.answer.max_new_tokens,
+                                             self.settings.answer.max_question_chars)
+        return self._answerers[name]
+
+    def ask(self, question: str, k: int | None = None, generator: str | None = None) -> Answer:
+        """A cited answer from the passages, or an honest "I don't know"."""
+        return self.answerer(generator).ask(question, k)
+
+    def ask_many(self, questions: list[str], k: int | None = None, generator: str | None = None) -> list[Answer]:
+        return self.answerer(generator).ask_many(questions, k)
+
+    def ask_stream(self, question: str, k: int | None = None, generator: str | None = None) -> Iterator[str | Answer]:
+        """Text pieces as they are generated, then the finished Answer."""
+        return self.answerer(generator).ask_stream(question, k)
 
     def info(self) -> dict[str, Any]:
         """The manifest of the live version, with counts and size on disk."""

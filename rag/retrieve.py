@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rag.embed import Embedder
 from rag.index.store import IndexReader
 from rag.records import Hit
@@ -15,8 +17,11 @@ class DenseRetriever:
     def search(self, question: str, k: int) -> list[Hit]:
         return self.search_many([question], k)[0]
 
-    def search_many(self, questions: list[str], k: int) -> list[list[Hit]]:
+    def search_many(self, questions: list[str], k: int, timings: dict[str, float] | None = None) -> list[list[Hit]]:
+        """Ranked hits per question; `timings` (if given) gets 'embed' and 'search' seconds."""
+        started = time.perf_counter()
         vectors = self.embedder.embed_queries(questions)
+        embedded = time.perf_counter()
         results = self.reader.search(vectors, k)
         rows = self.reader.chunks.get_chunks({cid for hits in results for cid, _ in hits})
         out: list[list[Hit]] = []
@@ -31,4 +36,7 @@ class DenseRetriever:
                     metadata["title"] = row["title"]
                 ranked.append(Hit(row["text"], score, row["doc_id"], row["source"], metadata, cid))
             out.append(ranked)
+        if timings is not None:
+            timings["embed"] = timings.get("embed", 0.0) + embedded - started
+            timings["search"] = timings.get("search", 0.0) + time.perf_counter() - embedded
         return out

@@ -78,3 +78,31 @@ def test_config_shows_values_and_origins(cli_env):
     assert data["chunking.chunk_size"]["source"].startswith("default (")
     bad = rag("config", env=dict(cli_env, RAG_INDEX_NPROBE="-3"))
     assert bad.returncode == 1 and "index.nprobe" in bad.stderr and "greater than or equal to 1" in bad.stderr
+
+
+def test_ask_without_llm_json_batch_and_bad_input(sample_docs, cli_env, tmp_path):
+    assert rag("index", str(sample_docs), env=cli_env).returncode == 0
+    done = rag("ask", "What does error code E-451 mean?", "--no-llm", "--json", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert {"answer", "citations", "passages", "abstained", "grounded", "timings"} <= set(answer)
+    assert answer["citations"][0]["doc_id"] == "manual.pdf" and answer["grounded"]
+
+    shown = rag("ask", "What does error code E-451 mean?", "--no-llm", env=cli_env)
+    assert "lidar" in shown.stdout and "Sources" in shown.stdout and "manual.pdf · page 2" in shown.stdout
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "a", "question": "When does the cafeteria close?"}\nWho approves big purchases?\n')
+    out = tmp_path / "answers.jsonl"
+    batch = rag("ask", "--file", str(questions), "--out", str(out), "--no-llm", env=cli_env)
+    assert batch.returncode == 0, batch.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "2"] and rows[0]["citations"][0]["doc_id"] == "notes.txt"
+
+    assert rag("ask", "   ", "--no-llm", env=cli_env).returncode == 1
+    unreachable = rag("ask", "x?", env=dict(cli_env, RAG_ANSWER_GENERATOR="openai",
+                                            RAG_GENERATE_OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+                                            RAG_GENERATE_OPENAI_MODEL="m", RAG_GENERATE_RETRIES="0"))
+    assert unreachable.returncode == 1 and "cannot reach the generator at http://127.0.0.1:9/v1" in unreachable.stderr
+    missing = rag("ask", "x?", "--no-llm", "--index", str(tmp_path / "none"), env=cli_env)
+    assert missing.returncode == 1 and "no index at" in missing.stderr

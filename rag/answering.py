@@ -1,0 +1,115 @@
+"""Question in, cited answer (or an honest "I don't know") out.
+
+Stages, each timed: embed the question, search, build the prompt, generate. The answer's
+citations are checked against the passages actually given; numbers that were not in the
+prompt are removed and the answer is marked ungrounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterator
+
+from rag.answer import Answer, is_abstention, resolve_citations
+from rag.errors import RagError
+from rag.generate.base import Generation, Generator
+from rag.prompt import Prompt, PromptBuilder
+from rag.records import Hit
+
+log = logging.getLogger(__name__)
+
+Retrieve = Callable[[list[str], int, dict[str, float]], list[list[Hit]]]
+
+
+class Answerer:
+    def __init__(self, retrieve: Retrieve, generator: Generator, builder: PromptBuilder, k: int,
+                 max_new_tokens: int, max_question_chars: int) -> None:
+        self.retrieve = retrieve
+        self.generator = generator
+        self.builder = builder
+        self.k = k
+        self.max_new_tokens = max_new_tokens
+        self.max_question_chars = max_question_chars
+
+    def _clean_question(self, question: str, warnings: list[str]) -> str:
+        question = " ".join(question.split())
+        if not question:
+            raise RagError("the question is empty")
+        if len(question) > self.max_question_chars:
+            warnings.append(f"the question was {len(question)} characters long and was cut to "
+                            f"{self.max_question_chars} (answer.max_question_chars)")
+            log.warning(warnings[-1])
+            question = question[: self.max_question_chars]
+        return question
+
+    def _prepare(self, questions: list[str], k: int | None) -> list[tuple[Prompt, dict[str, float], list[str]]]:
+        warnings = [[] for _ in questions]
+        cleaned = [self._clean_question(q, w) for q, w in zip(questions, warnings)]
+        timings: dict[str, float] = {}
+        results = self.retrieve(cleaned, k or self.k, timings)
+        share = {key: value / len(questions) for key, value in timings.items()}
+        prepared = []
+        for question, hits, warn in zip(cleaned, results, warnings):
+            started = time.perf_counter()
+            prompt = self.builder.build(question, hits, self.generator.style)
+            prepared.append((prompt, {**share, "prompt": time.perf_counter() - started}, warn))
+        return prepared
+
+    def _finish(self, prompt: Prompt, generation: Generation, timings: dict[str, float],
+                warnings: list[str]) -> Answer:
+        text = generation.text.strip()
+        abstained = not prompt.passages or is_abstention(text, [prompt.idk, "I don't know", "我不知道"])
+        if abstained:
+            text, citations, grounded = prompt.idk, [], False
+        else:
+            text, citations, grounded = resolve_citations(text, prompt.passages)
+        tokens = {"prompt": generation.prompt_tokens, "completion": generation.completion_tokens}
+        return Answer(prompt.question, text, citations, prompt.passages, abstained, grounded, timings, tokens,
+                      getattr(self.generator, "name", type(self.generator).__name__), warnings)
+
+    def ask(self, question: str, k: int | None = None) -> Answer:
+        return self.ask_many([question], k)[0]
+
+    def ask_many(self, questions: list[str], k: int | None = None) -> list[Answer]:
+        """Batched: one retrieval pass and one generation call for all the questions."""
+        started = time.perf_counter()
+        prepared = self._prepare(questions, k)
+        with_passages = [i for i, (p, _, _) in enumerate(prepared) if p.passages]
+        generations = {i: Generation("") for i in range(len(prepared))}
+        gen_started = time.perf_counter()
+        if with_passages:
+            outputs = self.generator.generate([prepared[i][0] for i in with_passages], self.max_new_tokens)
+            generations.update(zip(with_passages, outputs))
+        generation_seconds = (time.perf_counter() - gen_started) / max(len(with_passages), 1)
+        answers = []
+        for i, (prompt, timings, warnings) in enumerate(prepared):
+            timings = {**timings, "generation": generation_seconds if i in with_passages else 0.0,
+                       "first_token": generations[i].timings.get("first_token", generation_seconds)}
+            timings["total"] = (time.perf_counter() - started) / len(prepared)
+            answers.append(self._finish(prompt, generations[i], timings, warnings))
+        return answers
+
+    def ask_stream(self, question: str, k: int | None = None) -> Iterator[str | Answer]:
+        """Yields pieces of text as they are generated, then the finished Answer."""
+        started = time.perf_counter()
+        ((prompt, timings, warnings),) = self._prepare([question], k)
+        pieces: list[str] = []
+        first: float | None = None
+        gen_started = time.perf_counter()
+        if prompt.passages:
+            for piece in self.generator.stream(prompt, self.max_new_tokens):
+                if first is None:
+                    piece = piece.lstrip()  # completion models start after "Answer:" with a space
+                    if not piece:
+                        continue
+                    first = time.perf_counter() - started
+                pieces.append(piece)
+                yield piece
+        text = "".join(pieces)
+        timings.update(generation=time.perf_counter() - gen_started, first_token=first or 0.0,
+                       total=time.perf_counter() - started)
+        count = self.generator.count_tokens
+        generation = Generation(text, count(prompt.completion if self.generator.style == "completion"
+                                            else prompt.system + prompt.user), count(text))
+        yield self._finish(prompt, generation, timings, warnings)

@@ -1,0 +1,44 @@
+"""Build the configured generator and the prompt templates from settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rag.config import Settings
+from rag.embed import Embedder
+from rag.generate.base import Generator, GeneratorError
+from rag.prompt import Language, Templates
+
+GENERATORS = ("local", "openai", "extractive")
+
+
+def make_generator(settings: Settings, embedder: Embedder, name: str | None = None) -> Generator:
+    name = name or settings.answer.generator
+    g = settings.generate
+    if name == "extractive":
+        from rag.generate.extractive import ExtractiveGenerator
+
+        return ExtractiveGenerator(embedder, settings.answer.extractive_min_score)
+    if name == "openai":
+        from rag.generate.openai import OpenAIGenerator
+
+        if not g.openai_model:
+            raise GeneratorError("generator 'openai' needs a model name: set generate.openai_model "
+                                 "(RAG_GENERATE_OPENAI_MODEL)")
+        return OpenAIGenerator(g.openai_base_url, g.openai_model, g.openai_api_key, timeout=g.timeout,
+                               retries=g.retries, context_tokens=settings.answer.context_tokens or 8192)
+    if name == "local":
+        from rag.generate.local import LocalGenerator
+
+        return LocalGenerator(g.local_model, Path(g.cache_dir) if g.cache_dir else None, g.local_device,
+                              g.local_style, settings.answer.context_tokens, stop=("\n",)
+                              if g.local_style != "chat" else ())
+    raise GeneratorError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
+
+
+def templates_from_settings(settings: Settings) -> dict[Language, Templates]:
+    p = settings.prompt
+    return {
+        "en": Templates(p.system_en, p.user_en, p.completion_en, p.passage_en, p.idk_en, p.fence_open, p.fence_close),
+        "zh": Templates(p.system_zh, p.user_zh, p.completion_zh, p.passage_zh, p.idk_zh, p.fence_open, p.fence_close),
+    }

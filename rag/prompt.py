@@ -1,0 +1,128 @@
+"""Knowledge-enhanced prompts: numbered, quoted passages packed into the generator's window.
+
+Passages are data, never instructions: each is fenced between markers the template names,
+any marker inside a passage is neutralised, and the instructions say that text inside the
+fences is to be quoted, not obeyed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from rag.answer import Passage
+from rag.records import Hit
+
+Language = Literal["en", "zh"]
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+def detect_language(text: str) -> Language:
+    """Chinese when CJK characters outweigh Latin words; English otherwise."""
+    cjk = len(_CJK.findall(text))
+    latin = len(_LATIN_WORD.findall(text))
+    return "zh" if cjk and cjk >= latin else "en"
+
+
+@dataclass(frozen=True)
+class Templates:
+    """One language's templates (str.format fields: {passages}, {question}, {idk}, ...)."""
+
+    system: str
+    user: str
+    completion: str
+    passage: str
+    idk: str
+    fence_open: str = "<<<"
+    fence_close: str = ">>>"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    question: str
+    language: Language
+    system: str
+    user: str
+    completion: str
+    passages: list[Passage]
+    idk: str
+
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+
+
+def _join_overlapping(first: str, second: str) -> str:
+    """Concatenate two chunks of one document that may share an overlap of whole sentences."""
+    limit = min(len(first), len(second))
+    for size in range(limit, 10, -1):
+        if first.endswith(second[:size]):
+            return first + second[size:]
+    return first.rstrip() + "\n" + second.lstrip()
+
+
+def merge_neighbours(hits: list[Hit]) -> list[tuple[Hit, str, tuple[int, ...], str]]:
+    """Chunks of the same document that are neighbours in it become one passage, in reading
+    order, at the rank of its best chunk; its location lists each chunk's page or heading."""
+    groups: list[list[Hit]] = []
+    for hit in hits:
+        ordinal = hit.metadata.get("ordinal")
+        for group in groups:
+            same_doc = group[0].doc_id == hit.doc_id
+            ordinals = [h.metadata.get("ordinal") for h in group]
+            if same_doc and ordinal is not None and any(o is not None and abs(o - ordinal) == 1 for o in ordinals):
+                group.append(hit)
+                break
+        else:
+            groups.append([hit])
+    merged = []
+    for group in groups:
+        ordered = sorted(group, key=lambda h: h.metadata.get("ordinal", 0))
+        text = ordered[0].text
+        for hit in ordered[1:]:
+            text = _join_overlapping(text, hit.text)
+        merged.append((group[0], text, tuple(h.chunk_id for h in ordered),
+                       "; ".join(dict.fromkeys(h.location for h in ordered if h.location))))
+    return merged
+
+
+class PromptBuilder:
+    def __init__(self, templates: dict[Language, Templates], count_tokens: Callable[[str], int],
+                 context_tokens: int, max_new_tokens: int) -> None:
+        self.templates = templates
+        self.count_tokens = count_tokens
+        self.context_tokens = context_tokens
+        self.max_new_tokens = max_new_tokens
+
+    def _fence(self, text: str, t: Templates) -> str:
+        # A passage cannot close its own fence early, nor open a new one.
+        return text.replace(t.fence_open, "‹‹‹").replace(t.fence_close, "›››")
+
+    def _render_passage(self, passage: Passage, t: Templates) -> str:
+        location = f", {passage.location}" if passage.location else ""
+        return t.passage.format(number=passage.number, title=passage.title, source=passage.doc_id,
+                                location=location, open=t.fence_open, close=t.fence_close,
+                                text=self._fence(passage.text, t))
+
+    def _render(self, question: str, passages: list[Passage], t: Templates, language: Language) -> Prompt:
+        block = "\n\n".join(self._render_passage(p, t) for p in passages)
+        fields = {"passages": block, "question": question, "idk": t.idk, "open": t.fence_open,
+                  "close": t.fence_close}
+        return Prompt(question, language, t.system.format(**fields), t.user.format(**fields), t.completion.format(**fields),
+                      passages, t.idk)
+
+    def build(self, question: str, hits: list[Hit], style: Literal["chat", "completion"] = "chat") -> Prompt:
+        """Number the passages, then drop the lowest-ranked until the prompt leaves room for the answer."""
+        language = detect_language(question)
+        t = self.templates[language]
+        merged = merge_neighbours(hits)
+        passages = [Passage.from_hit(i, hit, text, ids, location)
+                    for i, (hit, text, ids, location) in enumerate(merged, start=1)]
+        budget = self.context_tokens - self.max_new_tokens
+        while True:
+            prompt = self._render(question, passages, t, language)
+            text = prompt.completion if style == "completion" else prompt.system + "\n" + prompt.user
+            if self.count_tokens(text) <= budget or not passages:
+                return prompt
+            passages = passages[:-1]

@@ -1,0 +1,88 @@
+"""The answering pipeline over a real index: extractive and OpenAI-compatible generators."""
+
+import pytest
+
+from rag import RagError
+from rag.generate.base import GeneratorError
+
+from openai_server import ChatServer
+
+
+@pytest.fixture
+def indexed(make_engine, sample_docs):
+    def build(**overrides):
+        engine = make_engine(**overrides)
+        engine.index([sample_docs])
+        return engine
+
+    return build
+
+
+def test_extractive_answer_is_a_cited_sentence_from_the_passages(indexed):
+    engine = indexed()
+    answer = engine.ask("What does error code E-451 mean?", generator="extractive")
+    assert "lidar" in answer.answer and answer.grounded and not answer.abstained
+    (citation,) = answer.citations
+    assert citation.doc_id == "manual.pdf" and citation.location == "page 2" and "E-451" in citation.quote
+    assert answer.answer.endswith(f"[{citation.number}]")
+    for stage in ("embed", "search", "prompt", "generation", "total", "first_token"):
+        assert stage in answer.timings and answer.timings[stage] >= 0
+    assert set(answer.as_dict()) >= {"answer", "citations", "passages", "abstained", "grounded", "timings"}
+
+
+def test_extractive_abstains_below_its_floor(indexed):
+    engine = indexed(**{"answer.extractive_min_score": 1.5})
+    answer = engine.ask("What does error code E-451 mean?", generator="extractive")
+    assert answer.abstained and answer.answer == "I don't know." and not answer.grounded and not answer.citations
+
+
+def test_openai_generator_answer_is_cited_and_validated(indexed):
+    with ChatServer(reply="Every employee gets 27 days [1]. Also see [9].") as server:
+        engine = indexed(**{"answer.generator": "openai", "generate.openai_base_url": server.base_url,
+                            "generate.openai_model": "tiny", "answer.k": 3})
+        answer = engine.ask("How many vacation days does an employee get?")
+        assert answer.answer == "Every employee gets 27 days [1]. Also see."
+        assert not answer.grounded  # it cited [9], which was never given
+        assert [c.number for c in answer.citations] == [1]
+        assert answer.citations[0].doc_id == answer.passages[0].doc_id
+        assert answer.tokens == {"prompt": 42, "completion": 9}
+        messages = server.requests[0]["body"]["messages"]
+        assert "[1] " in messages[1]["content"] and "<<<" in messages[1]["content"]
+        assert "Question: How many vacation days does an employee get?" in messages[1]["content"]
+
+
+def test_openai_streaming_yields_pieces_then_the_answer(indexed):
+    with ChatServer(reply="Every employee gets 27 days [1].") as server:
+        engine = indexed(**{"answer.generator": "openai", "generate.openai_base_url": server.base_url,
+                            "generate.openai_model": "tiny"})
+        items = list(engine.ask_stream("How many vacation days?"))
+        pieces, answer = items[:-1], items[-1]
+        assert len(pieces) > 2 and all(isinstance(p, str) for p in pieces)
+        assert answer.answer == "Every employee gets 27 days [1]." and answer.grounded
+        assert 0 < answer.timings["first_token"] <= answer.timings["total"]
+
+
+def test_chinese_question_gets_a_chinese_prompt_and_chinese_abstention(indexed):
+    with ChatServer(reply="我不知道。") as server:
+        engine = indexed(**{"answer.generator": "openai", "generate.openai_base_url": server.base_url,
+                            "generate.openai_model": "tiny"})
+        answer = engine.ask("公司的创始人是谁？")
+        assert answer.abstained and answer.answer == "我不知道。"
+        system = server.requests[0]["body"]["messages"][0]["content"]
+        assert "只能使用这些段落中的信息" in system
+
+
+def test_unreachable_generator_is_a_clear_error(indexed):
+    engine = indexed(**{"answer.generator": "openai", "generate.openai_base_url": "http://127.0.0.1:9/v1",
+                        "generate.openai_model": "tiny", "generate.retries": 0})
+    with pytest.raises(GeneratorError, match="cannot reach the generator at http://127.0.0.1:9/v1"):
+        engine.ask("How many vacation days?")
+
+
+def test_empty_and_overlong_questions(indexed):
+    engine = indexed(**{"answer.max_question_chars": 40})
+    with pytest.raises(RagError, match="empty"):
+        engine.ask("   ", generator="extractive")
+    answer = engine.ask("What does error code E-451 mean? " + "please " * 30, generator="extractive")
+    assert answer.warnings and "cut to 40" in answer.warnings[0]
+    assert len(answer.question) == 40
