@@ -15,7 +15,7 @@ from rag.generate.factory import make_generator, templates_from_settings
 from rag.errors import RagError
 from rag.index.chunkstore import CHUNKS_FILE
 from rag.index.manifest import Manifest, check_embedding
-from rag.index.store import IndexReader, IndexStore
+from rag.index.store import IndexReader, IndexStore, file_digest
 from rag.index.vectors import VECTORS_FILE
 from rag.indexing import Indexer, IndexProgress, IndexReport
 from rag.prompt import PromptBuilder
@@ -116,8 +116,6 @@ class Engine:
 
     def check(self) -> list[str]:
         """Problems with the live version (empty when sound): files, counts and id mapping agree."""
-        from rag.index.store import _file_digest
-
         try:
             reader = self.store.open_reader()
         except RagError as exc:
@@ -126,7 +124,7 @@ class Engine:
         try:
             manifest = reader.manifest
             for name, expected in manifest.files.items():
-                actual = _file_digest(reader.directory / name)
+                actual = file_digest(reader.directory / name)
                 if actual != expected:
                     problems.append(f"{name}: size or checksum differs from the manifest")
             problems.extend(reader.chunks.integrity_problems())

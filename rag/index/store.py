@@ -52,7 +52,7 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _file_digest(path: Path) -> dict[str, Any]:
+def file_digest(path: Path) -> dict[str, Any]:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -359,7 +359,7 @@ class IndexWriter:
                 index={"factory": store.settings.factory, "metric": "inner_product",
                        "faiss_version": _faiss_version()},
                 counts=counts,
-                files={f: _file_digest(self._staging / f) for f in (CHUNKS_FILE, VECTORS_FILE)},
+                files={f: file_digest(self._staging / f) for f in (CHUNKS_FILE, VECTORS_FILE)},
             )
             manifest.write(self._staging)
             log.info("stage: syncing files to disk")
