@@ -124,12 +124,7 @@ class _ProgressBar:
 
     def problem(self, problem: Problem) -> None:
         label = "[yellow]skipped[/]" if problem.kind == "skipped" else "[bold red]failed[/]"
-        reason = problem.reason
-        if reason.startswith(problem.path):  # record errors already name file and line
-            where, reason = reason.split(": ", 1) if ": " in reason else (problem.path, reason)
-        else:
-            where = problem.path
-        self.console.print(f"{label} {escape(where)}: {escape(reason)}")
+        self.console.print(f"{label} {escape(problem.path)}: {escape(problem.reason)}")
 
 
 def _summary(report: IndexReport) -> str:

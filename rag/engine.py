@@ -46,8 +46,7 @@ class Engine:
 
     def index(self, paths: list[str | Path], progress: IndexProgress | None = None) -> IndexReport:
         """Add new and changed documents under `paths`; one atomic new index version."""
-        report = Indexer(self.settings, self.embedder, self.store).run([Path(p) for p in paths], progress)
-        return report
+        return Indexer(self.settings, self.embedder, self.store).run([Path(p) for p in paths], progress)
 
     # -- reads ---------------------------------------------------------------------------
 

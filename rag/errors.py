@@ -11,11 +11,20 @@ class ConfigError(RagError):
     """A setting is unknown or out of range."""
 
 
-class IngestError(RagError):
+class _DocumentProblem(RagError):
+    """A problem with one input; `where` narrows it inside a file (e.g. "kb.jsonl line 12")."""
+
+    def __init__(self, reason: str, where: str | None = None) -> None:
+        super().__init__(f"{where}: {reason}" if where else reason)
+        self.reason = reason
+        self.where = where
+
+
+class IngestError(_DocumentProblem):
     """A file could not be turned into a document (unreadable, encrypted, corrupt, binary)."""
 
 
-class SkipDocument(RagError):
+class SkipDocument(_DocumentProblem):
     """A file holds nothing to index (empty, unsupported type); not a failure."""
 
 

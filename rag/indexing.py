@@ -126,7 +126,10 @@ class Indexer:
         report = IndexReport(index=str(self.store.path))
 
         def note(path: str, error: RagError) -> None:
-            problem = Problem(path, str(error), "skipped" if isinstance(error, SkipDocument) else "failed")
+            # Errors that know where inside the file they are (a JSONL line) say so themselves.
+            path = getattr(error, "where", None) or path
+            reason = getattr(error, "reason", None) or str(error)
+            problem = Problem(path, reason, "skipped" if isinstance(error, SkipDocument) else "failed")
             report.problems.append(problem)
             progress.problem(problem)
             log.debug("%s %s: %s", problem.kind, path, problem.reason)

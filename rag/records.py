@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -72,7 +72,6 @@ class Hit:
         return ""
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("chunk_id")
-        return {"text": data["text"], "score": data["score"], "doc_id": data["doc_id"],
-                "source": data["source"], "metadata": {**data["metadata"], "chunk_id": self.chunk_id}}
+        """The `rag search --json` shape; the chunk id travels in the metadata."""
+        return {"text": self.text, "score": self.score, "doc_id": self.doc_id, "source": self.source,
+                "metadata": {**self.metadata, "chunk_id": self.chunk_id}}

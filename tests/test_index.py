@@ -205,3 +205,14 @@ def test_corrupt_manifest_is_reported_not_misread(make_engine, sample_docs):
     (current / "manifest.json").write_text("{ broken")
     with pytest.raises(RagError, match="manifest.json cannot be read"):
         make_engine().search("vacation")
+
+
+def test_a_bad_jsonl_line_is_reported_at_its_line_without_repeating_the_file(make_engine, tmp_path):
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "faq.jsonl").write_text('{"id": "a", "text": "Badges are replaced at reception."}\n{broken\n')
+    report = make_engine().index([kb])
+    assert report.added == 1 and report.failed == 1
+    (problem,) = report.problems
+    assert problem.path == "faq.jsonl line 2"
+    assert problem.reason.startswith("not valid JSON") and "faq.jsonl" not in problem.reason

@@ -32,7 +32,7 @@ def _words(text: str) -> set[str]:
 
 
 def _is_answer_like(sentence: str) -> bool:
-    """A heading or a lone label answers nothing: want at least four words (or 8 CJK characters)."""
+    """A heading or a lone label answers nothing: want at least four words (a CJK character counts as one)."""
     return len(_WORD.findall(sentence)) >= 4
 
 

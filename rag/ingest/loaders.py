@@ -95,5 +95,3 @@ def load_source(src: SourceFile, settings: IngestSettings) -> Iterator[Document 
         size=len(data),
     )
 
-
-__all__ = ["IngestError", "LOADERS", "load_source", "supported_extensions"]

@@ -23,19 +23,20 @@ def record_to_document(
 ) -> Document:
     """A record as a Document; `where` names the file and line for error messages."""
     if not isinstance(record, dict):
-        raise IngestError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        raise IngestError(f"expected a JSON object, got {type(record).__name__}", where)
     text_field, id_field, title_field = settings.json_text_field, settings.json_id_field, settings.json_title_field
     if text_field not in record:
         raise IngestError(
-            f"{where}: no '{text_field}' field (fields: {', '.join(sorted(record)) or 'none'}); "
-            f"set ingest.json_text_field (RAG_INGEST_JSON_TEXT_FIELD) to the field that holds the text"
+            f"no '{text_field}' field (fields: {', '.join(sorted(record)) or 'none'}); "
+            f"set ingest.json_text_field (RAG_INGEST_JSON_TEXT_FIELD) to the field that holds the text",
+            where,
         )
     raw_text = record[text_field]
     if not isinstance(raw_text, str):
-        raise IngestError(f"{where}: field '{text_field}' must be a string, got {type(raw_text).__name__}")
+        raise IngestError(f"field '{text_field}' must be a string, got {type(raw_text).__name__}", where)
     text = normalize_whitespace(raw_text)
     if not text:
-        raise SkipDocument(f"{where}: empty '{text_field}'")
+        raise SkipDocument(f"empty '{text_field}'", where)
     doc_id = record.get(id_field)
     doc_id = default_id if doc_id is None or str(doc_id).strip() == "" else str(doc_id).strip()
     title = record.get(title_field)
@@ -73,7 +74,7 @@ def iter_json_records(
                     record = json.loads(line)
                     yield record_to_document(record, where, f"{rel}#{lineno}", source, settings, mtime, len(line))
                 except json.JSONDecodeError as exc:
-                    yield IngestError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
+                    yield IngestError(f"not valid JSON ({exc.msg} at column {exc.colno})", where)
                 except RagError as exc:
                     yield exc
         return
