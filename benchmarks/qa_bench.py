@@ -15,19 +15,19 @@ p50/p95. Citation markers are removed before scoring.
 from __future__ import annotations
 
 import argparse
-import collections
 import datetime as dt
 import json
 import os
-import random
 import re
 import statistics
-import string
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from rag.evaluate.datasets import read_squad, sample
+from rag.evaluate.metrics import exact_match, f1_score, percentile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RECORD_FILE = REPO_ROOT / "docs" / "benchmarks.md"
@@ -41,82 +41,27 @@ def datasets_dir() -> Path:
     return root
 
 
-def load_squad_style(path: Path) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
-    data = json.loads(path.read_text(encoding="utf-8"))["data"]
-    docs, questions = [], []
-    for article in data:
-        title = article.get("title") or article.get("id") or "doc"
-        for number, paragraph in enumerate(article["paragraphs"]):
-            doc_id = f"{title}#{number}"
-            docs.append({"id": doc_id, "text": paragraph["context"]})
-            for qa in paragraph["qas"]:
-                answers = [a["text"] for a in qa["answers"]]
-                if answers:
-                    questions.append({"question": qa["question"], "answers": answers, "doc_id": doc_id})
-    return docs, questions
-
-
-# -- SQuAD scoring (the official normalisation); characters for Chinese -----------------------
-
-def _normalize_en(text: str) -> str:
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def _normalize_zh(text: str) -> str:
-    punct = set(string.punctuation) | set("，。！？；：「」『』（）《》〈〉、“”‘’—…·")
-    return "".join(ch for ch in text.lower() if ch not in punct and not ch.isspace())
-
-
-def _tokens(text: str, zh: bool) -> list[str]:
-    return list(_normalize_zh(text)) if zh else _normalize_en(text).split()
-
-
-def exact_match(prediction: str, golds: list[str], zh: bool) -> float:
-    norm = _normalize_zh if zh else _normalize_en
-    return float(any(norm(prediction) == norm(g) for g in golds))
-
-
-def f1(prediction: str, golds: list[str], zh: bool) -> float:
-    best = 0.0
-    pred = _tokens(prediction, zh)
-    for gold in golds:
-        ref = _tokens(gold, zh)
-        common = collections.Counter(pred) & collections.Counter(ref)
-        same = sum(common.values())
-        if same == 0:
-            continue
-        precision, recall = same / len(pred), same / len(ref)
-        best = max(best, 2 * precision * recall / (precision + recall))
-    return best
-
-
-def _pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
-
-
 def run_dataset(name: str, path: Path, n: int, generators: list[str], zh: bool, workdir: Path) -> dict[str, Any]:
     from rag import Engine, Settings
 
-    docs, questions = load_squad_style(path)
+    dataset = read_squad(path)
     corpus = workdir / f"{name}.jsonl"
-    corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    corpus.write_text("".join(json.dumps({"id": d.doc_id, "text": d.text}, ensure_ascii=False) + "\n"
+                              for d in dataset.documents), encoding="utf-8")
     engine = Engine(Settings.load(overrides={"index.path": str(workdir / f"{name}-index")}))
     started = time.perf_counter()
     report = engine.index([corpus])
     print(f"[{name}] indexed {report.documents} paragraphs, {report.chunks} chunks in "
           f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    sample = random.Random(0).sample(questions, min(n, len(questions)))
+    questions = sample(dataset.questions, n, seed=0)
 
     ranks = []
-    for q in sample:
-        hits = engine.search(q["question"], k=20)
+    for q in questions:
+        hits = engine.search(q.question, k=20)
         doc_order = list(dict.fromkeys(h.doc_id for h in hits))
-        ranks.append(doc_order.index(q["doc_id"]) + 1 if q["doc_id"] in doc_order else None)
+        ranks.append(doc_order.index(q.doc_id) + 1 if q.doc_id in doc_order else None)
     result: dict[str, Any] = {
-        "paragraphs": len(docs), "questions": len(sample),
+        "paragraphs": len(dataset.documents), "questions": len(questions),
         "recall@1": sum(r == 1 for r in ranks) / len(ranks),
         "recall@5": sum(r is not None and r <= 5 for r in ranks) / len(ranks),
         "generators": {},
@@ -124,24 +69,24 @@ def run_dataset(name: str, path: Path, n: int, generators: list[str], zh: bool, 
     for generator in generators:
         engine.ask("warm-up question?", generator=generator)  # model load and first-call costs
         ems, f1s, latencies, abstained, grounded = [], [], [], 0, 0
-        for i, q in enumerate(sample, start=1):
+        for i, q in enumerate(questions, start=1):
             t = time.perf_counter()
-            answer = engine.ask(q["question"], generator=generator)
+            answer = engine.ask(q.question, generator=generator)
             latencies.append(time.perf_counter() - t)
             text = _CITATION.sub("", answer.answer).strip()
             if answer.abstained:
                 abstained += 1
                 text = ""
             grounded += answer.grounded
-            ems.append(exact_match(text, q["answers"], zh))
-            f1s.append(f1(text, q["answers"], zh))
+            ems.append(exact_match(text, q.answers, zh))
+            f1s.append(f1_score(text, q.answers, zh))
             if i % 10 == 0:
-                print(f"[{name} {generator}] {i}/{len(sample)}: EM {100 * statistics.fmean(ems):.1f} "
+                print(f"[{name} {generator}] {i}/{len(questions)}: EM {100 * statistics.fmean(ems):.1f} "
                       f"F1 {100 * statistics.fmean(f1s):.1f}", file=sys.stderr, flush=True)
         result["generators"][generator] = {
             "EM": 100 * statistics.fmean(ems), "F1": 100 * statistics.fmean(f1s),
-            "abstained": abstained / len(sample), "grounded": grounded / len(sample),
-            "p50_s": _pct(latencies, 50), "p95_s": _pct(latencies, 95),
+            "abstained": abstained / len(questions), "grounded": grounded / len(questions),
+            "p50_s": percentile(latencies, 50), "p95_s": percentile(latencies, 95),
         }
     engine.close()
     return result

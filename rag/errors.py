@@ -42,3 +42,7 @@ class IndexCorruptError(RagError):
 
 class IndexLockedError(RagError):
     """Another process holds the index's write lock."""
+
+
+class EvalDataError(_DocumentProblem):
+    """An evaluation set (BEIR folder, SQuAD JSON, question JSONL) is missing or malformed."""
