@@ -41,14 +41,15 @@ def datasets_dir() -> Path:
     return root
 
 
-def run_dataset(name: str, path: Path, n: int, generators: list[str], zh: bool, workdir: Path) -> dict[str, Any]:
+def run_dataset(name: str, path: Path, n: int, generators: list[str], zh: bool, workdir: Path,
+                overrides: dict[str, str]) -> dict[str, Any]:
     from rag import Engine, Settings
 
     dataset = read_squad(path)
     corpus = workdir / f"{name}.jsonl"
     corpus.write_text("".join(json.dumps({"id": d.doc_id, "text": d.text}, ensure_ascii=False) + "\n"
                               for d in dataset.documents), encoding="utf-8")
-    engine = Engine(Settings.load(overrides={"index.path": str(workdir / f"{name}-index")}))
+    engine = Engine(Settings.load(overrides={"index.path": str(workdir / f"{name}-index"), **overrides}))
     started = time.perf_counter()
     report = engine.index([corpus])
     print(f"[{name}] indexed {report.documents} paragraphs, {report.chunks} chunks in "
@@ -108,8 +109,11 @@ def main() -> int:
     p.add_argument("--squad", type=int, default=500, help="SQuAD questions (0 to skip; default 500)")
     p.add_argument("--cmrc", type=int, default=300, help="CMRC 2018 questions (0 to skip; default 300)")
     p.add_argument("--generators", default="local,extractive", help="comma-separated (default: local,extractive)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for this run, e.g. generate.local_decoding=free (repeatable)")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RECORD_FILE.relative_to(REPO_ROOT)}")
     args = p.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
     data = datasets_dir()
     generators = [g.strip() for g in args.generators.split(",") if g.strip()]
     started = dt.datetime.now(dt.timezone.utc)
@@ -117,10 +121,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="qa-bench-") as tmp:
         if args.squad:
             results["SQuAD v1.1 dev"] = run_dataset("squad", data / "squad-v1.1-dev" / "dev-v1.1.json", args.squad,
-                                                    generators, False, Path(tmp))
+                                                    generators, False, Path(tmp), overrides)
         if args.cmrc:
             results["CMRC 2018 dev"] = run_dataset("cmrc", data / "cmrc2018" / "cmrc2018_dev_squad.json", args.cmrc,
-                                                   generators, True, Path(tmp))
+                                                   generators, True, Path(tmp), overrides)
     text = table(results)
     print(text)
     if not args.no_record:
@@ -131,7 +135,8 @@ def main() -> int:
         command = "python3 benchmarks/qa_bench.py" + "".join(
             f" {a}" for a in sys.argv[1:] if a != "--no-record")
         section = (f"\n## Question answering: {', '.join(results)} ({started:%Y-%m-%d %H:%M} UTC)\n\n"
-                   f"- Machine: {cpu}, {os.cpu_count()} cores, GPU: none; rag defaults (MiniLM, dense retrieval, k=5)\n"
+                   f"- Machine: {cpu}, {os.cpu_count()} cores, GPU: none; rag defaults (config.toml)"
+                   f"{''.join(f', {k}={v}' for k, v in overrides.items())}\n"
                    f"- Questions: a fixed random sample (seed 0), asked one at a time; latency is per question\n"
                    f"- Reproduce: `{command}`\n\n{text}\n")
         RECORD_FILE.parent.mkdir(parents=True, exist_ok=True)

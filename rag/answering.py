@@ -13,24 +13,35 @@ from typing import Callable, Iterator
 
 from rag.answer import Answer, is_abstention, resolve_citations
 from rag.errors import RagError
+from rag.filters import Filter
 from rag.generate.base import Generation, Generator
 from rag.prompt import Prompt, PromptBuilder
 from rag.records import Hit
 
 log = logging.getLogger(__name__)
 
-Retrieve = Callable[[list[str], int, dict[str, float]], list[list[Hit]]]
+Retrieve = Callable[[list[str], int, dict[str, float], "list[Filter] | None"], list[list[Hit]]]
+
+
+def best_relevance(hits: list[Hit]) -> float | None:
+    """The best cosine of the question with a passage: a relevance comparable across questions,
+    which fused ranks are not. None when no dense score was computed (a language the embedding
+    model does not cover, or BM25 mode): then there is no floor."""
+    scores = [h.metadata.get("scores", {}).get("dense") for h in hits]
+    scores = [s for s in scores if s is not None]
+    return max(scores) if scores else None
 
 
 class Answerer:
     def __init__(self, retrieve: Retrieve, generator: Generator, builder: PromptBuilder, k: int,
-                 max_new_tokens: int, max_question_chars: int) -> None:
+                 max_new_tokens: int, max_question_chars: int, min_relevance: float = -1.0) -> None:
         self.retrieve = retrieve
         self.generator = generator
         self.builder = builder
         self.k = k
         self.max_new_tokens = max_new_tokens
         self.max_question_chars = max_question_chars
+        self.min_relevance = min_relevance
 
     def _clean_question(self, question: str, warnings: list[str]) -> str:
         question = " ".join(question.split())
@@ -43,14 +54,20 @@ class Answerer:
             question = question[: self.max_question_chars]
         return question
 
-    def _prepare(self, questions: list[str], k: int | None) -> list[tuple[Prompt, dict[str, float], list[str]]]:
+    def _prepare(self, questions: list[str], k: int | None,
+                 filters: list[Filter] | None = None) -> list[tuple[Prompt, dict[str, float], list[str]]]:
         warnings = [[] for _ in questions]
         cleaned = [self._clean_question(q, w) for q, w in zip(questions, warnings)]
         timings: dict[str, float] = {}
-        results = self.retrieve(cleaned, k or self.k, timings)
+        results = self.retrieve(cleaned, k or self.k, timings, filters)
         share = {key: value / len(questions) for key, value in timings.items()}
         prepared = []
         for question, hits, warn in zip(cleaned, results, warnings):
+            relevance = best_relevance(hits)
+            if relevance is not None and relevance < self.min_relevance:
+                warn.append(f"the best passage matches poorly ({relevance:.2f} < answer.min_relevance "
+                            f"{self.min_relevance:.2f}), so the generator was not asked")
+                hits = []
             started = time.perf_counter()
             prompt = self.builder.build(question, hits, self.generator.style)
             prepared.append((prompt, {**share, "prompt": time.perf_counter() - started}, warn))
@@ -68,13 +85,14 @@ class Answerer:
         return Answer(prompt.question, text, citations, prompt.passages, abstained, grounded, timings, tokens,
                       getattr(self.generator, "name", type(self.generator).__name__), warnings)
 
-    def ask(self, question: str, k: int | None = None) -> Answer:
-        return self.ask_many([question], k)[0]
+    def ask(self, question: str, k: int | None = None, filters: list[Filter] | None = None) -> Answer:
+        return self.ask_many([question], k, filters)[0]
 
-    def ask_many(self, questions: list[str], k: int | None = None) -> list[Answer]:
+    def ask_many(self, questions: list[str], k: int | None = None,
+                 filters: list[Filter] | None = None) -> list[Answer]:
         """Batched: one retrieval pass and one generation call for all the questions."""
         started = time.perf_counter()
-        prepared = self._prepare(questions, k)
+        prepared = self._prepare(questions, k, filters)
         with_passages = [i for i, (p, _, _) in enumerate(prepared) if p.passages]
         generations = {i: Generation("") for i in range(len(prepared))}
         gen_started = time.perf_counter()
@@ -90,10 +108,11 @@ class Answerer:
             answers.append(self._finish(prompt, generations[i], timings, warnings))
         return answers
 
-    def ask_stream(self, question: str, k: int | None = None) -> Iterator[str | Answer]:
+    def ask_stream(self, question: str, k: int | None = None,
+                   filters: list[Filter] | None = None) -> Iterator[str | Answer]:
         """Yields pieces of text as they are generated, then the finished Answer."""
         started = time.perf_counter()
-        ((prompt, timings, warnings),) = self._prepare([question], k)
+        ((prompt, timings, warnings),) = self._prepare([question], k, filters)
         pieces: list[str] = []
         first: float | None = None
         gen_started = time.perf_counter()

@@ -7,12 +7,13 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from rag.answer import Answer
 from rag.config import Settings, env_var_name, load_settings, settings_as_flat_dict
@@ -90,7 +91,8 @@ class _ProgressBar:
             self._bar.stop()
 
     def start(self, total_bytes: int, files: int) -> None:
-        self.total_bytes = max(total_bytes, 1)
+        # 0: a stream of unknown length (standard input); progress without an ETA.
+        self.total_bytes = total_bytes
         self.started = time.perf_counter()
         if self.console.is_terminal:
             self._bar = Progress(
@@ -98,10 +100,12 @@ class _ProgressBar:
                 TextColumn("{task.fields[docs]} docs · {task.fields[chunks]} chunks · {task.fields[rate]} docs/s"),
                 TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False,
             )
-            self._task = self._bar.add_task("index", total=self.total_bytes, docs=0, chunks=0, rate="-")
+            self._task = self._bar.add_task("index", total=self.total_bytes or None, docs=0, chunks=0, rate="-")
             self._bar.start()
-        else:
+        elif self.total_bytes:
             self.console.print(f"indexing {files} files ({self.total_bytes / 2**20:.1f} MB)")
+        else:
+            self.console.print("indexing a stream of records")
 
     def _rate(self) -> float:
         return self.documents / max(time.perf_counter() - self.started, 1e-6)
@@ -115,7 +119,10 @@ class _ProgressBar:
                              rate=f"{self._rate():.1f}")
             return
         now = time.perf_counter()
-        if now - self._last_line >= 10:
+        if now - self._last_line >= 10 and not self.total_bytes:
+            self._last_line = now
+            self.console.print(f"  {self.documents} docs, {self.chunks} chunks, {self._rate():.1f} docs/s")
+        elif now - self._last_line >= 10:
             self._last_line = now
             fraction = self.done_bytes / self.total_bytes
             eta = (now - self.started) * (1 - fraction) / fraction if fraction > 0 else float("nan")
@@ -129,39 +136,122 @@ class _ProgressBar:
 
 def _summary(report: IndexReport) -> str:
     return (f"{report.documents} documents indexed ({report.added} new, {report.updated} changed, "
-            f"{report.unchanged} unchanged), {report.chunks} chunks, {report.skipped} skipped, "
+            f"{report.unchanged} unchanged, {report.deleted} deleted"
+            + (f", {report.deduplicated} stored once with identical content" if report.deduplicated else "")
+            + f"), {report.chunks} chunks, {report.skipped} skipped, "
             f"{report.failed} failed in {report.seconds:.1f} s -> {report.index}"
             + (f" ({report.version})" if report.version else ""))
 
 
-def _run_index(engine: Engine, paths: list[Path]) -> IndexReport:
+def _run_index(engine: Engine, paths: list[Path], sync: bool = False) -> IndexReport:
     with _ProgressBar(err) as bar:
-        return engine.index(paths, progress=bar)
+        return engine.index(paths, progress=bar, sync=sync)
+
+
+def _run_index_jsonl(engine: Engine, source: str, sync: bool) -> IndexReport:
+    with _ProgressBar(err) as bar:
+        if source == "-":
+            return engine.index_jsonl(sys.stdin.buffer, "stdin", bar, sync)
+        path = Path(source)
+        try:
+            stream = path.open("rb")
+        except OSError as exc:
+            raise RagError(f"cannot read {path}: {exc.strerror or exc}") from None
+        with stream:
+            return engine.index_jsonl(stream, str(path), bar, sync, path.stat().st_size)
+
+
+ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="hybrid, dense or bm25 (default: search.mode).")]
+FilterOpt = Annotated[Optional[list[str]], typer.Option(
+    "--filter", "-f", help="KEY=VALUE (repeatable): glob on source (source=hr/*), ranges (mtime>=2026-01-01, "
+                           "page=2..5), any metadata key.")]
 
 
 @app.command()
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders to index.")],
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Files or folders to index.")] = None,
     index_dir: IndexOpt = None,
     json_out: JsonOpt = False,
+    jsonl: Annotated[Optional[str], typer.Option("--jsonl", help="Read records {id, text, metadata} from this "
+                                                 "JSON Lines file, or - for standard input, as a stream.")] = None,
+    sync: Annotated[bool, typer.Option("--sync", help="Also remove indexed documents that are no longer there.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any file is skipped, too.")] = False,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Embedding batch size.")] = None,
     factory: Annotated[Optional[str], typer.Option("--factory", help="FAISS index type for a new index.")] = None,
 ) -> None:
     """Index documents (new and changed ones; unchanged ones cost nothing)."""
+    if bool(paths) == (jsonl is not None):
+        raise _fail("give PATH... to index files, or --jsonl FILE (- for standard input), not both", 2)
     try:
         settings, _ = _settings({"index.path": index_dir, "embedding.batch_size": batch_size,
                                  "index.factory": factory})
-        report = _run_index(Engine(settings), paths)
+        engine = Engine(settings)
+        report = _run_index_jsonl(engine, jsonl, sync) if jsonl is not None else _run_index(engine, paths or [], sync)
     except RagError as exc:
         raise _fail(str(exc)) from None
     if json_out:
         _print_json(report.as_dict())
     else:
         out.print(_summary(report))
-    if report.documents + report.unchanged == 0 and not report.failed:
+    if report.documents + report.unchanged + report.deleted == 0 and not report.failed:
         err.print("nothing was indexed: no supported documents found")
     raise typer.Exit(report.exit_code(strict))
+
+
+def _writer_settings(index_dir: Optional[Path]) -> Engine:
+    settings, _ = _settings({"index.path": index_dir})
+    engine = Engine(settings)
+    if not engine.store.exists():
+        engine.store.open_reader()  # raises the not-found error with its hint
+    return engine
+
+
+@app.command()
+def delete(
+    doc_ids: Annotated[list[str], typer.Argument(help="Document ids (as `rag search --json` shows them).")],
+    index_dir: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove documents from the index (one atomic new version)."""
+    try:
+        deleted, missing = _writer_settings(index_dir).delete(doc_ids)
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        _print_json({"deleted": deleted, "not_found": missing})
+    else:
+        out.print(f"{len(deleted)} documents deleted")
+        for doc_id in missing:
+            err.print(f"[bold red]not found:[/] {escape(doc_id)} (see `rag search --json` for document ids)")
+    raise typer.Exit(1 if missing else 0)
+
+
+@app.command()
+def compact(index_dir: IndexOpt = None) -> None:
+    """Rebuild the vector index without the deleted vectors an HNSW index still holds."""
+    try:
+        dropped = _writer_settings(index_dir).compact()
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"{dropped} masked vectors dropped" if dropped else "nothing to compact")
+
+
+@app.command()
+def check(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """Verify an index: checksums, FAISS ids against chunk rows, the manifest's counts."""
+    try:
+        settings, _ = _settings({"index.path": index_dir})
+        problems = Engine(settings).check()
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        _print_json({"ok": not problems, "problems": problems})
+    elif problems:
+        for problem in problems:
+            err.print(f"[bold red]problem:[/] {escape(problem)}")
+    else:
+        out.print(f"index {settings.index.path} is sound")
+    raise typer.Exit(1 if problems else 0)
 
 
 def _engine_for_reading(overrides: dict[str, Any]) -> Engine:
@@ -184,12 +274,14 @@ def search(
     question: Annotated[str, typer.Argument(help="What to look for.")],
     index_dir: IndexOpt = None,
     k: Annotated[Optional[int], typer.Option("-k", "--top-k", help="How many passages.", min=1)] = None,
+    filters: FilterOpt = None,
+    mode: ModeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show the passages that best match a question."""
     try:
-        engine = _engine_for_reading({"index.path": index_dir, "search.k": k})
-        hits = engine.search(question, k)
+        engine = _engine_for_reading({"index.path": index_dir, "search.k": k, "search.mode": mode})
+        hits = engine.search(question, k, filters)
     except RagError as exc:
         raise _fail(str(exc)) from None
     if json_out:
@@ -248,7 +340,7 @@ def _print_sources(answer: Answer) -> None:
 
 
 def _ask_file(engine: Engine, path: Path, out_path: Optional[Path], k: Optional[int], generator: Optional[str],
-              batch: int) -> None:
+              batch: int, filters: Optional[list[str]]) -> None:
     questions = _read_questions(path)
     sink = out_path.open("w", encoding="utf-8") if out_path else sys.stdout
     started = time.perf_counter()
@@ -259,7 +351,7 @@ def _ask_file(engine: Engine, path: Path, out_path: Optional[Path], k: Optional[
             task = bar.add_task("ask", total=len(questions), rate="-")
             for start in range(0, len(questions), batch):
                 chunk = questions[start:start + batch]
-                answers = engine.ask_many([q for _, q in chunk], k, generator)
+                answers = engine.ask_many([q for _, q in chunk], k, generator, filters)
                 for (qid, _), answer in zip(chunk, answers):
                     sink.write(json.dumps({"id": qid, **answer.as_dict()}, ensure_ascii=False) + "\n")
                 sink.flush()
@@ -282,6 +374,7 @@ def ask(
     generator: Annotated[Optional[str], typer.Option("--generator", "-g",
                                                      help="local, openai or extractive (default: answer.generator).")] = None,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Answer without an LLM: the best sentence, cited.")] = False,
+    filters: FilterOpt = None,
     json_out: JsonOpt = False,
     file: Annotated[Optional[Path], typer.Option("--file", help="Questions to answer: JSONL with 'question' "
                                                  "(and 'id'), or one question per line.")] = None,
@@ -296,13 +389,13 @@ def ask(
     try:
         engine = _engine_for_reading({"index.path": index_dir, "answer.k": k, "answer.generator": generator})
         if file is not None:
-            _ask_file(engine, file, out_path, k, generator, batch)
+            _ask_file(engine, file, out_path, k, generator, batch, filters)
             return
         if json_out:
-            _print_json(engine.ask(question, k, generator).as_dict())
+            _print_json(engine.ask(question, k, generator, filters).as_dict())
             return
         answer, streamed = None, False
-        for item in engine.ask_stream(question, k, generator):
+        for item in engine.ask_stream(question, k, generator, filters):
             if isinstance(item, str):
                 sys.stdout.write(item)
                 sys.stdout.flush()
@@ -317,6 +410,116 @@ def ask(
             for warning in answer.warnings:
                 err.print(f"[yellow]warning:[/] {escape(warning)}")
             _print_sources(answer)
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+
+
+eval_app = typer.Typer(help="Measure retrieval (and answer) quality on a benchmark or on your own questions.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Evaluate a random sample of this many questions.",
+                                                 min=1)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --limit sample.")]
+AnswersOpt = Annotated[bool, typer.Option("--answers", help="Also generate answers and score EM/F1.")]
+EvalKOpt = Annotated[int, typer.Option("-k", help="Depth of the reported ranking metrics (nDCG@k uses 10).", min=1)]
+
+
+def _eval_engine(index_dir: Optional[Path], default: Path) -> Engine:
+    settings, _ = _settings({"index.path": index_dir or default})
+    return Engine(settings)
+
+
+def _show_eval(report: Any, json_out: bool) -> None:
+    if json_out:
+        _print_json(report.as_dict())
+        return
+    table = Table(title=f"{report.dataset} · {report.mode} · {report.questions} questions")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in {**report.retrieval, **report.answers}.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) and value <= 1 else f"{value:.1f}"
+                      if isinstance(value, float) else str(value))
+    for stage, q in report.latency_ms.items():
+        table.add_row(f"latency {stage} p50 / p95", f"{q['p50']:.1f} / {q['p95']:.1f} ms")
+    out.print(table)
+    out.print(f"index {report.index}, {report.seconds:.1f} s")
+
+
+def _questions_bar(total: int) -> tuple[Progress, Callable[[int], None]]:
+    bar = Progress(TextColumn("[bold]evaluating"), BarColumn(), TaskProgressColumn(),
+                   TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(), console=err,
+                   disable=not err.is_terminal)
+    task = bar.add_task("eval", total=total)
+    return bar, lambda i: bar.update(task, completed=i)
+
+
+def _run_eval(name: str, engine: Engine, prepare: Callable[[], tuple[list, dict]], mode: Optional[str], k: int,
+              answers: bool, generator: Optional[str], json_out: bool) -> None:
+    from rag.evaluate.run import evaluate
+
+    questions, qrels = prepare()
+    bar, tick = _questions_bar(len(questions) * (2 if answers else 1))
+    with bar:
+        report = evaluate(engine, name, questions, qrels, mode, k, answers, generator, tick)
+    _show_eval(report, json_out)
+
+
+@eval_app.command("beir")
+def eval_beir(
+    directory: Annotated[Path, typer.Argument(help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv.")],
+    split: Annotated[str, typer.Option("--split", help="Which qrels file.")] = "test",
+    mode: ModeOpt = None, k: EvalKOpt = 10, limit: LimitOpt = None, seed: SeedOpt = 0,
+    index_dir: IndexOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """nDCG@10, Recall@1/5/10/100 and MRR@10 on a BEIR dataset (indexed on first use)."""
+    from rag.evaluate.run import prepare_beir
+
+    try:
+        engine = _eval_engine(index_dir, Path("indexes") / "eval" / directory.resolve().name)
+        with _ProgressBar(err) as bar:
+            prepare = lambda: prepare_beir(engine, str(directory), split, limit, seed, bar)  # noqa: E731
+            questions = prepare()
+        _run_eval(directory.name, engine, lambda: questions, mode, k, False, None, json_out)
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+
+
+@eval_app.command("squad")
+def eval_squad(
+    file: Annotated[Path, typer.Argument(help="SQuAD-format JSON: every paragraph is a document.")],
+    mode: ModeOpt = None, k: EvalKOpt = 10, limit: LimitOpt = None, seed: SeedOpt = 0,
+    answers: AnswersOpt = False,
+    generator: Annotated[Optional[str], typer.Option("--generator", "-g", help="With --answers.")] = None,
+    index_dir: IndexOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Recall and MRR of each question's paragraph; with --answers, EM and F1 too."""
+    from rag.evaluate.run import prepare_squad
+
+    try:
+        engine = _eval_engine(index_dir, Path("indexes") / "eval" / file.resolve().stem)
+        with _ProgressBar(err) as bar:
+            questions = prepare_squad(engine, str(file), limit, seed, bar)
+        _run_eval(file.name, engine, lambda: questions, mode, k, answers, generator, json_out)
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+
+
+@eval_app.command("qa")
+def eval_qa(
+    file: Annotated[Path, typer.Argument(help="JSONL of {question, answer?, doc_id?} over your own index.")],
+    mode: ModeOpt = None, k: EvalKOpt = 10, limit: LimitOpt = None, seed: SeedOpt = 0,
+    answers: AnswersOpt = False,
+    generator: Annotated[Optional[str], typer.Option("--generator", "-g", help="With --answers.")] = None,
+    index_dir: IndexOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """How well your index finds each question's source document (and answers it)."""
+    from rag.evaluate.run import prepare_qa
+
+    try:
+        engine = _engine_for_reading({"index.path": index_dir})
+        _run_eval(file.name, engine, lambda: prepare_qa(str(file), limit, seed), mode, k, answers, generator,
+                  json_out)
     except RagError as exc:
         raise _fail(str(exc)) from None
 
@@ -336,6 +539,9 @@ def info(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     out.print(f"index      {data['path']} ({data['version']}, format {m['format_version']})")
     out.print(f"documents  {m['counts']['documents']}")
     out.print(f"chunks     {m['counts']['chunks']} (vectors {m['counts']['vectors']})")
+    if data["masked"]:
+        out.print(f"masked     {data['masked']} deleted vectors still in the HNSW index "
+                  f"({data['masked'] / max(m['counts']['vectors'], 1):.1%}); `rag compact` drops them")
     out.print(f"size       {data['disk_bytes'] / 2**20:.2f} MB on disk "
               + ", ".join(f"{k} {v / 2**20:.2f} MB" for k, v in data["files"].items()))
     e = m["embedding"]

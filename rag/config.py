@@ -33,6 +33,7 @@ class EmbeddingSettings(_Section):
     query_prefix: str
     passage_prefix: str
     max_seq_length: int = Field(ge=0, le=32768)
+    languages: list[Literal["en", "zh", "*"]]
 
 
 class ChunkingSettings(_Section):
@@ -67,10 +68,21 @@ class IndexSettings(_Section):
     hnsw_ef_search: int = Field(ge=1, le=65536)
     device: Literal["auto", "cpu"]
     keep_versions: int = Field(ge=0, le=100)
+    bm25_stem: bool
+    bm25_stopwords: Literal["en", "none"]
+    bm25_chinese: Literal["jieba", "bigrams"]
 
 
 class SearchSettings(_Section):
     k: int = Field(ge=1, le=1000)
+    mode: Literal["hybrid", "dense", "bm25"]
+    fusion: Literal["scores", "rrf"]
+    candidates: int = Field(ge=1, le=10000)
+    rrf_k: float = Field(ge=0, le=10000)
+    dense_weight: float = Field(ge=0, le=100)
+    bm25_weight: float = Field(ge=0, le=100)
+    reranker: str
+    rerank_top_n: int = Field(ge=1, le=1000)
 
 
 class CorpusSettings(_Section):
@@ -83,13 +95,17 @@ class AnswerSettings(_Section):
     max_new_tokens: int = Field(ge=1, le=8192)
     context_tokens: int = Field(ge=0, le=1_000_000)
     max_question_chars: int = Field(ge=16, le=100_000)
+    min_relevance: float = Field(ge=-1, le=1)
     extractive_min_score: float = Field(ge=-1.0, le=1.5)
 
 
 class GenerateSettings(_Section):
     local_model: str = Field(min_length=1)
     local_style: Literal["auto", "chat", "completion"]
+    local_decoding: Literal["auto", "span", "free"]
+    local_max_passages: int = Field(ge=0, le=100)
     local_device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    local_precision: Literal["auto", "bf16", "fp16", "fp32"]
     cache_dir: str
     openai_base_url: str
     openai_model: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from rag.answer import Answer
 from rag.answering import Answerer
@@ -17,10 +17,11 @@ from rag.index.chunkstore import CHUNKS_FILE
 from rag.index.manifest import Manifest, check_embedding
 from rag.index.store import IndexReader, IndexStore, file_digest
 from rag.index.vectors import VECTORS_FILE
-from rag.indexing import Indexer, IndexProgress, IndexReport
+from rag.filters import Filter, parse_filters
+from rag.indexing import Indexer, IndexProgress, IndexReport, chunking_identity
 from rag.prompt import PromptBuilder
 from rag.records import Hit
-from rag.retrieve import DenseRetriever
+from rag.retrieve import Mode, Reranker, Retriever
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Engine:
         self._embedder = embedder
         self._reader: IndexReader | None = None
         self._answerers: dict[str, Answerer] = {}
+        self._reranker: Reranker | None = None
         self._lock = threading.Lock()
 
     @property
@@ -44,9 +46,15 @@ class Engine:
 
     # -- writes --------------------------------------------------------------------------
 
-    def index(self, paths: list[str | Path], progress: IndexProgress | None = None) -> IndexReport:
-        """Add new and changed documents under `paths`; one atomic new index version."""
-        return Indexer(self.settings, self.embedder, self.store).run([Path(p) for p in paths], progress)
+    def index(self, paths: list[str | Path], progress: IndexProgress | None = None, sync: bool = False) -> IndexReport:
+        """Add new and changed documents under `paths` (with `sync`, remove those no longer
+        there); one atomic new index version."""
+        return Indexer(self.settings, self.embedder, self.store).run([Path(p) for p in paths], progress, sync)
+
+    def index_jsonl(self, stream: Iterable[bytes], name: str = "stdin", progress: IndexProgress | None = None,
+                    sync: bool = False, total_bytes: int = 0) -> IndexReport:
+        """Index {"id", "text", "metadata"} records streamed from a binary file object."""
+        return Indexer(self.settings, self.embedder, self.store).run_jsonl(stream, name, progress, sync, total_bytes)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -62,12 +70,38 @@ class Engine:
                 self._reader = reader
             return self._reader
 
-    def search(self, question: str, k: int | None = None) -> list[Hit]:
-        question = question.strip()
-        if not question:
+    def retriever(self) -> Retriever:
+        """Over the latest committed version; the reranker (if configured) loads once."""
+        if self._reranker is None and self.settings.search.reranker:
+            self._reranker = Reranker(self.settings.search.reranker)
+        return Retriever(self.reader(), self.embedder, self.settings.search, self.settings.embedding.languages,
+                         self._reranker)
+
+    def search(self, question: str, k: int | None = None, filters: list[str] | None = None,
+               mode: Mode | None = None) -> list[Hit]:
+        """Ranked passages; `filters` are `--filter` expressions such as "source=hr/*.md"."""
+        return self.search_many([question], k, filters, mode)[0]
+
+    def search_many(self, questions: list[str], k: int | None = None, filters: list[str] | None = None,
+                    mode: Mode | None = None, timings: dict[str, float] | None = None) -> list[list[Hit]]:
+        questions = [q.strip() for q in questions]
+        if not all(questions):
             raise RagError("the question is empty")
         k = k or self.settings.search.k
-        return DenseRetriever(self.reader(), self.embedder).search(question, k)
+        return self.retriever().search_many(questions, k, timings, parse_filters(filters), mode)
+
+    def delete(self, doc_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Remove documents in one atomic version; returns (deleted, not found)."""
+        deleted, missing = [], []
+        with self.store.open_writer(self.embedder.identity(), chunking_identity(self.settings, self.embedder)) as writer:
+            for doc_id in dict.fromkeys(doc_ids):
+                (deleted if writer.delete_document(doc_id) else missing).append(doc_id)
+        return deleted, missing
+
+    def compact(self) -> int:
+        """Rebuild the vector index without masked (deleted) vectors; returns how many were dropped."""
+        with self.store.open_writer(self.embedder.identity(), chunking_identity(self.settings, self.embedder)) as writer:
+            return writer.compact()
 
     # -- answers -------------------------------------------------------------------------
 
@@ -78,26 +112,32 @@ class Engine:
             gen = make_generator(self.settings, self.embedder, name)
             builder = PromptBuilder(templates_from_settings(self.settings), gen.count_tokens,
                                     self.settings.answer.context_tokens or gen.context_tokens,
-                                    self.settings.answer.max_new_tokens)
+                                    self.settings.answer.max_new_tokens,
+                                    self.settings.generate.local_max_passages if name == "local" else 0)
 
-            def retrieve(questions: list[str], k: int, timings: dict[str, float]) -> list[list[Hit]]:
-                return DenseRetriever(self.reader(), self.embedder).search_many(questions, k, timings)
+            def retrieve(questions: list[str], k: int, timings: dict[str, float],
+                         filters: list[Filter] | None) -> list[list[Hit]]:
+                return self.retriever().search_many(questions, k, timings, filters)
 
             self._answerers[name] = Answerer(retrieve, gen, builder, self.settings.answer.k,
                                              self.settings.answer.max_new_tokens,
-                                             self.settings.answer.max_question_chars)
+                                             self.settings.answer.max_question_chars,
+                                             self.settings.answer.min_relevance)
         return self._answerers[name]
 
-    def ask(self, question: str, k: int | None = None, generator: str | None = None) -> Answer:
+    def ask(self, question: str, k: int | None = None, generator: str | None = None,
+            filters: list[str] | None = None) -> Answer:
         """A cited answer from the passages, or an honest "I don't know"."""
-        return self.answerer(generator).ask(question, k)
+        return self.answerer(generator).ask(question, k, parse_filters(filters))
 
-    def ask_many(self, questions: list[str], k: int | None = None, generator: str | None = None) -> list[Answer]:
-        return self.answerer(generator).ask_many(questions, k)
+    def ask_many(self, questions: list[str], k: int | None = None, generator: str | None = None,
+                 filters: list[str] | None = None) -> list[Answer]:
+        return self.answerer(generator).ask_many(questions, k, parse_filters(filters))
 
-    def ask_stream(self, question: str, k: int | None = None, generator: str | None = None) -> Iterator[str | Answer]:
+    def ask_stream(self, question: str, k: int | None = None, generator: str | None = None,
+                   filters: list[str] | None = None) -> Iterator[str | Answer]:
         """Text pieces as they are generated, then the finished Answer."""
-        return self.answerer(generator).ask_stream(question, k)
+        return self.answerer(generator).ask_stream(question, k, parse_filters(filters))
 
     def info(self) -> dict[str, Any]:
         """The manifest of the live version, with counts and size on disk."""
@@ -110,6 +150,8 @@ class Engine:
             "version": name,
             "disk_bytes": self.store.disk_bytes(),
             "files": {f: (self.store.path / name / f).stat().st_size for f in (CHUNKS_FILE, VECTORS_FILE)},
+            # Deleted vectors an HNSW index still holds (skipped by searches; `rag compact` drops them).
+            "masked": int(manifest.counts.get("masked", 0)),
             "manifest": manifest.model_dump(mode="json"),
         }
 
@@ -133,9 +175,15 @@ class Engine:
             if counts["chunks"] != manifest.counts.get("chunks"):
                 problems.append(f"{counts['chunks']} chunks in SQLite, manifest says {manifest.counts.get('chunks')}")
             faiss_ids = set(int(i) for i in reader.vectors.contains_ids())
-            chunk_ids = set(reader.chunks.chunk_ids())
             if len(faiss_ids) != reader.vectors.ntotal:
                 problems.append("FAISS holds duplicate ids")
+            masked = set(int(i) for i in reader.masked)
+            if masked - faiss_ids:
+                problems.append(f"{len(masked - faiss_ids)} masked ids are not in FAISS")
+            faiss_ids -= masked
+            chunk_ids = set(reader.chunks.chunk_ids())
+            if masked & chunk_ids:
+                problems.append(f"{len(masked & chunk_ids)} masked ids still have chunks")
             if faiss_ids - chunk_ids:
                 problems.append(f"{len(faiss_ids - chunk_ids)} FAISS ids have no chunk")
             if chunk_ids - faiss_ids:

@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Iterable, Iterator, Literal, Protocol
 
 from rag.chunk import Chunker
 from rag.config import Settings
@@ -18,6 +18,7 @@ from rag.embed import Embedder
 from rag.errors import RagError, SkipDocument
 from rag.index.store import IndexStore
 from rag.ingest import discover, load_source
+from rag.ingest.records import iter_jsonl_lines
 from rag.records import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ class IndexReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
+    # Added or updated documents whose content was already indexed under another id.
+    deduplicated: int = 0
     chunks: int = 0
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
@@ -63,13 +67,14 @@ class IndexReport:
         """0 when documents are indexed and nothing failed (nor, with strict, was skipped)."""
         if self.failed or (strict and self.skipped):
             return 1
-        return 0 if (self.documents + self.unchanged) > 0 else 1
+        return 0 if (self.documents + self.unchanged + self.deleted) > 0 else 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "index": self.index, "version": self.version,
             "documents": self.documents, "added": self.added, "updated": self.updated,
-            "unchanged": self.unchanged, "chunks": self.chunks,
+            "unchanged": self.unchanged, "deleted": self.deleted, "deduplicated": self.deduplicated,
+            "chunks": self.chunks,
             "skipped": self.skipped, "failed": self.failed, "seconds": round(self.seconds, 3),
             "problems": [{"path": p.path, "reason": p.reason, "kind": p.kind} for p in self.problems],
         }
@@ -114,14 +119,58 @@ def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:
     return Chunker(settings.chunking, counter, max_tokens, settings.ingest.csv_rows_per_chunk)
 
 
+# What a source yields to the indexing loop: a document or an error with where it came from,
+# or a count of bytes read that no document accounts for (headers, failed records).
+Item = tuple[str, "Document | RagError | int"]
+
+
 class Indexer:
     def __init__(self, settings: Settings, embedder: Embedder, store: IndexStore) -> None:
         self.settings = settings
         self.embedder = embedder
         self.store = store
 
-    def run(self, paths: list[Path], progress: IndexProgress | None = None) -> IndexReport:
+    def run(self, paths: list[Path], progress: IndexProgress | None = None, sync: bool = False) -> IndexReport:
+        """Index files and folders; with `sync`, also remove documents that are no longer there."""
         progress = progress or _NoProgress()
+        files, missing = discover([Path(p) for p in paths], self.settings.ingest)
+        if missing and sync:
+            raise RagError(f"{missing[0][0]}: {missing[0][1]}; --sync needs every path to exist, or it would "
+                           "delete what was indexed from it")
+        sizes = {src.path: _size(src.path) for src in files}
+        keep_sources: set[str] = set()  # files that failed to load keep what was indexed from them
+
+        def items() -> Iterator[Item]:
+            for path, reason in missing:
+                yield path, RagError(reason)
+            for src in files:
+                reported = 0
+                for item in load_source(src, self.settings.ingest):
+                    if isinstance(item, RagError):
+                        keep_sources.add(str(src.path))
+                    else:
+                        reported += item.size
+                    yield src.rel, item
+                yield src.rel, max(0, sizes[src.path] - reported)
+
+        return self._index(items(), sum(sizes.values()), len(files), progress, sync, keep_sources)
+
+    def run_jsonl(self, stream: Iterable[bytes], name: str, progress: IndexProgress | None = None,
+                  sync: bool = False, total_bytes: int = 0) -> IndexReport:
+        """Index records ({"id", "text", "metadata"}) from a JSON Lines stream, one line in memory
+        at a time, so a nightly job can pipe in millions."""
+        keep_sources: set[str] = set()
+
+        def items() -> Iterator[Item]:
+            for item in iter_jsonl_lines(stream, name, name, self.settings.ingest, None):
+                if isinstance(item, RagError):
+                    keep_sources.add(name)
+                yield name, item
+
+        return self._index(items(), total_bytes, 1, progress or _NoProgress(), sync, keep_sources)
+
+    def _index(self, items: Iterator[Item], total_bytes: int, files: int, progress: IndexProgress,
+               sync: bool, keep_sources: set[str]) -> IndexReport:
         started = time.perf_counter()
         report = IndexReport(index=str(self.store.path))
 
@@ -134,25 +183,25 @@ class Indexer:
             progress.problem(problem)
             log.debug("%s %s: %s", problem.kind, path, problem.reason)
 
-        files, missing = discover([Path(p) for p in paths], self.settings.ingest)
-        for path, reason in missing:
-            note(path, RagError(reason))
-        if not files:
-            report.seconds = time.perf_counter() - started
-            return report
-
         self.embedder.warm_up()
         chunker = make_chunker(self.settings, self.embedder)
-        sizes = {src.path: _size(src.path) for src in files}
-        progress.start(sum(sizes.values()), len(files))
+        progress.start(total_bytes, files)
         seen: dict[str, str] = {}
         pending: list[tuple[Document, list[Chunk], bool]] = []
+        pending_content: dict[str, str] = {}  # sha256 -> id of the pending document that holds it
+        aliases: list[tuple[Document, bool]] = []  # same content as a pending document
         pending_chunks = 0
 
         with self.store.open_writer(self.embedder.identity(), chunking_identity(self.settings, self.embedder)) as writer:
 
+            def count(existed: bool) -> None:
+                if existed:
+                    report.updated += 1
+                else:
+                    report.added += 1
+
             def flush() -> None:
-                nonlocal pending, pending_chunks
+                nonlocal pending, pending_chunks, aliases
                 if not pending:
                     return
                 log.info("stage: embedding %d chunks", pending_chunks)
@@ -161,45 +210,62 @@ class Indexer:
                 for document, chunks, existed in pending:
                     writer.put_document(document, chunks, vectors[offset:offset + len(chunks)])
                     offset += len(chunks)
-                    if existed:
-                        report.updated += 1
-                    else:
-                        report.added += 1
+                    count(existed)
                     report.chunks += len(chunks)
-                progress.advance(sum(d.size for d, _, _ in pending), len(pending), pending_chunks)
-                pending, pending_chunks = [], 0
+                for document, existed in aliases:
+                    writer.put_alias(document, pending_content[document.metadata["sha256"]])
+                    count(existed)
+                progress.advance(sum(d.size for d, _, _ in pending) + sum(d.size for d, _ in aliases),
+                                 len(pending) + len(aliases), pending_chunks)
+                pending, pending_chunks, aliases = [], 0, []
+                pending_content.clear()
 
-            for src in files:
-                reported = 0  # bytes of this file already counted in progress
-                for item in load_source(src, self.settings.ingest):
-                    if isinstance(item, RagError):
-                        note(src.rel, item)
-                        continue
-                    document = item
-                    reported += document.size
-                    where = src.rel
-                    if document.doc_id in seen:
-                        note(where, RagError(f"duplicate document id {document.doc_id!r} (already read from "
-                                             f"{seen[document.doc_id]}); ids must be unique"))
-                        continue
-                    seen[document.doc_id] = where
-                    old_sha = writer.document_sha(document.doc_id)
-                    if old_sha == document.metadata["sha256"]:
-                        report.unchanged += 1
-                        progress.advance(document.size, 1, 0)
-                        continue
-                    chunks = chunker.chunk(document)
-                    if not chunks:
-                        note(where, SkipDocument("no text left after chunking"))
-                        progress.advance(document.size, 0, 0)
-                        continue
-                    pending.append((document, chunks, old_sha is not None))
-                    pending_chunks += len(chunks)
-                    if pending_chunks >= EMBED_FLUSH_CHUNKS:
-                        flush()
-                # What the documents did not account for (failed records, headers, a skipped file).
-                progress.advance(max(0, sizes[src.path] - reported), 0, 0)
+            for where, item in items:
+                if isinstance(item, int):
+                    progress.advance(item, 0, 0)
+                    continue
+                if isinstance(item, RagError):
+                    note(where, item)
+                    continue
+                document = item
+                if document.doc_id in seen:
+                    note(where, RagError(f"duplicate document id {document.doc_id!r} (already read from "
+                                         f"{seen[document.doc_id]}); ids must be unique"))
+                    continue
+                seen[document.doc_id] = where
+                sha = document.metadata["sha256"]
+                old_sha = writer.document_sha(document.doc_id)
+                if old_sha == sha:
+                    report.unchanged += 1
+                    progress.advance(document.size, 1, 0)
+                    continue
+                # Identical content under another id is stored once: no chunks, no embedding.
+                if sha in pending_content:
+                    aliases.append((document, old_sha is not None))
+                    continue
+                holder = writer.document_with_content(sha)
+                if holder is not None and holder != document.doc_id:
+                    writer.put_alias(document, holder)
+                    count(old_sha is not None)
+                    report.deduplicated += 1
+                    progress.advance(document.size, 1, 0)
+                    continue
+                chunks = chunker.chunk(document)
+                if not chunks:
+                    note(where, SkipDocument("no text left after chunking"))
+                    progress.advance(document.size, 0, 0)
+                    continue
+                pending.append((document, chunks, old_sha is not None))
+                pending_content[sha] = document.doc_id
+                pending_chunks += len(chunks)
+                if pending_chunks >= EMBED_FLUSH_CHUNKS:
+                    flush()
             flush()
+            if sync:
+                for doc_id, source in writer.document_sources():
+                    if doc_id not in seen and source not in keep_sources:
+                        writer.delete_document(doc_id)
+                        report.deleted += 1
             report.version = writer.commit() or self.store.current_version()
 
         report.seconds = time.perf_counter() - started

@@ -89,8 +89,9 @@ def merge_neighbours(hits: list[Hit]) -> list[tuple[Hit, str, tuple[int, ...], s
 
 class PromptBuilder:
     def __init__(self, templates: dict[Language, Templates], count_tokens: Callable[[str], int],
-                 context_tokens: int, max_new_tokens: int) -> None:
+                 context_tokens: int, max_new_tokens: int, max_passages: int = 0) -> None:
         self.templates = templates
+        self.max_passages = max_passages
         self.count_tokens = count_tokens
         self.context_tokens = context_tokens
         self.max_new_tokens = max_new_tokens
@@ -117,6 +118,8 @@ class PromptBuilder:
         language = detect_language(question)
         t = self.templates[language]
         merged = merge_neighbours(hits)
+        if self.max_passages:
+            merged = merged[: self.max_passages]
         passages = [Passage.from_hit(i, hit, text, ids, location)
                     for i, (hit, text, ids, location) in enumerate(merged, start=1)]
         budget = self.context_tokens - self.max_new_tokens

@@ -66,10 +66,15 @@ def test_chinese_question_gets_a_chinese_prompt_and_chinese_abstention(indexed):
     with ChatServer(reply="我不知道。") as server:
         engine = indexed(**{"answer.generator": "openai", "generate.openai_base_url": server.base_url,
                             "generate.openai_model": "tiny"})
-        answer = engine.ask("公司的创始人是谁？")
+        # Mostly Chinese, with the English words BM25 can find in this English corpus.
+        answer = engine.ask("公司的员工每年有多少 vacation days？")
         assert answer.abstained and answer.answer == "我不知道。"
         system = server.requests[0]["body"]["messages"][0]["content"]
         assert "只能使用这些段落中的信息" in system
+        # Nothing in the index matches at all: an honest "I don't know" without asking the model.
+        before = len(server.requests)
+        nothing = engine.ask("公司的创始人是谁？")
+        assert nothing.abstained and nothing.answer == "我不知道。" and len(server.requests) == before
 
 
 def test_unreachable_generator_is_a_clear_error(indexed):

@@ -61,7 +61,9 @@ def test_sigkill_at_every_stage_leaves_a_working_index(make_engine, sample_docs,
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     cmd = [sys.executable, "-m", "rag", "-v", "index", str(sample_docs), "--index", str(engine.store.path)]
     rng = random.Random(7)
-    moments = [(stage, None) for stage in STAGES] + [(None, rng.uniform(1.0, 8.0)) for _ in range(2)]
+    # Every stage's start, then 15 random moments across the run (model load, embedding, FAISS
+    # writes, SQLite commit, fsync, the swap): 20 kills in all.
+    moments = [(stage, None) for stage in STAGES] + [(None, rng.uniform(0.5, 12.0)) for _ in range(15)]
     for marker, delay in moments:
         what = _kill_at(cmd, env, marker, delay)
         reopened = Engine(engine.settings, embedder=embedder)
@@ -79,3 +81,6 @@ def test_sigkill_at_every_stage_leaves_a_working_index(make_engine, sample_docs,
     assert report.failed == 0 and final.info()["manifest"]["counts"]["documents"] == 69
     assert not [p for p in final.store.path.iterdir() if p.name.startswith(".staging")]
     assert final.check() == []
+    check = subprocess.run([sys.executable, "-m", "rag", "check", "--index", str(engine.store.path)], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and "is sound" in check.stdout, check.stderr

@@ -100,7 +100,7 @@ def test_ask_without_llm_json_batch_and_bad_input(sample_docs, cli_env, tmp_path
     assert [r["id"] for r in rows] == ["a", "2"] and rows[0]["citations"][0]["doc_id"] == "notes.txt"
 
     assert rag("ask", "   ", "--no-llm", env=cli_env).returncode == 1
-    unreachable = rag("ask", "x?", env=dict(cli_env, RAG_ANSWER_GENERATOR="openai",
+    unreachable = rag("ask", "What does error code E-451 mean?", env=dict(cli_env, RAG_ANSWER_GENERATOR="openai",
                                             RAG_GENERATE_OPENAI_BASE_URL="http://127.0.0.1:9/v1",
                                             RAG_GENERATE_OPENAI_MODEL="m", RAG_GENERATE_RETRIES="0"))
     assert unreachable.returncode == 1 and "cannot reach the generator at http://127.0.0.1:9/v1" in unreachable.stderr

@@ -51,7 +51,9 @@ def test_manifest_records_what_the_index_was_built_with(make_engine, sample_docs
     assert manifest["counts"]["documents"] == 9
     assert manifest["counts"]["chunks"] == manifest["counts"]["vectors"] > 0
     assert manifest["created_at"] and manifest["updated_at"]
-    assert info["disk_bytes"] > 0 and set(manifest["files"]) == {"chunks.sqlite", "vectors.faiss"}
+    assert info["disk_bytes"] > 0 and set(manifest["files"]) == {
+        "chunks.sqlite", "vectors.faiss", "bm25.json", "bm25.vocab.json", "bm25.ids.npy", "bm25.data.npy",
+        "bm25.indices.npy", "bm25.indptr.npy"}
 
 
 def test_unchanged_documents_cost_nothing_and_changed_ones_replace_their_chunks(make_engine, sample_docs):
@@ -137,14 +139,24 @@ def test_other_index_types_build_train_update_and_search(make_engine, tmp_path, 
     engine = make_engine(**{"index.factory": factory, "index.train_sample": 256})
     assert engine.index([docs]).documents == 300
     assert engine.search("fault code F123 in aisle 123", k=5)[0].doc_id in {f"note-{i:03d}.txt" for i in range(300)}
-    # Update one document: the old vector is removed (in place, or by rebuild for HNSW).
+    # Update one document: the old vector is removed in place, or masked in HNSW until compaction.
     (docs / "note-007.txt").write_text("Ticket 7 was closed: the forklift battery was replaced.")
     report = engine.index([docs])
     assert report.updated == 1
     counts = engine.info()["manifest"]["counts"]
-    assert counts["chunks"] == counts["vectors"] == 300
+    masked = 1 if factory.startswith("HNSW") else 0
+    assert counts["chunks"] == 300 and counts["vectors"] == 300 + masked and counts["masked"] == masked
+    assert engine.info()["masked"] == masked
+    assert engine.check() == []
     hits = engine.search("forklift battery replaced", k=3)
     assert "note-007.txt" in [h.doc_id for h in hits]
+    old = engine.search("fault code F007 in aisle 7", k=300)
+    assert all("F007" not in h.text for h in old), "the replaced text must never come back"
+    assert engine.compact() == masked
+    counts = engine.info()["manifest"]["counts"]
+    assert counts["vectors"] == counts["chunks"] == 300 and counts["masked"] == 0
+    assert engine.check() == []
+    assert "note-007.txt" in [h.doc_id for h in engine.search("forklift battery replaced", k=3)]
 
 
 def test_an_index_type_that_cannot_train_on_so_few_vectors_says_so(make_engine, sample_docs):

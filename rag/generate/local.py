@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from rag.generate.base import Generation, GeneratorError
+from rag.generate.spans import SpanConstraint, SpanLogitsProcessor, SpanVocabulary
 from rag.prompt import Prompt
 
 log = logging.getLogger(__name__)
@@ -58,19 +59,55 @@ def resolve_local_model(name: str, cache_dir: Path) -> tuple[str, Path, str | No
     )
 
 
+def _dtype(precision: str, device: str) -> Any:
+    """bf16 where the hardware has it: gemma 3 was trained in bf16, and on this AMX CPU it runs a
+    1,100-token prompt in 0.84 s against 2.8 s in fp32."""
+    import torch
+
+    from rag.embed import cpu_has_native_bf16
+
+    if precision == "auto":
+        if device.startswith("cuda"):
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise GeneratorError("generate.local_precision = 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+class StopOnText:
+    """Ends each row once its generated text contains a stop string (rows finish independently)."""
+
+    def __init__(self, tokenizer: Any, stops: tuple[str, ...], prompt_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
+        return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
+
+
 class LocalGenerator:
     def __init__(self, model: str, cache_dir: Path | None = None, device: str = "auto",
                  style: Literal["auto", "chat", "completion"] = "auto", context_tokens: int = 0,
-                 stop: tuple[str, ...] = ()) -> None:
+                 stop: tuple[str, ...] = (), decoding: Literal["auto", "span", "free"] = "auto",
+                 precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto") -> None:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.name, self.path, self._sha = resolve_local_model(model, self.cache_dir)
         self._requested_style = "completion" if model.lower() == BUNDLED_GEMMA and style == "auto" else style
         self._requested_context = context_tokens
         self.stop = stop
+        self._requested_decoding = decoding
+        self.precision = precision
         self.device = device
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
+        self._span_vocabulary: SpanVocabulary | None = None
 
     # -- loading -------------------------------------------------------------------------
 
@@ -100,9 +137,7 @@ class LocalGenerator:
             device = self.device
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            dtype = torch.float32
-            if device.startswith("cuda"):
-                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            dtype = _dtype(self.precision, device)
             started = time.perf_counter()
             try:
                 tokenizer = AutoTokenizer.from_pretrained(str(source), **kwargs)
@@ -160,6 +195,28 @@ class LocalGenerator:
         self.warm_up()
         return int(min(getattr(self._model.config, "max_position_embeddings", 2048) or 2048, 8192))
 
+    @property
+    def decoding(self) -> Literal["span", "free"]:
+        """Span decoding (answers copied from the passages) for completion-style base models."""
+        if self._requested_decoding != "auto":
+            return self._requested_decoding  # type: ignore[return-value]
+        return "span" if self.style == "completion" else "free"
+
+    def _decoding(self, prompts: list[Prompt], prompt_length: int) -> tuple[dict[str, Any], list[SpanConstraint]]:
+        """generate() arguments: our own stop check (transformers' stop_strings scans the whole
+        vocabulary on every call, 2.7 s for gemma's 262k tokens) and, for span decoding, the mask."""
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        kwargs: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList(
+            [StopOnText(self._tokenizer, self.stop, prompt_length)])} if self.stop else {}
+        if self.decoding != "span":
+            return kwargs, []
+        if self._span_vocabulary is None:
+            self._span_vocabulary = SpanVocabulary(self._tokenizer)
+        constraints = [SpanConstraint(self._span_vocabulary, p.passages, p.idk) for p in prompts]
+        processor = SpanLogitsProcessor(constraints, prompt_length)
+        return {**kwargs, "logits_processor": LogitsProcessorList([processor])}, constraints
+
     def count_tokens(self, text: str) -> int:
         self.warm_up()
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -184,20 +241,19 @@ class LocalGenerator:
         texts = [self._render(p) for p in prompts]
         inputs = self._tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=self.style != "chat")
         inputs = inputs.to(self._model.device)
+        decoding, constraints = self._decoding(prompts, inputs["input_ids"].shape[1])
         started = time.perf_counter()
         with torch.inference_mode():
-            output = self._model.generate(
-                **inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                stop_strings=list(self.stop) or None, tokenizer=self._tokenizer,
-                pad_token_id=self._tokenizer.pad_token_id,
-            )
+            output = self._model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                          pad_token_id=self._tokenizer.pad_token_id, **decoding)
         elapsed = time.perf_counter() - started
         new = output[:, inputs["input_ids"].shape[1]:]
         results = []
-        for row, attention in zip(new, inputs["attention_mask"]):
+        for i, (row, attention) in enumerate(zip(new, inputs["attention_mask"])):
             ids = [int(t) for t in row if int(t) != self._tokenizer.pad_token_id]
             text = self._tokenizer.decode(ids, skip_special_tokens=True)
-            results.append(Generation(self._cut(text), int(attention.sum()), len(ids), {"generate": elapsed}))
+            text = constraints[i].finish(text) if constraints else self._cut(text)
+            results.append(Generation(text, int(attention.sum()), len(ids), {"generate": elapsed}))
         return results
 
     def stream(self, prompt: Prompt, max_new_tokens: int) -> Iterator[str]:
@@ -208,14 +264,16 @@ class LocalGenerator:
         inputs = self._tokenizer([self._render(prompt)], return_tensors="pt",
                                  add_special_tokens=self.style != "chat").to(self._model.device)
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+        decoding, constraints = self._decoding([prompt], inputs["input_ids"].shape[1])
+        stops = self.stop + (("[", "［") if constraints else ())
         errors: list[BaseException] = []
 
         def run() -> None:
             try:
                 with torch.inference_mode():
                     self._model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                         stop_strings=list(self.stop) or None, tokenizer=self._tokenizer,
-                                         streamer=streamer, pad_token_id=self._tokenizer.pad_token_id)
+                                         streamer=streamer, pad_token_id=self._tokenizer.pad_token_id,
+                                         **decoding)
             except BaseException as exc:  # surfaced to the caller below
                 errors.append(exc)
                 streamer.end()
@@ -225,9 +283,10 @@ class LocalGenerator:
         emitted = ""
         for piece in streamer:
             candidate = emitted + piece
-            stops = [candidate.find(stop) for stop in self.stop if stop in candidate]
-            if stops:
-                tail = candidate[: min(stops)][len(emitted):]
+            cuts = [candidate.find(stop) for stop in stops if stop in candidate]
+            if cuts:
+                tail = candidate[: min(cuts)][len(emitted):]
+                emitted += tail
                 if tail:
                     yield tail
                 break
@@ -236,3 +295,7 @@ class LocalGenerator:
         worker.join()
         if errors:
             raise GeneratorError(f"generation with {self.name} failed: {errors[0]}")
+        if constraints:
+            # The phrase is streamed as it comes; its citation follows once it is known.
+            if emitted.strip() and constraints[0].finish(emitted) != constraints[0].idk:
+                yield constraints[0].citation(emitted)

@@ -30,6 +30,8 @@ from rag.config import IndexSettings
 from rag.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, RagError
 from rag.index.chunkstore import CHUNKS_FILE, ChunkStore
 from rag.index.manifest import FORMAT_VERSION, Manifest, check_chunking, check_embedding, utc_now
+from rag.lexical import BM25Index, Tokenizer, deserialize_tokens, serialize_tokens
+from rag.lexical.bm25 import FILES as BM25_FILES
 from rag.index.vectors import VECTORS_FILE, VectorIndex, gpu_count
 from rag.records import Chunk, Document
 
@@ -76,6 +78,11 @@ def _disk_error(exc: BaseException, path: Path) -> RagError:
                         "Check the folder's permissions or choose another --index.")
     return RagError(f"writing the index at {path} failed ({text.strip().splitlines()[-1] if text.strip() else exc!r}); "
                     "the previous version is intact")
+
+
+def make_tokenizer(settings: IndexSettings) -> Tokenizer:
+    return Tokenizer(stem=settings.bm25_stem, stopwords=None if settings.bm25_stopwords == "none" else "en",
+                     chinese=settings.bm25_chinese)
 
 
 class IndexStore:
@@ -138,6 +145,10 @@ class IndexReader:
         self.manifest = Manifest.read(directory)
         self.chunks = ChunkStore.open_readonly(directory / CHUNKS_FILE)
         self.vectors = VectorIndex.load(directory / VECTORS_FILE, self.manifest.index["factory"], use_gpu)
+        self.masked = self.chunks.masked_ids()
+        # Indexes written before BM25 existed have none until their next write.
+        self.lexical = BM25Index.load(directory, make_tokenizer(settings)) \
+            if (directory / BM25_FILES[0]).is_file() else None
         if self.vectors.ntotal != self.manifest.counts.get("vectors", self.vectors.ntotal):
             raise IndexCorruptError(
                 f"{directory}: FAISS holds {self.vectors.ntotal} vectors, the manifest says "
@@ -148,10 +159,13 @@ class IndexReader:
     def version(self) -> str:
         return self.directory.name
 
-    def search(self, query_vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-        if self.vectors.ntotal == 0:
+    def search(self, query_vectors: np.ndarray, k: int,
+               allowed: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
+        """(chunk id, score) best first; `allowed` restricts the search to a filter's chunk ids."""
+        if self.vectors.ntotal == 0 or (allowed is not None and not len(allowed)):
             return [[] for _ in range(len(query_vectors))]
-        scores, ids = self.vectors.search(query_vectors, k, self.settings.nprobe, self.settings.hnsw_ef_search)
+        scores, ids = self.vectors.search(query_vectors, k, self.settings.nprobe, self.settings.hnsw_ef_search,
+                                          allowed, self.masked)
         return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
                 for row_ids, row_scores in zip(ids, scores)]
 
@@ -173,6 +187,8 @@ class IndexWriter:
         self._pending_count = 0
         self._base_created_at: str | None = None
         self._base_number = 0
+        self.tokenizer = make_tokenizer(store.settings)
+        self._retokenize = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -249,6 +265,10 @@ class IndexWriter:
                     f"{store.settings.factory!r}. Use the same type, or build a new index in another folder."
                 )
             self._base_created_at = manifest.created_at
+            if manifest.index.get("bm25_tokenizer") != self.tokenizer.settings:
+                # New BM25 settings (or an index from before BM25): every chunk is tokenized again.
+                log.info("BM25 tokenizer settings changed: re-tokenizing every chunk at commit")
+                self._retokenize = self.changed = True
         self._staging = store.path / f".staging-{_version_name(self._base_number + 1)}-{os.getpid()}"
         try:
             self._staging.mkdir()
@@ -275,23 +295,57 @@ class IndexWriter:
     def document_sha(self, doc_id: str) -> str | None:
         return self.chunks.document_sha(doc_id)
 
+    def document_with_content(self, sha256: str) -> str | None:
+        return self.chunks.document_with_content(sha256)
+
+    def document_sources(self) -> list[tuple[str, str]]:
+        return self.chunks.document_sources()
+
     def delete_document(self, doc_id: str) -> bool:
+        """Remove a document; False when it is not in the index."""
+        if self.chunks.document_sha(doc_id) is None:
+            return False
         ids = self.chunks.delete_document(doc_id)
         if ids:
             self._remove_vectors(ids)
         self.changed = True
-        return bool(ids)
+        return True
+
+    def put_alias(self, document: Document, holder: str) -> None:
+        """Index a document whose content `holder` already holds: no chunks, no vectors."""
+        if self.chunks.document_sha(document.doc_id) is not None:
+            self.delete_document(document.doc_id)
+        self.chunks.put_document(document, content_of=holder)
+        self.changed = True
+
+    def compact(self) -> int:
+        """Rebuild the vector index without its masked ids; returns how many were dropped."""
+        masked = self.chunks.masked_ids()
+        if not len(masked):
+            return 0
+        self._train_and_flush()
+        log.info("stage: rebuilding %s without %d masked vectors", self.store.settings.factory, len(masked))
+        removed = self.vectors.rebuild_without(masked)
+        self.chunks.clear_masked()
+        self.changed = True
+        return removed
 
     def _remove_vectors(self, ids: list[int]) -> None:
         drop = set(ids)
         if self._pending:
-            kept = []
+            # Vectors still waiting for the index to be trained were never added to FAISS.
+            kept, unadded = [], set()
             for vecs, vec_ids in self._pending:
                 mask = np.array([int(i) not in drop for i in vec_ids], dtype=bool)
+                unadded.update(int(i) for i in vec_ids[~mask])
                 kept.append((vecs[mask], vec_ids[mask]))
             self._pending = kept
             self._pending_count = sum(len(i) for _, i in kept)
-        self.vectors.remove(ids)
+            ids = [i for i in ids if int(i) not in unadded]
+        if self.vectors.removes_in_place:
+            self.vectors.remove(ids)
+        else:
+            self.chunks.mask(ids)
 
     def put_document(self, document: Document, chunks: list[Chunk], vectors: np.ndarray) -> None:
         """Insert or replace a document with its chunks and their vectors."""
@@ -300,7 +354,8 @@ class IndexWriter:
         if self.chunks.document_sha(document.doc_id) is not None:
             self.delete_document(document.doc_id)
         self.chunks.put_document(document)
-        ids = np.asarray(self.chunks.add_chunks(chunks), dtype=np.int64)
+        tokens = [serialize_tokens(self.tokenizer.tokenize(c.embed_text)) for c in chunks]
+        ids = np.asarray(self.chunks.add_chunks(chunks, tokens), dtype=np.int64)
         self._add_vectors(vectors, ids)
         self.changed = True
 
@@ -336,14 +391,17 @@ class IndexWriter:
         try:
             if not self.vectors.is_trained:
                 self._train_and_flush()
+            log.info("stage: building the BM25 index")
+            self._build_lexical()
             counts = self.chunks.counts()
             self.chunks.commit()
             self.chunks.close()
             self.chunks = None  # type: ignore[assignment]
             counts["vectors"] = self.vectors.ntotal
-            if counts["vectors"] != counts["chunks"]:
+            if counts["vectors"] != counts["chunks"] + counts["masked"]:
                 raise IndexCorruptError(
-                    f"internal error: {counts['chunks']} chunks but {counts['vectors']} vectors; nothing was committed"
+                    f"internal error: {counts['chunks']} chunks and {counts['masked']} masked vectors but "
+                    f"{counts['vectors']} vectors; nothing was committed"
                 )
             log.info("stage: writing FAISS index (%d vectors)", counts["vectors"])
             self.vectors.save(self._staging / VECTORS_FILE)
@@ -357,9 +415,9 @@ class IndexWriter:
                 embedding=self.embedding,
                 chunking=self.chunking,
                 index={"factory": store.settings.factory, "metric": "inner_product",
-                       "faiss_version": _faiss_version()},
+                       "faiss_version": _faiss_version(), "bm25_tokenizer": self.tokenizer.settings},
                 counts=counts,
-                files={f: file_digest(self._staging / f) for f in (CHUNKS_FILE, VECTORS_FILE)},
+                files={f: file_digest(self._staging / f) for f in (CHUNKS_FILE, VECTORS_FILE, *BM25_FILES)},
             )
             manifest.write(self._staging)
             log.info("stage: syncing files to disk")
@@ -385,6 +443,24 @@ class IndexWriter:
             raise _disk_error(exc, store.path) from exc
         finally:
             self.abort()
+
+    def _build_lexical(self) -> None:
+        """BM25 over every chunk, from the tokens stored with it (chunks written before BM25
+        existed are tokenized now, once)."""
+        ids, token_lists, missing = [], [], []
+        for chunk_id, tokens, text in self.chunks.chunk_tokens():
+            if tokens is None or self._retokenize:
+                token_list = self.tokenizer.tokenize(text)
+                missing.append((serialize_tokens(token_list), chunk_id))
+            else:
+                token_list = deserialize_tokens(tokens)
+            ids.append(chunk_id)
+            token_lists.append(token_list)
+        if missing:
+            self.chunks.conn.executemany("UPDATE chunks SET tokens = ? WHERE id = ?", missing)
+        lexical = BM25Index(self.tokenizer)
+        lexical.build(np.asarray(ids, dtype=np.int64), token_lists)
+        lexical.save(self._staging)
 
     def _retire_old_versions(self, current: str) -> None:
         keep = self.store.settings.keep_versions

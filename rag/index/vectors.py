@@ -35,6 +35,11 @@ def gpu_count() -> int:
     return int(get()) if get else 0
 
 
+# Filters admitting at most this many vectors are scored exactly (a matrix product over their
+# reconstructed vectors) rather than through the approximate index.
+EXACT_SEARCH_LIMIT = 20_000
+
+
 class VectorIndex:
     def __init__(self, cpu_index: Any, factory: str, use_gpu: bool) -> None:
         self.factory = factory
@@ -133,6 +138,19 @@ class VectorIndex:
             return
         self._active.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
 
+    @property
+    def removes_in_place(self) -> bool:
+        """HNSW graphs cannot drop nodes: their removed ids are masked until `rag compact`."""
+        return "HNSW" not in self.factory.upper()
+
+    def rebuild_without(self, drop: np.ndarray) -> int:
+        """A fresh index holding every vector but `drop` (what `rag compact` does)."""
+        self._sync_to_cpu()
+        removed = self._rebuild_without({int(i) for i in drop})
+        if self._gpu is not None:
+            self._to_gpu()
+        return removed
+
     def remove(self, ids: list[int]) -> int:
         """Remove ids in place where FAISS can; otherwise rebuild without them (HNSW)."""
         if not ids:
@@ -192,24 +210,65 @@ class VectorIndex:
         self._sync_to_cpu()
         return self._all_ids()
 
-    def search(self, queries: np.ndarray, k: int, nprobe: int, ef_search: int) -> tuple[np.ndarray, np.ndarray]:
+    def _params(self, k: int, nprobe: int, ef_search: int, selector: Any) -> Any:
         faiss = _faiss()
-        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        index = self._active
-        params: Any = None
-        if self._gpu is None:
-            ivf = faiss.try_extract_index_ivf(self._cpu)
-            if ivf is not None:
-                params = faiss.SearchParametersIVF(nprobe=min(nprobe, ivf.nlist))
-            else:
-                inner = faiss.downcast_index(self._cpu.index) if hasattr(self._cpu, "index") else self._cpu
-                if isinstance(inner, faiss.IndexHNSW):
-                    params = faiss.SearchParametersHNSW(efSearch=max(ef_search, k))
+        ivf = faiss.try_extract_index_ivf(self._cpu)
+        if ivf is not None:
+            return faiss.SearchParametersIVF(sel=selector, nprobe=min(nprobe, ivf.nlist))
+        inner = faiss.downcast_index(self._cpu.index) if hasattr(self._cpu, "index") else self._cpu
+        if isinstance(inner, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(ef_search, k))
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int, ef_search: int,
+               allowed: np.ndarray | None = None, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top k by inner product. `allowed` (a metadata filter's chunk ids) and `excluded` (masked
+        ids) are applied inside the search, so a narrow filter still finds k results when k exist."""
+        faiss = _faiss()
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        excluded = excluded if excluded is not None and len(excluded) else None
+        if allowed is not None:
+            if excluded is not None:
+                allowed = np.setdiff1d(allowed, excluded, assume_unique=False)
+            if len(allowed) <= EXACT_SEARCH_LIMIT:
+                return self._exact(queries, k, allowed)
+            selector: Any = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        elif excluded is not None:
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.ascontiguousarray(excluded, dtype=np.int64)))
         else:
+            selector = None
+        live = self.ntotal - (len(excluded) if excluded is not None else 0)
+        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
+        params = self._params(k, nprobe, ef_search, selector)
+        if self._gpu is not None and selector is None:
             try:
-                faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+                faiss.GpuParameterSpace().set_index_parameter(self._gpu, "nprobe", nprobe)
             except (AttributeError, RuntimeError):
                 pass
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        # IndexIDMap passes the parameters on to the index it wraps.
-        return index.search(queries, k, params=params) if params is not None else index.search(queries, k)
+            return self._gpu.search(queries, k)
+        # GPU indexes take no ID selectors; filtered searches run on the CPU copy.
+        scores, ids = self._cpu.search(queries, k, params=params) if params is not None else self._cpu.search(queries, k)
+        wanted = min(k, live if allowed is None else len(allowed))
+        short = [row for row in range(len(ids)) if int((ids[row] >= 0).sum()) < wanted]
+        if short and allowed is not None:
+            # An approximate index (IVF probes, HNSW's graph) can miss matches a narrow filter
+            # leaves; score those queries exactly over the allowed vectors instead.
+            exact_scores, exact_ids = self._exact(queries[short], k, allowed)
+            scores[short], ids[short] = exact_scores, exact_ids
+        return scores, ids
+
+    def _exact(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._sync_to_cpu()
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        if not len(allowed):
+            return scores, ids
+        allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+        vectors = self._cpu.reconstruct_batch(allowed)
+        sims = queries @ vectors.T
+        top = min(k, len(allowed))
+        order = np.argpartition(-sims, top - 1, axis=1)[:, :top]
+        for row in range(len(queries)):
+            best = order[row][np.argsort(-sims[row, order[row]])]
+            scores[row, :top], ids[row, :top] = sims[row, best], allowed[best]
+        return scores, ids

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from rag.config import IngestSettings
 from rag.errors import IngestError, RagError, SkipDocument
@@ -41,7 +41,12 @@ def record_to_document(
     doc_id = default_id if doc_id is None or str(doc_id).strip() == "" else str(doc_id).strip()
     title = record.get(title_field)
     title = str(title).strip() if title not in (None, "") else None
-    metadata = _scalar_metadata(record, {text_field, id_field, title_field})
+    metadata = _scalar_metadata(record, {text_field, id_field, title_field, "metadata"})
+    nested = record.get("metadata")
+    if isinstance(nested, dict):  # the batch format: {"id", "text", "metadata": {...}}
+        metadata.update(_scalar_metadata(nested, set()))
+    elif nested is not None:
+        metadata["metadata"] = nested
     canonical = json.dumps({"text": text, "title": title, "metadata": metadata}, sort_keys=True, ensure_ascii=False)
     # The title as a heading: prepended to what every chunk embeds, not a chunk of its own.
     sections = [Section(text=text, headings=(title,) if title else ())]
@@ -60,23 +65,31 @@ def record_to_document(
     )
 
 
+def iter_jsonl_lines(lines: Iterable[bytes], rel: str, source: str, settings: IngestSettings,
+                     mtime: float | None) -> Iterator[Document | RagError]:
+    """One document per line of a JSON Lines stream (a file, or standard input), one line in memory."""
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{rel} line {lineno}"
+        try:
+            record = json.loads(line)
+            yield record_to_document(record, where, f"{rel}#{lineno}", source, settings, mtime, len(line))
+        except json.JSONDecodeError as exc:
+            yield IngestError(f"not valid JSON ({exc.msg} at column {exc.colno})", where)
+        except UnicodeDecodeError:
+            yield IngestError("not UTF-8 text", where)
+        except RagError as exc:
+            yield exc
+
+
 def iter_json_records(
     path: Path, rel: str, source: str, settings: IngestSettings, mtime: float | None
 ) -> Iterator[Document | RagError]:
     """Documents of a .jsonl file read line by line (bounded memory), or of a .json array."""
     if path.suffix.lower() == ".jsonl":
         with path.open("rb") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                where = f"{rel} line {lineno}"
-                try:
-                    record = json.loads(line)
-                    yield record_to_document(record, where, f"{rel}#{lineno}", source, settings, mtime, len(line))
-                except json.JSONDecodeError as exc:
-                    yield IngestError(f"not valid JSON ({exc.msg} at column {exc.colno})", where)
-                except RagError as exc:
-                    yield exc
+            yield from iter_jsonl_lines(fh, rel, source, settings, mtime)
         return
     data = path.read_bytes()
     if not data.strip():

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Retrieval quality, side by side: dense, BM25, hybrid with score fusion (the default) and hybrid
+with reciprocal rank fusion, through `rag eval`'s own code, on
+
+- SciFact test (BEIR layout, 300 queries): nDCG@10 (target: hybrid >= 0.73)
+- SQuAD v1.1 dev paragraphs, 1,000 questions, seed 0: Recall@1/5 (targets 0.80 / 0.95)
+- CMRC 2018 dev, all 3,219 questions: Recall@1/5 (targets 0.95 / 0.99)
+- corpora/sample_qa.jsonl: every answer's source document in the top 5
+
+Each dataset is indexed once (into --workdir, reused on the next run) with rag's defaults.
+
+    python3 benchmarks/retrieval_bench.py                 # prints, appends to docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from rag import Engine, Settings
+from rag.evaluate.run import evaluate, prepare_beir, prepare_qa, prepare_squad
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RECORD_FILE = REPO_ROOT / "docs" / "benchmarks.md"
+VARIANTS = [("dense", {"search.mode": "dense"}), ("bm25", {"search.mode": "bm25"}),
+            ("hybrid, score fusion (default)", {}),
+            ("hybrid, RRF k=60", {"search.fusion": "rrf"})]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", default=str(REPO_ROOT / "indexes" / "eval"), help="where the indexes are kept")
+    p.add_argument("--no-record", action="store_true")
+    args = p.parse_args()
+    data = Path(os.environ.get("RAG_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
+    work = Path(args.workdir)
+    started = dt.datetime.now(dt.timezone.utc)
+    datasets: list[tuple[str, str, Any]] = [
+        ("SciFact test", "beir-scifact", lambda e: prepare_beir(e, str(data / "beir-scifact"), "test", None, 0, None)),
+        ("SQuAD dev, 1,000 q", "dev-v1.1", lambda e: prepare_squad(
+            e, str(data / "squad-v1.1-dev" / "dev-v1.1.json"), 1000, 0, None)),
+        ("CMRC 2018 dev, all", "cmrc2018_dev_squad", lambda e: prepare_squad(
+            e, str(data / "cmrc2018" / "cmrc2018_dev_squad.json"), None, 0, None)),
+        ("sample corpus QA", "sample-corpus", None),
+    ]
+    rows = ["| dataset | retrieval | questions | nDCG@10 | Recall@1 | Recall@5 | Recall@10 | MRR@10 | search p50 / p95 ms |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for title, folder, prepare in datasets:
+        index = work / folder
+        if prepare is None:
+            Engine(Settings.load(overrides={"index.path": str(index)})).index([REPO_ROOT / "corpora"])
+            questions, qrels = prepare_qa(str(REPO_ROOT / "corpora" / "sample_qa.jsonl"), None, 0)
+        else:
+            questions, qrels = prepare(Engine(Settings.load(overrides={"index.path": str(index)})))
+        for label, overrides in VARIANTS:
+            engine = Engine(Settings.load(overrides={"index.path": str(index), **overrides}))
+            r = evaluate(engine, title, questions, qrels, None, 10)
+            m, t = r.retrieval, r.latency_ms["total"]
+            row = (f"| {title} | {label} | {m['queries']} | {m['ndcg@10']:.3f} | {m['recall@1']:.3f} | "
+                   f"{m['recall@5']:.3f} | {m['recall@10']:.3f} | {m['mrr@10']:.3f} | {t['p50']:.1f} / {t['p95']:.1f} |")
+            print(row, flush=True)
+            rows.append(row)
+            engine.close()
+    text = "\n".join(rows)
+    if not args.no_record:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.processor())
+        with RECORD_FILE.open("a", encoding="utf-8") as fh:
+            fh.write(f"\n## Retrieval quality ({started:%Y-%m-%d %H:%M} UTC)\n\n"
+                     f"- Machine: {cpu}, {os.cpu_count()} cores, GPU: none; MiniLM-L6 (English only), bm25s with "
+                     f"Snowball stemming and jieba; documents ranked by their best chunk; latency per question, "
+                     f"one at a time, including query embedding\n"
+                     f"- Reproduce: `python3 benchmarks/retrieval_bench.py`\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Streaming scale: `rag index --jsonl -` fed N records into an IVF index, then the same N again.
+
+Records are the sentences of the SciFact abstracts, cycled with a distinct id and a short
+distinct suffix (so that deduplication cannot store them once), one chunk each. The first run
+reports documents/s, peak RSS of the `rag` process and index size; the second run, on identical
+input, must embed nothing. Two sizes side by side show whether peak memory grows with the
+corpus beyond the index itself.
+
+    python3 benchmarks/scale_bench.py                    # 50,000 and 200,000 records
+    python3 benchmarks/scale_bench.py --sizes 20000 --no-record
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RECORD_FILE = REPO_ROOT / "docs" / "benchmarks.md"
+
+
+def _sentences(scifact: Path) -> list[str]:
+    out = []
+    with (scifact / "corpus.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            text = json.loads(line)["text"]
+            out.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.strip()) > 40)
+    return out
+
+
+def _records(sentences: list[str], n: int) -> Iterator[bytes]:
+    for i in range(n):
+        text = f"{sentences[i % len(sentences)]} (record {i})"
+        yield (json.dumps({"id": f"r{i}", "text": text, "metadata": {"batch": i // 10000}}) + "\n").encode()
+
+
+def _run(index: Path, sentences: list[str], n: int, factory: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    cmd = [sys.executable, "-m", "rag", "index", "--jsonl", "-", "--json", "--index", str(index),
+           "--factory", factory]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    peak = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        process = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                peak = max(peak, process.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert proc.stdin is not None and proc.stdout is not None
+    for record in _records(sentences, n):
+        proc.stdin.write(record)
+    proc.stdin.close()
+    report = json.loads(proc.stdout.read())
+    proc.wait()
+    done.set()
+    seconds = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in (index / (index / "CURRENT").read_text().strip()).iterdir())
+    return {"records": n, "seconds": seconds, "docs_per_s": n / seconds, "peak_rss_mb": peak / 2**20,
+            "index_mb": size / 2**20, "embedded": report["chunks"], "added": report["added"],
+            "unchanged": report["unchanged"], "rc": proc.returncode}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="50000,200000", help="record counts, comma-separated")
+    p.add_argument("--factory", default="IVF1024,Flat")
+    p.add_argument("--no-record", action="store_true")
+    args = p.parse_args()
+    scifact = Path(os.environ.get("RAG_DATASETS", REPO_ROOT.parent / "shared" / "datasets")) / "beir-scifact"
+    sentences = _sentences(scifact)
+    started = dt.datetime.now(dt.timezone.utc)
+    rows = ["| records | run | seconds | docs/s | embedded | peak RSS MB | index MB |",
+            "|---:|---|---:|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            index = Path(tmp) / f"index-{n}"
+            for label in ("first", "same input again"):
+                r = _run(index, sentences, n, args.factory)
+                row = (f"| {n:,} | {label} | {r['seconds']:.0f} | {r['docs_per_s']:.0f} | {r['embedded']:,} | "
+                       f"{r['peak_rss_mb']:,.0f} | {r['index_mb']:,.0f} |")
+                print(row, flush=True)
+                rows.append(row)
+                if r["rc"] != 0:
+                    print(f"rag index exited {r['rc']}", file=sys.stderr)
+    text = "\n".join(rows)
+    print(text)
+    if not args.no_record:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.processor())
+        with RECORD_FILE.open("a", encoding="utf-8") as fh:
+            fh.write(f"\n## Streaming scale, {args.factory} ({started:%Y-%m-%d %H:%M} UTC)\n\n"
+                     f"- Machine: {cpu}, {os.cpu_count()} cores, GPU: none; {len(sentences):,} SciFact sentences "
+                     f"cycled with distinct ids and suffixes, one chunk per record, piped to `rag index --jsonl -`\n"
+                     f"- Reproduce: `python3 benchmarks/scale_bench.py{' --sizes ' + args.sizes if args.sizes != '50000,200000' else ''}`\n\n"
+                     f"{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

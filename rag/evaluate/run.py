@@ -1,0 +1,128 @@
+"""`rag eval`: index a benchmark (or use the user's own index), ask its questions one at a time as
+a user would, and score the rankings and, optionally, the answers.
+
+Documents are ranked by their best chunk (a document's first appearance in the chunk ranking),
+which is what BEIR-style qrels judge.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag.engine import Engine
+from rag.evaluate.datasets import EvalDocument, EvalQuestion, read_beir, read_qa_jsonl, read_squad, sample
+from rag.evaluate.metrics import Qrels, Run, exact_match, f1_score, is_chinese, percentile, retrieval_report
+from rag.indexing import IndexProgress
+
+# Chunks retrieved per question: enough to rank 100 distinct documents in most cases.
+CHUNK_DEPTH = 200
+_CITATION = re.compile(r"[\[［]\s*\d+(?:\s*[,，]\s*\d+)*\s*[\]］]")
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    mode: str
+    questions: int
+    retrieval: dict[str, float | int] = field(default_factory=dict)
+    answers: dict[str, float] = field(default_factory=dict)
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    index: str = ""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "mode": self.mode, "questions": self.questions, "index": self.index,
+                "retrieval": self.retrieval, "answers": self.answers, "latency_ms": self.latency_ms,
+                "seconds": round(self.seconds, 2)}
+
+
+def _records(documents: Iterable[EvalDocument]) -> Iterator[bytes]:
+    for d in documents:
+        record = {"id": d.doc_id, "text": d.text, **({"title": d.title} if d.title else {})}
+        yield (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _latency(per_question: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    stages = sorted({stage for t in per_question for stage in t})
+    return {stage: {"p50": 1000 * percentile([t.get(stage, 0.0) for t in per_question], 50),
+                    "p95": 1000 * percentile([t.get(stage, 0.0) for t in per_question], 95)} for stage in stages}
+
+
+def _rank(engine: Engine, questions: list[EvalQuestion], mode: str | None, k: int,
+          on_question: Callable[[int], None]) -> tuple[Run, list[dict[str, float]]]:
+    run: Run = {}
+    timings = []
+    for i, q in enumerate(questions, start=1):
+        spent: dict[str, float] = {}
+        started = time.perf_counter()
+        hits = engine.search_many([q.question], max(k, CHUNK_DEPTH), mode=mode, timings=spent)[0]
+        spent["total"] = time.perf_counter() - started
+        run[q.qid] = list(dict.fromkeys(h.doc_id for h in hits))[:max(k, 100)]
+        timings.append(spent)
+        on_question(i)
+    return run, timings
+
+
+def _answer_scores(engine: Engine, questions: list[EvalQuestion], generator: str | None,
+                   on_question: Callable[[int], None]) -> tuple[dict[str, float], list[dict[str, float]]]:
+    ems, f1s, abstained, grounded, timings = [], [], 0, 0, []
+    for i, q in enumerate(questions, start=1):
+        answer = engine.ask(q.question, generator=generator)
+        timings.append({f"answer.{k}": v for k, v in answer.timings.items()})
+        text = "" if answer.abstained else _CITATION.sub("", answer.answer).strip()
+        abstained += answer.abstained
+        grounded += answer.grounded
+        if q.answers:
+            chinese = is_chinese(q.question)
+            ems.append(exact_match(text, q.answers, chinese))
+            f1s.append(f1_score(text, q.answers, chinese))
+        on_question(i)
+    n = max(len(questions), 1)
+    scores = {"abstained": abstained / n, "grounded": grounded / n}
+    if ems:
+        scores.update(EM=100 * sum(ems) / len(ems), F1=100 * sum(f1s) / len(f1s), scored=len(ems))
+    return scores, timings
+
+
+def evaluate(engine: Engine, name: str, questions: list[EvalQuestion], qrels: Qrels, mode: str | None, k: int,
+             answers: bool = False, generator: str | None = None,
+             on_question: Callable[[int], None] = lambda i: None) -> EvalReport:
+    started = time.perf_counter()
+    report = EvalReport(name, mode or engine.settings.search.mode, len(questions), index=str(engine.store.path))
+    judged = [q for q in questions if q.qid in qrels]
+    if judged:
+        run, timings = _rank(engine, judged, mode, k, on_question)
+        report.retrieval = retrieval_report(run, {q.qid: qrels[q.qid] for q in judged}, ks=(1, 5, 10, 100))
+        report.latency_ms = _latency(timings)
+    if answers:
+        report.answers, timings = _answer_scores(engine, questions, generator, on_question)
+        report.latency_ms.update(_latency(timings))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def prepare_beir(engine: Engine, directory: str, split: str, limit: int | None, seed: int,
+                 progress: IndexProgress | None) -> tuple[list[EvalQuestion], Qrels]:
+    data = read_beir(directory, split)
+    engine.index_jsonl(_records(data.documents()), f"{directory}/corpus.jsonl", progress)
+    questions = [EvalQuestion(qid, text) for qid, text in data.queries.items()]
+    chosen = sample(questions, limit, seed)
+    return chosen, {q.qid: data.qrels[q.qid] for q in chosen}
+
+
+def prepare_squad(engine: Engine, path: str, limit: int | None, seed: int,
+                  progress: IndexProgress | None) -> tuple[list[EvalQuestion], Qrels]:
+    data = read_squad(path)
+    engine.index_jsonl(_records(data.documents), path, progress)
+    chosen = sample(data.questions, limit, seed)
+    return chosen, {q.qid: {q.doc_id: 1} for q in chosen if q.doc_id}
+
+
+def prepare_qa(path: str, limit: int | None, seed: int) -> tuple[list[EvalQuestion], Qrels]:
+    chosen = sample(read_qa_jsonl(path), limit, seed)
+    return chosen, {q.qid: {q.doc_id: 1} for q in chosen if q.doc_id}
