@@ -16,22 +16,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import re
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from rag.evaluate.datasets import read_squad, sample
-from rag.evaluate.metrics import exact_match, f1_score, percentile
+from benchmark_record import RECORD_FILE, append_section, machine
+from rag.evaluate.run import evaluate, prepare_squad
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RECORD_FILE = REPO_ROOT / "docs" / "benchmarks.md"
-_CITATION = re.compile(r"[\[［]\s*\d+(?:\s*[,，]\s*\d+)*\s*[\]］]")
 
 
 def datasets_dir() -> Path:
@@ -41,54 +36,29 @@ def datasets_dir() -> Path:
     return root
 
 
-def run_dataset(name: str, path: Path, n: int, generators: list[str], zh: bool, workdir: Path,
+def run_dataset(name: str, path: Path, n: int, generators: list[str], workdir: Path,
                 overrides: dict[str, str]) -> dict[str, Any]:
+    """Index the paragraphs, then score each generator through `rag eval squad --answers`'s own code."""
     from rag import Engine, Settings
 
-    dataset = read_squad(path)
-    corpus = workdir / f"{name}.jsonl"
-    corpus.write_text("".join(json.dumps({"id": d.doc_id, "text": d.text}, ensure_ascii=False) + "\n"
-                              for d in dataset.documents), encoding="utf-8")
     engine = Engine(Settings.load(overrides={"index.path": str(workdir / f"{name}-index"), **overrides}))
     started = time.perf_counter()
-    report = engine.index([corpus])
-    print(f"[{name}] indexed {report.documents} paragraphs, {report.chunks} chunks in "
-          f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    questions = sample(dataset.questions, n, seed=0)
-
-    ranks = []
-    for q in questions:
-        hits = engine.search(q.question, k=20)
-        doc_order = list(dict.fromkeys(h.doc_id for h in hits))
-        ranks.append(doc_order.index(q.doc_id) + 1 if q.doc_id in doc_order else None)
-    result: dict[str, Any] = {
-        "paragraphs": len(dataset.documents), "questions": len(questions),
-        "recall@1": sum(r == 1 for r in ranks) / len(ranks),
-        "recall@5": sum(r is not None and r <= 5 for r in ranks) / len(ranks),
-        "generators": {},
-    }
+    questions, qrels = prepare_squad(engine, str(path), n, 0, None)
+    print(f"[{name}] indexed in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    result: dict[str, Any] = {"questions": len(questions), "generators": {}}
     for generator in generators:
         engine.ask("warm-up question?", generator=generator)  # model load and first-call costs
-        ems, f1s, latencies, abstained, grounded = [], [], [], 0, 0
-        for i, q in enumerate(questions, start=1):
-            t = time.perf_counter()
-            answer = engine.ask(q.question, generator=generator)
-            latencies.append(time.perf_counter() - t)
-            text = _CITATION.sub("", answer.answer).strip()
-            if answer.abstained:
-                abstained += 1
-                text = ""
-            grounded += answer.grounded
-            ems.append(exact_match(text, q.answers, zh))
-            f1s.append(f1_score(text, q.answers, zh))
-            if i % 10 == 0:
-                print(f"[{name} {generator}] {i}/{len(questions)}: EM {100 * statistics.fmean(ems):.1f} "
-                      f"F1 {100 * statistics.fmean(f1s):.1f}", file=sys.stderr, flush=True)
-        result["generators"][generator] = {
-            "EM": 100 * statistics.fmean(ems), "F1": 100 * statistics.fmean(f1s),
-            "abstained": abstained / len(questions), "grounded": grounded / len(questions),
-            "p50_s": percentile(latencies, 50), "p95_s": percentile(latencies, 95),
-        }
+
+        def progress(i: int, generator: str = generator) -> None:
+            if i % 50 == 0:
+                print(f"[{name} {generator}] {i}/{len(questions)}", file=sys.stderr, flush=True)
+
+        report = evaluate(engine, name, questions, qrels, None, 5, answers=True, generator=generator,
+                          on_question=progress)
+        result.update(report.retrieval)
+        latency = report.latency_ms["answer.total"]
+        result["generators"][generator] = {**report.answers, "p50_s": latency["p50"] / 1000,
+                                           "p95_s": latency["p95"] / 1000}
     engine.close()
     return result
 
@@ -121,27 +91,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="qa-bench-") as tmp:
         if args.squad:
             results["SQuAD v1.1 dev"] = run_dataset("squad", data / "squad-v1.1-dev" / "dev-v1.1.json", args.squad,
-                                                    generators, False, Path(tmp), overrides)
+                                                    generators, Path(tmp), overrides)
         if args.cmrc:
             results["CMRC 2018 dev"] = run_dataset("cmrc", data / "cmrc2018" / "cmrc2018_dev_squad.json", args.cmrc,
-                                                   generators, True, Path(tmp), overrides)
+                                                   generators, Path(tmp), overrides)
     text = table(results)
     print(text)
     if not args.no_record:
-        import platform
-
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
-        command = "python3 benchmarks/qa_bench.py" + "".join(
-            f" {a}" for a in sys.argv[1:] if a != "--no-record")
-        section = (f"\n## Question answering: {', '.join(results)} ({started:%Y-%m-%d %H:%M} UTC)\n\n"
-                   f"- Machine: {cpu}, {os.cpu_count()} cores, GPU: none; rag defaults (config.toml)"
-                   f"{''.join(f', {k}={v}' for k, v in overrides.items())}\n"
-                   f"- Questions: a fixed random sample (seed 0), asked one at a time; latency is per question\n"
-                   f"- Reproduce: `{command}`\n\n{text}\n")
-        RECORD_FILE.parent.mkdir(parents=True, exist_ok=True)
-        with RECORD_FILE.open("a", encoding="utf-8") as fh:
-            fh.write(section)
+        command = "python3 benchmarks/qa_bench.py" + "".join(f" {a}" for a in sys.argv[1:] if a != "--no-record")
+        settings = "".join(f", {k}={v}" for k, v in overrides.items())
+        append_section(f"Question answering: {', '.join(results)}", started, [
+            f"Machine: {machine()}, GPU: none; rag defaults (config.toml){settings}",
+            "Questions: a fixed random sample (seed 0), asked one at a time; latency is per question",
+            f"Reproduce: `{command}`"], text)
     return 0
 
 

@@ -15,18 +15,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
+from benchmark_record import append_section, machine
 from rag import Engine, Settings
 from rag.answering import best_relevance
 from rag.evaluate.metrics import is_chinese
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RECORD_FILE = REPO_ROOT / "docs" / "benchmarks.md"
 
 
 def _questions(path: Path) -> list[str]:
@@ -59,13 +57,10 @@ def main() -> int:
     text = "\n".join(rows) + f"\n\n{summary}; proposed answer.min_relevance = {floor:.2f}"
     print(text)
     if "--no-record" not in sys.argv:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
-        with RECORD_FILE.open("a", encoding="utf-8") as fh:
-            fh.write(f"\n## Relevance floor calibration ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC)\n\n"
-                     f"- Machine: {cpu}, {os.cpu_count()} cores; {len(good)} answerable English questions "
-                     f"(corpora/sample_qa.jsonl), {len(bad)} unanswerable (corpora/unanswerable_qa.jsonl)\n"
-                     f"- Reproduce: `python3 benchmarks/relevance_floor.py`\n\n{text}\n")
+        append_section("Relevance floor calibration", dt.datetime.now(dt.timezone.utc), [
+            f"Machine: {machine()}; {len(good)} answerable English questions (corpora/sample_qa.jsonl), "
+            f"{len(bad)} unanswerable (corpora/unanswerable_qa.jsonl)",
+            "Reproduce: `python3 benchmarks/relevance_floor.py`"], text)
     return 0
 
 

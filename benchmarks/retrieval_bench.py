@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
 
+from benchmark_record import append_section, machine
 from rag import Engine, Settings
 from rag.evaluate.run import evaluate, prepare_beir, prepare_qa, prepare_squad
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RECORD_FILE = REPO_ROOT / "docs" / "benchmarks.md"
 VARIANTS = [("dense", {"search.mode": "dense"}), ("bm25", {"search.mode": "bm25"}),
             ("hybrid, score fusion (default)", {}),
             ("hybrid, RRF k=60", {"search.fusion": "rrf"})]
@@ -68,14 +67,10 @@ def main() -> int:
             engine.close()
     text = "\n".join(rows)
     if not args.no_record:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
-        with RECORD_FILE.open("a", encoding="utf-8") as fh:
-            fh.write(f"\n## Retrieval quality ({started:%Y-%m-%d %H:%M} UTC)\n\n"
-                     f"- Machine: {cpu}, {os.cpu_count()} cores, GPU: none; MiniLM-L6 (English only), bm25s with "
-                     f"Snowball stemming and jieba; documents ranked by their best chunk; latency per question, "
-                     f"one at a time, including query embedding\n"
-                     f"- Reproduce: `python3 benchmarks/retrieval_bench.py`\n\n{text}\n")
+        append_section("Retrieval quality", started, [
+            f"Machine: {machine()}, GPU: none; MiniLM-L6 (English only), bm25s with Snowball stemming and jieba; "
+            "documents ranked by their best chunk; latency per question, one at a time, including query embedding",
+            "Reproduce: `python3 benchmarks/retrieval_bench.py`"], text)
     return 0
 
 

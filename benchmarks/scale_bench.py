@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,9 +26,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import psutil
+from benchmark_record import append_section, machine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RECORD_FILE = REPO_ROOT / "docs" / "benchmarks.md"
 
 
 def _passages(scifact: Path, words: int = 40) -> list[str]:
@@ -42,13 +41,13 @@ def _passages(scifact: Path, words: int = 40) -> list[str]:
     return out
 
 
-def _records(sentences: list[str], n: int) -> Iterator[bytes]:
+def _records(passages: list[str], n: int) -> Iterator[bytes]:
     for i in range(n):
-        text = f"{sentences[i % len(sentences)]} (record {i})"
+        text = f"{passages[i % len(passages)]} (record {i})"
         yield (json.dumps({"id": f"r{i}", "text": text, "metadata": {"batch": i // 10000}}) + "\n").encode()
 
 
-def _run(index: Path, sentences: list[str], n: int, factory: str) -> dict[str, Any]:
+def _run(index: Path, passages: list[str], n: int, factory: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     cmd = [sys.executable, "-m", "rag", "index", "--jsonl", "-", "--json", "--index", str(index),
            "--factory", factory]
@@ -70,7 +69,7 @@ def _run(index: Path, sentences: list[str], n: int, factory: str) -> dict[str, A
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     assert proc.stdin is not None and proc.stdout is not None
-    for record in _records(sentences, n):
+    for record in _records(passages, n):
         proc.stdin.write(record)
     proc.stdin.close()
     report = json.loads(proc.stdout.read())
@@ -90,7 +89,7 @@ def main() -> int:
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args()
     scifact = Path(os.environ.get("RAG_DATASETS", REPO_ROOT.parent / "shared" / "datasets")) / "beir-scifact"
-    sentences = _passages(scifact)
+    passages = _passages(scifact)
     started = dt.datetime.now(dt.timezone.utc)
     rows = ["| records | run | seconds | docs/s | embedded | peak RSS MB | index MB |",
             "|---:|---|---:|---:|---:|---:|---:|"]
@@ -98,7 +97,7 @@ def main() -> int:
         for n in (int(s) for s in args.sizes.split(",")):
             index = Path(tmp) / f"index-{n}"
             for label in ("first", "same input again"):
-                r = _run(index, sentences, n, args.factory)
+                r = _run(index, passages, n, args.factory)
                 row = (f"| {n:,} | {label} | {r['seconds']:.0f} | {r['docs_per_s']:.0f} | {r['embedded']:,} | "
                        f"{r['peak_rss_mb']:,.0f} | {r['index_mb']:,.0f} |")
                 print(row, flush=True)
@@ -108,14 +107,11 @@ def main() -> int:
     text = "\n".join(rows)
     print(text)
     if not args.no_record:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
-        with RECORD_FILE.open("a", encoding="utf-8") as fh:
-            fh.write(f"\n## Streaming scale, {args.factory} ({started:%Y-%m-%d %H:%M} UTC)\n\n"
-                     f"- Machine: {cpu}, {os.cpu_count()} cores, GPU: none; {len(sentences):,} 40-word SciFact passages "
-                     f"cycled with distinct ids and suffixes, one chunk per record, piped to `rag index --jsonl -`\n"
-                     f"- Reproduce: `python3 benchmarks/scale_bench.py{' --sizes ' + args.sizes if args.sizes != '50000,200000' else ''}`\n\n"
-                     f"{text}\n")
+        sizes = "" if args.sizes == "50000,200000" else f" --sizes {args.sizes}"
+        append_section(f"Streaming scale, {args.factory}", started, [
+            f"Machine: {machine()}, GPU: none; {len(passages):,} 40-word SciFact passages cycled with distinct ids and "
+            "suffixes, one chunk per record, piped to `rag index --jsonl -`",
+            f"Reproduce: `python3 benchmarks/scale_bench.py{sizes}`"], text)
     return 0
 
 

@@ -198,12 +198,9 @@ def index(
     raise typer.Exit(report.exit_code(strict))
 
 
-def _writer_settings(index_dir: Optional[Path]) -> Engine:
+def _engine(index_dir: Optional[Path]) -> Engine:
     settings, _ = _settings({"index.path": index_dir})
-    engine = Engine(settings)
-    if not engine.store.exists():
-        engine.store.open_reader()  # raises the not-found error with its hint
-    return engine
+    return Engine(settings)
 
 
 @app.command()
@@ -214,7 +211,7 @@ def delete(
 ) -> None:
     """Remove documents from the index (one atomic new version)."""
     try:
-        deleted, missing = _writer_settings(index_dir).delete(doc_ids)
+        deleted, missing = _engine(index_dir).delete(doc_ids)
     except RagError as exc:
         raise _fail(str(exc)) from None
     if json_out:
@@ -230,7 +227,7 @@ def delete(
 def compact(index_dir: IndexOpt = None) -> None:
     """Rebuild the vector index without the deleted vectors an HNSW index still holds."""
     try:
-        dropped = _writer_settings(index_dir).compact()
+        dropped = _engine(index_dir).compact()
     except RagError as exc:
         raise _fail(str(exc)) from None
     out.print(f"{dropped} masked vectors dropped" if dropped else "nothing to compact")
@@ -425,11 +422,6 @@ AnswersOpt = Annotated[bool, typer.Option("--answers", help="Also generate answe
 EvalKOpt = Annotated[int, typer.Option("-k", help="Depth of the reported ranking metrics (nDCG@k uses 10).", min=1)]
 
 
-def _eval_engine(index_dir: Optional[Path], default: Path) -> Engine:
-    settings, _ = _settings({"index.path": index_dir or default})
-    return Engine(settings)
-
-
 def _show_eval(report: Any, json_out: bool) -> None:
     if json_out:
         _print_json(report.as_dict())
@@ -454,11 +446,11 @@ def _questions_bar(total: int) -> tuple[Progress, Callable[[int], None]]:
     return bar, lambda i: bar.update(task, completed=i)
 
 
-def _run_eval(name: str, engine: Engine, prepare: Callable[[], tuple[list, dict]], mode: Optional[str], k: int,
+def _run_eval(name: str, engine: Engine, prepared: tuple[list, dict], mode: Optional[str], k: int,
               answers: bool, generator: Optional[str], json_out: bool) -> None:
     from rag.evaluate.run import evaluate
 
-    questions, qrels = prepare()
+    questions, qrels = prepared
     bar, tick = _questions_bar(len(questions) * (2 if answers else 1))
     with bar:
         report = evaluate(engine, name, questions, qrels, mode, k, answers, generator, tick)
@@ -476,11 +468,10 @@ def eval_beir(
     from rag.evaluate.run import prepare_beir
 
     try:
-        engine = _eval_engine(index_dir, Path("indexes") / "eval" / directory.resolve().name)
+        engine = _engine(index_dir or Path("indexes") / "eval" / directory.resolve().name)
         with _ProgressBar(err) as bar:
-            prepare = lambda: prepare_beir(engine, str(directory), split, limit, seed, bar)  # noqa: E731
-            questions = prepare()
-        _run_eval(directory.name, engine, lambda: questions, mode, k, False, None, json_out)
+            prepared = prepare_beir(engine, str(directory), split, limit, seed, bar)
+        _run_eval(directory.name, engine, prepared, mode, k, False, None, json_out)
     except RagError as exc:
         raise _fail(str(exc)) from None
 
@@ -497,10 +488,10 @@ def eval_squad(
     from rag.evaluate.run import prepare_squad
 
     try:
-        engine = _eval_engine(index_dir, Path("indexes") / "eval" / file.resolve().stem)
+        engine = _engine(index_dir or Path("indexes") / "eval" / file.resolve().stem)
         with _ProgressBar(err) as bar:
-            questions = prepare_squad(engine, str(file), limit, seed, bar)
-        _run_eval(file.name, engine, lambda: questions, mode, k, answers, generator, json_out)
+            prepared = prepare_squad(engine, str(file), limit, seed, bar)
+        _run_eval(file.name, engine, prepared, mode, k, answers, generator, json_out)
     except RagError as exc:
         raise _fail(str(exc)) from None
 
@@ -518,8 +509,7 @@ def eval_qa(
 
     try:
         engine = _engine_for_reading({"index.path": index_dir})
-        _run_eval(file.name, engine, lambda: prepare_qa(str(file), limit, seed), mode, k, answers, generator,
-                  json_out)
+        _run_eval(file.name, engine, prepare_qa(str(file), limit, seed), mode, k, answers, generator, json_out)
     except RagError as exc:
         raise _fail(str(exc)) from None
 

@@ -15,10 +15,10 @@ from rag.generate.factory import make_generator, templates_from_settings
 from rag.errors import RagError
 from rag.index.chunkstore import CHUNKS_FILE
 from rag.index.manifest import Manifest, check_embedding
-from rag.index.store import IndexReader, IndexStore, file_digest
+from rag.index.store import IndexReader, IndexStore, IndexWriter, file_digest
 from rag.index.vectors import VECTORS_FILE
 from rag.filters import Filter, parse_filters
-from rag.indexing import Indexer, IndexProgress, IndexReport, chunking_identity
+from rag.indexing import Indexer, IndexProgress, IndexReport
 from rag.prompt import PromptBuilder
 from rag.records import Hit
 from rag.retrieve import Mode, Reranker, Retriever
@@ -93,15 +93,24 @@ class Engine:
     def delete(self, doc_ids: list[str]) -> tuple[list[str], list[str]]:
         """Remove documents in one atomic version; returns (deleted, not found)."""
         deleted, missing = [], []
-        with self.store.open_writer(self.embedder.identity(), chunking_identity(self.settings, self.embedder)) as writer:
+        with self._writer_for_removal() as writer:
             for doc_id in dict.fromkeys(doc_ids):
                 (deleted if writer.delete_document(doc_id) else missing).append(doc_id)
         return deleted, missing
 
     def compact(self) -> int:
         """Rebuild the vector index without masked (deleted) vectors; returns how many were dropped."""
-        with self.store.open_writer(self.embedder.identity(), chunking_identity(self.settings, self.embedder)) as writer:
+        with self._writer_for_removal() as writer:
             return writer.compact()
+
+    def _writer_for_removal(self) -> IndexWriter:
+        """A writer that embeds nothing, so it takes the live version's model identity from its
+        manifest instead of loading the embedding model."""
+        name = self.store.current_version()
+        if name is None:
+            self.store.open_reader()  # raises the not-found error with its hint
+        manifest = Manifest.read(self.store.path / name)
+        return self.store.open_writer(manifest.embedding, manifest.chunking)
 
     # -- answers -------------------------------------------------------------------------
 
@@ -188,6 +197,8 @@ class Engine:
                 problems.append(f"{len(faiss_ids - chunk_ids)} FAISS ids have no chunk")
             if chunk_ids - faiss_ids:
                 problems.append(f"{len(chunk_ids - faiss_ids)} chunks have no vector")
+            if reader.lexical is not None and set(reader.lexical.ids.tolist()) != chunk_ids:
+                problems.append("the BM25 index and the chunk rows hold different chunk ids")
         finally:
             reader.close()
         return problems

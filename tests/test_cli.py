@@ -4,11 +4,10 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import CORPORA, REPO
+from conftest import CORPORA
 
 pytestmark = pytest.mark.slow
 

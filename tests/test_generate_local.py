@@ -2,7 +2,6 @@
 
 import pytest
 
-from rag.answer import Passage
 from rag.generate.local import LocalGenerator
 from rag.prompt import PromptBuilder
 

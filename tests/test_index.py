@@ -1,16 +1,9 @@
-import json
 import os
-import shutil
-import stat
 
-import numpy as np
 import pytest
 
-from rag import Engine, IndexMismatchError, IndexNotFoundError, RagError, Settings
-from rag.embed import Embedder
+from rag import Engine, IndexMismatchError, IndexNotFoundError, RagError
 from rag.errors import IndexLockedError
-
-from conftest import write_sample_docs
 
 
 def test_index_every_format_and_find_each_fact(make_engine, sample_docs):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,9 +176,16 @@ class ChunkStore:
             ids.append(int(cur.lastrowid))
         return ids
 
-    def chunk_tokens(self) -> Iterator[tuple[int, str | None, str]]:
-        """(id, stored BM25 tokens or None, text) of every chunk, in id order."""
-        yield from self.conn.execute("SELECT id, tokens, text FROM chunks ORDER BY id")
+    def fill_tokens(self, tokenize: Callable[[str], str], every: bool = False) -> None:
+        """Store BM25 tokens for the chunks that have none (or, with `every`, for all)."""
+        where = "" if every else " WHERE tokens IS NULL"
+        rows = self.conn.execute(f"SELECT id, text FROM chunks{where}").fetchall()
+        self.conn.executemany("UPDATE chunks SET tokens = ? WHERE id = ?", ((tokenize(t), i) for i, t in rows))
+
+    def stored_tokens(self) -> Iterator[str]:
+        """Every chunk's BM25 tokens, in id order (the order of chunk_ids)."""
+        for (tokens,) in self.conn.execute("SELECT tokens FROM chunks ORDER BY id"):
+            yield tokens
 
     # -- reads -----------------------------------------------------------------------------
 

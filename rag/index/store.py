@@ -445,21 +445,13 @@ class IndexWriter:
             self.abort()
 
     def _build_lexical(self) -> None:
-        """BM25 over every chunk, from the tokens stored with it (chunks written before BM25
-        existed are tokenized now, once)."""
-        ids, token_lists, missing = [], [], []
-        for chunk_id, tokens, text in self.chunks.chunk_tokens():
-            if tokens is None or self._retokenize:
-                token_list = self.tokenizer.tokenize(text)
-                missing.append((serialize_tokens(token_list), chunk_id))
-            else:
-                token_list = deserialize_tokens(tokens)
-            ids.append(chunk_id)
-            token_lists.append(token_list)
-        if missing:
-            self.chunks.conn.executemany("UPDATE chunks SET tokens = ? WHERE id = ?", missing)
+        """BM25 over every chunk, from the tokens stored with it. Chunks written before BM25
+        existed (or under other tokenizer settings) are tokenized first; the build then streams
+        the stored tokens, so memory holds term ids, not every chunk's token strings."""
+        self.chunks.fill_tokens(lambda text: serialize_tokens(self.tokenizer.tokenize(text)), self._retokenize)
+        ids = np.fromiter(self.chunks.chunk_ids(), dtype=np.int64)
         lexical = BM25Index(self.tokenizer)
-        lexical.build(np.asarray(ids, dtype=np.int64), token_lists)
+        lexical.build(ids, (deserialize_tokens(tokens) for tokens in self.chunks.stored_tokens()))
         lexical.save(self._staging)
 
     def _retire_old_versions(self, current: str) -> None:
