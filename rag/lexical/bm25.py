@@ -89,8 +89,9 @@ class BM25Index:
             term_ids.extend([vocab.setdefault(token, len(vocab)) for token in tokens])
         if len(lengths) != len(ids):
             raise ValueError(f"{len(ids)} ids but {len(lengths)} token lists")
-        matrix = self._score_matrix(np.asarray(term_ids, dtype=np.int32),
-                                    np.asarray(lengths, dtype=np.int64), len(vocab))
+        matrix = self._score_matrix(np.frombuffer(term_ids, dtype=np.int32) if term_ids else np.zeros(0, np.int32),
+                                    np.frombuffer(lengths, dtype=np.int64) if lengths else np.zeros(0, np.int64),
+                                    len(vocab))
         self._set(ids, vocab, matrix)
 
     def _score_matrix(self, terms: np.ndarray, doc_lengths: np.ndarray,
@@ -101,13 +102,20 @@ class BM25Index:
         n_docs = len(doc_lengths)
         if n_terms == 0:
             return _empty_matrix()
-        rows = np.repeat(np.arange(n_docs, dtype=np.int32), doc_lengths)
-        # Building from coordinates sums repeated (chunk, term) pairs into term frequencies.
-        counts = sp.csc_matrix((np.ones(len(terms), np.float32), (rows, terms)), shape=(n_docs, n_terms))
+        # A chunk's tokens are contiguous, so they are already a CSR row each (term ids as column
+        # indices); converting to CSC sums repeated (chunk, term) pairs into term frequencies. The
+        # arithmetic below works in place in float32: at 200,000 chunks the float64 temporaries
+        # were most of the indexing run's peak memory.
+        row_starts = np.zeros(n_docs + 1, dtype=np.int64)
+        np.cumsum(doc_lengths, out=row_starts[1:])
+        counts = sp.csr_matrix((np.ones(len(terms), np.float32), terms, row_starts),
+                               shape=(n_docs, n_terms)).tocsc()
         counts.sum_duplicates()
-        tf = counts.data.astype(np.float64)
-        indices = counts.indices.astype(np.int32, copy=False)
-        indptr = counts.indptr.astype(np.int64, copy=False)
+        # Copies: after summing, scipy's arrays are views into buffers sized for every token.
+        tf = counts.data.copy()
+        indices = counts.indices.astype(np.int32)
+        indptr = counts.indptr.astype(np.int64)
+        del counts
         df = np.diff(indptr).astype(np.float64)
         if self.method == "lucene":
             idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
@@ -115,11 +123,15 @@ class BM25Index:
             idf = np.log(np.maximum(1.0, (n_docs - df + 0.5) / (df + 0.5)))
         else:
             idf = np.log(n_docs / df)
-        length_norm = self.k1 * (1 - self.b + self.b * doc_lengths / doc_lengths.mean())
-        norm = length_norm[indices]
-        tfc = tf * (self.k1 + 1) / (tf + norm) if self.method == "atire" else tf / (tf + norm)
-        data = (np.repeat(idf, np.diff(indptr)) * tfc).astype(np.float32)
-        return data, indices, indptr
+        length_norm = (self.k1 * (1 - self.b + self.b * doc_lengths / doc_lengths.mean())).astype(np.float32)
+        denominator = length_norm[indices]
+        denominator += tf
+        if self.method == "atire":
+            tf *= self.k1 + 1
+        np.divide(tf, denominator, out=tf)
+        del denominator
+        tf *= np.repeat(idf.astype(np.float32), np.diff(indptr))
+        return tf, indices, indptr
 
     def _set(self, ids: np.ndarray, vocab: dict[str, int],
              matrix: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
