@@ -71,6 +71,8 @@ class IndexSettings(_Section):
     bm25_stem: bool
     bm25_stopwords: Literal["en", "none"]
     bm25_chinese: Literal["jieba", "bigrams"]
+    bm25_k1: float = Field(gt=0, le=10)
+    bm25_b: float = Field(ge=0, le=1)
 
 
 class SearchSettings(_Section):

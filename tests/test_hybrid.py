@@ -56,6 +56,23 @@ def test_bm25_stays_in_step_through_update_delete_and_compact(make_engine, codes
     assert [h.doc_id for h in hits] == ["part-09.md"]
 
 
+def test_new_bm25_parameters_are_read_as_built_until_the_next_write_rebuilds(make_engine, codes):
+    engine = make_engine(**{"index.bm25_k1": 1.5, "index.bm25_b": 0.75})
+    engine.index([codes])
+    built = engine.search("order code MR-2031 chassis", k=3, mode="bm25")
+    engine.close()
+    retuned = make_engine(**{"index.bm25_k1": 0.5, "index.bm25_b": 0.2})
+    # The score arrays already hold the old weights: a reader opens them as they are.
+    assert [(h.chunk_id, h.score) for h in retuned.search("order code MR-2031 chassis", k=3, mode="bm25")] == \
+        [(h.chunk_id, h.score) for h in built]
+    report = retuned.index([codes])
+    assert report.added == report.updated == 0, "no document changed; only BM25 is rebuilt"
+    rebuilt = retuned.search("order code MR-2031 chassis", k=3, mode="bm25")
+    assert rebuilt[0].doc_id == "part-31.md"
+    assert [h.score for h in rebuilt] != [h.score for h in built]
+    assert report.version == "v000002" and retuned.check() == []
+
+
 def test_reranking_with_a_local_cross_encoder(make_engine, codes, tmp_path, embedder):
     from sentence_transformers import CrossEncoder
 

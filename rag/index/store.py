@@ -269,6 +269,9 @@ class IndexWriter:
                 # New BM25 settings (or an index from before BM25): every chunk is tokenized again.
                 log.info("BM25 tokenizer settings changed: re-tokenizing every chunk at commit")
                 self._retokenize = self.changed = True
+            elif manifest.index.get("bm25") != self._bm25_parameters():
+                log.info("BM25 parameters changed: rebuilding BM25 at commit")
+                self.changed = True
         self._staging = store.path / f".staging-{_version_name(self._base_number + 1)}-{os.getpid()}"
         try:
             self._staging.mkdir()
@@ -415,7 +418,8 @@ class IndexWriter:
                 embedding=self.embedding,
                 chunking=self.chunking,
                 index={"factory": store.settings.factory, "metric": "inner_product",
-                       "faiss_version": _faiss_version(), "bm25_tokenizer": self.tokenizer.settings},
+                       "faiss_version": _faiss_version(), "bm25_tokenizer": self.tokenizer.settings,
+                       "bm25": self._bm25_parameters()},
                 counts=counts,
                 files={f: file_digest(self._staging / f) for f in (CHUNKS_FILE, VECTORS_FILE, *BM25_FILES)},
             )
@@ -444,13 +448,19 @@ class IndexWriter:
         finally:
             self.abort()
 
+    def _new_lexical(self) -> BM25Index:
+        return BM25Index(self.tokenizer, k1=self.store.settings.bm25_k1, b=self.store.settings.bm25_b)
+
+    def _bm25_parameters(self) -> dict[str, Any]:
+        return self._new_lexical().settings
+
     def _build_lexical(self) -> None:
         """BM25 over every chunk, from the tokens stored with it. Chunks written before BM25
         existed (or under other tokenizer settings) are tokenized first; the build then streams
         the stored tokens, so memory holds term ids, not every chunk's token strings."""
         self.chunks.fill_tokens(lambda text: serialize_tokens(self.tokenizer.tokenize(text)), self._retokenize)
         ids = np.fromiter(self.chunks.chunk_ids(), dtype=np.int64)
-        lexical = BM25Index(self.tokenizer)
+        lexical = self._new_lexical()
         lexical.build(ids, (deserialize_tokens(tokens) for tokens in self.chunks.stored_tokens()))
         lexical.save(self._staging)
 

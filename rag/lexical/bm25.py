@@ -213,15 +213,18 @@ class BM25Index:
         (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: Path, tokenizer: Tokenizer | None = None, method: str = "lucene",
-             k1: float = 1.5, b: float = 0.75, mmap: bool = True) -> "BM25Index":
+    def load(cls, directory: Path, tokenizer: Tokenizer | None = None, method: str | None = None,
+             k1: float | None = None, b: float | None = None, mmap: bool = True) -> "BM25Index":
         """Open a saved index, refusing one saved with other settings or with damaged files.
 
-        With `mmap` the score arrays are mapped rather than copied, so that processes serving the
-        same index share them through the page cache.
+        `method`, `k1` and `b` left out are taken as saved: the weights are already in the score
+        arrays, so a reader need not know them. With `mmap` the score arrays are mapped rather than
+        copied, so that processes serving the same index share them through the page cache.
         """
-        index = cls(tokenizer, method, k1, b)
         meta = _read_json(directory / META_FILE, dict)
+        saved = meta.get("bm25") if isinstance(meta.get("bm25"), dict) else {}
+        index = cls(tokenizer, method or saved.get("method", "lucene"),
+                    k1 if k1 is not None else saved.get("k1", 1.5), b if b is not None else saved.get("b", 0.75))
         if meta.get("format") != FORMAT_VERSION:
             raise IndexMismatchError(
                 f"{directory / META_FILE}: BM25 index format {meta.get('format')!r}, this rag reads "
