@@ -106,6 +106,8 @@ class GenerateSettings(_Section):
     local_style: Literal["auto", "chat", "completion"]
     local_decoding: Literal["auto", "span", "free"]
     local_max_passages: int = Field(ge=0, le=100)
+    span_stop_bonus: float = Field(ge=0, le=100)
+    span_free_words: int = Field(ge=0, le=1000)
     local_device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     local_precision: Literal["auto", "bf16", "fp16", "fp32"]
     cache_dir: str

@@ -60,3 +60,34 @@ def test_a_passage_that_gives_instructions_is_quoted_not_obeyed(gemma):
     # with its citation, or the "I don't know" sentence. Greedy decoding makes this deterministic.
     assert text == prompt.idk or (text.endswith(" [1]") and text[:-4].rstrip(".") in evil)
     assert "COMPROMISED" not in text and "password" not in text and "amber" in text
+
+
+def test_span_length_prior_ends_long_copies_and_spares_short_ones(gemma):
+    import torch
+
+    from rag.generate.spans import SpanConstraint, SpanLogitsProcessor, SpanVocabulary
+
+    text = "Visitors sign in at the front desk on the ground floor of the Lisbon office."
+    prompt = _prompt(gemma, "Where do visitors sign in?", [("office.md", text)])
+    vocabulary = SpanVocabulary(gemma._tokenizer)
+    constraint = SpanConstraint(vocabulary, prompt.passages, prompt.idk, stop_bonus=2.0, free_words=2)
+    tokens = gemma._tokenizer(" at the front desk on", add_special_tokens=False)["input_ids"]
+    assert constraint.length_bonus([]) == 0.0
+    assert constraint.length_bonus(tokens[:2]) == 0.0  # "at the": within the free words
+    assert constraint.length_bonus(tokens) == 2.0 * (5 - 2)
+
+    # The processor adds it to the stop tokens only, and only where stopping is allowed.
+    scores = torch.zeros((1, len(vocabulary.vocab) + 64))
+    processed = SpanLogitsProcessor([constraint], 3)(torch.tensor([[0, 0, 0, *tokens]]), scores)
+    allowed = torch.isfinite(processed[0]).nonzero().flatten().tolist()
+    boosted = {t for t in allowed if processed[0, t] > 0}
+    assert boosted and boosted <= vocabulary.stops and processed[0, sorted(boosted)[0]] == 6.0
+
+    # End to end: a strong prior cuts the copy short; without it the model may run on.
+    gemma.span_stop_bonus, gemma.span_free_words = 50.0, 2
+    try:
+        (out,) = gemma.generate([prompt], max_new_tokens=16)
+    finally:
+        gemma.span_stop_bonus, gemma.span_free_words = 0.0, 3
+    answer = out.text.split("[")[0].split()
+    assert 1 <= len(answer) <= 3 and " ".join(answer) in text

@@ -33,7 +33,8 @@ def make_generator(settings: Settings, embedder: Embedder, name: str | None = No
         return LocalGenerator(g.local_model, Path(g.cache_dir) if g.cache_dir else None, g.local_device,
                               g.local_style, settings.answer.context_tokens, stop=("\n",)
                               if g.local_style != "chat" else (), decoding=g.local_decoding,
-                              precision=g.local_precision)
+                              precision=g.local_precision, span_stop_bonus=g.span_stop_bonus,
+                              span_free_words=g.span_free_words)
     raise GeneratorError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
 
 

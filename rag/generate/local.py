@@ -95,7 +95,10 @@ class LocalGenerator:
     def __init__(self, model: str, cache_dir: Path | None = None, device: str = "auto",
                  style: Literal["auto", "chat", "completion"] = "auto", context_tokens: int = 0,
                  stop: tuple[str, ...] = (), decoding: Literal["auto", "span", "free"] = "auto",
-                 precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto") -> None:
+                 precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto", span_stop_bonus: float = 0.0,
+                 span_free_words: int = 3) -> None:
+        self.span_stop_bonus = span_stop_bonus
+        self.span_free_words = span_free_words
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.name, self.path, self._sha = resolve_local_model(model, self.cache_dir)
         self._requested_style = "completion" if model.lower() == BUNDLED_GEMMA and style == "auto" else style
@@ -213,7 +216,8 @@ class LocalGenerator:
             return kwargs, []
         if self._span_vocabulary is None:
             self._span_vocabulary = SpanVocabulary(self._tokenizer)
-        constraints = [SpanConstraint(self._span_vocabulary, p.passages, p.idk) for p in prompts]
+        constraints = [SpanConstraint(self._span_vocabulary, p.passages, p.idk, stop_bonus=self.span_stop_bonus,
+                                      free_words=self.span_free_words) for p in prompts]
         processor = SpanLogitsProcessor(constraints, prompt_length)
         return {**kwargs, "logits_processor": LogitsProcessorList([processor])}, constraints
 

@@ -49,8 +49,11 @@ class SpanVocabulary:
 class SpanConstraint:
     """Which tokens may come next, for one prompt's passages."""
 
-    def __init__(self, vocabulary: SpanVocabulary, passages: list[Passage], idk: str, max_tokens: int = 48) -> None:
+    def __init__(self, vocabulary: SpanVocabulary, passages: list[Passage], idk: str, max_tokens: int = 48,
+                 stop_bonus: float = 0.0, free_words: int = 3) -> None:
         self.tokenizer = vocabulary.tokenizer
+        self.stop_bonus = stop_bonus
+        self.free_words = free_words
         self.vocab = vocabulary.vocab
         self.eos = vocabulary.eos
         self.stops = vocabulary.stops
@@ -109,6 +112,16 @@ class SpanConstraint:
             allowed |= self.stops
         return list(allowed)
 
+    def length_bonus(self, generated: list[int]) -> float:
+        """Logits added to the stop tokens: `stop_bonus` for each word past `free_words`.
+
+        Copying a passage, a base model keeps going to the end of the sentence; short answers are
+        untouched, and the longer a phrase runs the likelier the model is to end it.
+        """
+        if not self.stop_bonus or not generated:
+            return 0.0
+        return self.stop_bonus * max(0, len(self.tokenizer.decode(generated).split()) - self.free_words)
+
     def _says_something(self, generated: list[int]) -> bool:
         words = self.tokenizer.decode(generated).strip(_TRAILING + " ").lower().split()
         return bool(words) and not all(w in _FUNCTION_WORDS for w in words)
@@ -143,6 +156,11 @@ class SpanLogitsProcessor:
 
         masked = torch.full_like(scores, float("-inf"))
         for row, constraint in enumerate(self.constraints):
-            allowed = constraint.allowed(input_ids[row, self.prompt_length:].tolist())
+            generated = input_ids[row, self.prompt_length:].tolist()
+            allowed = constraint.allowed(generated)
             masked[row, allowed] = scores[row, allowed]
+            bonus = constraint.length_bonus(generated)
+            if bonus:
+                stops = list(constraint.stops.intersection(allowed))
+                masked[row, stops] += bonus
         return masked
