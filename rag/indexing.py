@@ -7,7 +7,9 @@ all changes land in one new version, nothing already indexed is touched by a fai
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Protocol
@@ -25,6 +27,30 @@ log = logging.getLogger(__name__)
 
 # Chunks embedded per call: large enough for length-sorted batches, small enough to bound memory.
 EMBED_FLUSH_CHUNKS = 512
+
+
+class SeenIds:
+    """The document ids one run has read, and where each came from.
+
+    Kept in a private temporary SQLite database on disk (SQLite holds a few MB of it in memory
+    and spills the rest), so that a stream of millions of records runs in bounded memory.
+    """
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("")  # "": on disk, private, deleted when closed
+        self._db.execute("CREATE TABLE seen (doc_id TEXT PRIMARY KEY, location TEXT NOT NULL) WITHOUT ROWID")
+
+    def add(self, doc_id: str, where: str) -> str | None:
+        """Record `doc_id`; if this run already read it, where from (and record nothing)."""
+        if self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (doc_id, where)).rowcount:
+            return None
+        return self._db.execute("SELECT location FROM seen WHERE doc_id = ?", (doc_id,)).fetchone()[0]
+
+    def __contains__(self, doc_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM seen WHERE doc_id = ?", (doc_id,)).fetchone() is not None
+
+    def close(self) -> None:
+        self._db.close()
 
 
 @dataclass(frozen=True)
@@ -186,13 +212,13 @@ class Indexer:
         self.embedder.warm_up()
         chunker = make_chunker(self.settings, self.embedder)
         progress.start(total_bytes, files)
-        seen: dict[str, str] = {}
         pending: list[tuple[Document, list[Chunk], bool]] = []
         pending_content: dict[str, str] = {}  # sha256 -> id of the pending document that holds it
         aliases: list[tuple[Document, bool]] = []  # same content as a pending document
         pending_chunks = 0
 
-        with self.store.open_writer(self.embedder.identity(), chunking_identity(self.settings, self.embedder)) as writer:
+        with closing(SeenIds()) as seen, \
+                self.store.open_writer(self.embedder.identity(), chunking_identity(self.settings, self.embedder)) as writer:
 
             def count(existed: bool) -> None:
                 if existed:
@@ -228,11 +254,12 @@ class Indexer:
                     note(where, item)
                     continue
                 document = item
-                if document.doc_id in seen:
+                where = document.where or where
+                first_read = seen.add(document.doc_id, where)
+                if first_read is not None:
                     note(where, RagError(f"duplicate document id {document.doc_id!r} (already read from "
-                                         f"{seen[document.doc_id]}); ids must be unique"))
+                                         f"{first_read}); ids must be unique"))
                     continue
-                seen[document.doc_id] = where
                 sha = document.metadata["sha256"]
                 old_sha = writer.document_sha(document.doc_id)
                 if old_sha == sha:

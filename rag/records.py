@@ -27,6 +27,8 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
     # Bytes of the source it was read from (a file, or one JSONL line): drives progress and ETA.
     size: int = 0
+    # Where inside its source it was read, for messages ("export.jsonl line 12"); empty for a whole file.
+    where: str = ""
 
     @property
     def text(self) -> str:

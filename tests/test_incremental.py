@@ -89,6 +89,37 @@ def test_sync_keeps_what_a_failing_file_had_indexed(make_engine, tmp_path):
     assert engine.index([docs], sync=True).deleted == 1
 
 
+def test_a_repeated_id_in_one_stream_fails_that_record_naming_both_lines_and_sync_keeps_it(make_engine):
+    lines = [json.dumps({"id": i, "text": t}).encode() + b"\n" for i, t in
+             (("A", "Alpha invoices are paid within 30 days."), ("B", "Beta orders ship on Mondays."),
+              ("A", "A different text under a repeated id."))]
+    engine = make_engine()
+    report = engine.index_jsonl(iter(lines), name="nightly.jsonl")
+    assert (report.added, report.failed) == (2, 1)
+    assert report.problems[0].path == "nightly.jsonl line 3"
+    assert "duplicate document id 'A' (already read from nightly.jsonl line 1)" in report.problems[0].reason
+    assert "30 days" in engine.search("when are alpha invoices paid", k=1)[0].text, "the first record stands"
+    again = engine.index_jsonl(iter(lines[:2]), name="nightly.jsonl", sync=True)
+    assert (again.unchanged, again.deleted) == (2, 0), "ids read in this run are not removed by --sync"
+
+
+def test_seen_ids_spill_to_disk_instead_of_growing_in_memory():
+    from rag.indexing import SeenIds
+
+    seen = SeenIds()
+    try:
+        for i in range(100_000):
+            assert seen.add(f"doc-{i:08d}", f"stdin line {i + 1}") is None
+        assert seen.add("doc-00000007", "stdin line 100001") == "stdin line 8"
+        assert "doc-00099999" in seen and "doc-x" not in seen
+        db = seen._db
+        stored_kib = db.execute("PRAGMA page_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0] / 1024
+        cache_kib = -db.execute("PRAGMA cache_size").fetchone()[0]  # negative: a size in KiB
+        assert stored_kib > cache_kib, "the ids outgrew SQLite's bounded page cache, so the rest lives on disk"
+    finally:
+        seen.close()
+
+
 def test_identical_content_under_two_ids_is_stored_once_and_found_under_both(make_settings, counting, tmp_path):
     from rag import Engine
 

@@ -62,6 +62,7 @@ def record_to_document(
             "fields": metadata,
         },
         size=size,
+        where=where,
     )
 
 
