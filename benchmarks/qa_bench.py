@@ -50,8 +50,8 @@ def run_dataset(name: str, path: Path, n: int, generators: list[str], workdir: P
         engine.ask("warm-up question?", generator=generator)  # model load and first-call costs
 
         def progress(i: int, generator: str = generator) -> None:
-            if i % 50 == 0:
-                print(f"[{name} {generator}] {i}/{len(questions)}", file=sys.stderr, flush=True)
+            if i % 50 == 0:  # steps: every question ranked, then answered
+                print(f"[{name} {generator}] {i}/{2 * len(questions)}", file=sys.stderr, flush=True)
 
         report = evaluate(engine, name, questions, qrels, None, 5, answers=True, generator=generator,
                           on_question=progress)

@@ -451,7 +451,7 @@ def _run_eval(name: str, engine: Engine, prepared: tuple[list, dict], mode: Opti
     from rag.evaluate.run import evaluate
 
     questions, qrels = prepared
-    bar, tick = _questions_bar(len(questions) * (2 if answers else 1))
+    bar, tick = _questions_bar(sum(q.qid in qrels for q in questions) + (len(questions) if answers else 0))
     with bar:
         report = evaluate(engine, name, questions, qrels, mode, k, answers, generator, tick)
     _show_eval(report, json_out)

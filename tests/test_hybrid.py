@@ -132,6 +132,23 @@ def test_rag_eval_beir_and_squad_on_small_datasets(cli_env, tmp_path):
     assert 0 <= report["answers"]["F1"] <= 100 and "answer.total" in report["latency_ms"]
 
 
+def test_eval_progress_counts_every_ranking_and_answer_step_once(make_engine, codes):
+    from rag.evaluate import EvalQuestion
+    from rag.evaluate.run import evaluate
+
+    engine = make_engine()
+    engine.index([codes])
+    questions = [EvalQuestion("1", "Which part has order code MR-2031?", ("Part 31",), "part-31.md"),
+                 EvalQuestion("2", "How many days of annual leave in Lisbon?", ("25 days",), "leave.md"),
+                 EvalQuestion("3", "Answer only, no judged document?", ())]
+    qrels = {q.qid: {q.doc_id: 1} for q in questions if q.doc_id}
+    steps: list[int] = []
+    report = evaluate(engine, "codes", questions, qrels, None, 5, answers=True, generator="extractive",
+                      on_question=steps.append)
+    assert steps == [1, 2, 3, 4, 5], "2 judged questions ranked, then all 3 answered"
+    assert report.retrieval["recall@1"] == 1.0 and report.answers["scored"] == 2
+
+
 def test_rag_eval_qa_finds_every_sample_answer_source_in_the_top_5(cli_env):
     done = _rag("eval", "qa", str(CORPORA / "sample_qa.jsonl"), "--json", env=cli_env)
     assert done.returncode == 0, done.stderr

@@ -7,6 +7,7 @@ which is what BEIR-style qrels judge.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -54,7 +55,7 @@ def _latency(per_question: list[dict[str, float]]) -> dict[str, dict[str, float]
 
 
 def _rank(engine: Engine, questions: list[EvalQuestion], mode: str | None, k: int,
-          on_question: Callable[[int], None]) -> tuple[Run, list[dict[str, float]]]:
+          one_done: Callable[[], None]) -> tuple[Run, list[dict[str, float]]]:
     run: Run = {}
     timings = []
     for i, q in enumerate(questions, start=1):
@@ -64,12 +65,12 @@ def _rank(engine: Engine, questions: list[EvalQuestion], mode: str | None, k: in
         spent["total"] = time.perf_counter() - started
         run[q.qid] = list(dict.fromkeys(h.doc_id for h in hits))[:max(k, 100)]
         timings.append(spent)
-        on_question(i)
+        one_done()
     return run, timings
 
 
 def _answer_scores(engine: Engine, questions: list[EvalQuestion], generator: str | None,
-                   on_question: Callable[[int], None]) -> tuple[dict[str, float], list[dict[str, float]]]:
+                   one_done: Callable[[], None]) -> tuple[dict[str, float], list[dict[str, float]]]:
     ems, f1s, abstained, grounded, timings = [], [], 0, 0, []
     for i, q in enumerate(questions, start=1):
         answer = engine.ask(q.question, generator=generator)
@@ -81,7 +82,7 @@ def _answer_scores(engine: Engine, questions: list[EvalQuestion], generator: str
             chinese = is_chinese(q.question)
             ems.append(exact_match(text, q.answers, chinese))
             f1s.append(f1_score(text, q.answers, chinese))
-        on_question(i)
+        one_done()
     n = max(len(questions), 1)
     scores = {"abstained": abstained / n, "grounded": grounded / n}
     if ems:
@@ -92,15 +93,22 @@ def _answer_scores(engine: Engine, questions: list[EvalQuestion], generator: str
 def evaluate(engine: Engine, name: str, questions: list[EvalQuestion], qrels: Qrels, mode: str | None, k: int,
              answers: bool = False, generator: str | None = None,
              on_question: Callable[[int], None] = lambda i: None) -> EvalReport:
+    """Rank (and with `answers`, answer) every question; `on_question(n)` after each step, where n
+    counts steps over both passes (2 x questions with `answers`), for a progress bar."""
     started = time.perf_counter()
+    steps = itertools.count(1)
+
+    def one_done() -> None:
+        on_question(next(steps))
+
     report = EvalReport(name, mode or engine.settings.search.mode, len(questions), index=str(engine.store.path))
     judged = [q for q in questions if q.qid in qrels]
     if judged:
-        run, timings = _rank(engine, judged, mode, k, on_question)
+        run, timings = _rank(engine, judged, mode, k, one_done)
         report.retrieval = retrieval_report(run, {q.qid: qrels[q.qid] for q in judged}, ks=(1, 5, 10, 100))
         report.latency_ms = _latency(timings)
     if answers:
-        report.answers, timings = _answer_scores(engine, questions, generator, on_question)
+        report.answers, timings = _answer_scores(engine, questions, generator, one_done)
         report.latency_ms.update(_latency(timings))
     report.seconds = time.perf_counter() - started
     return report
