@@ -58,7 +58,7 @@ def _rank(engine: Engine, questions: list[EvalQuestion], mode: str | None, k: in
           one_done: Callable[[], None]) -> tuple[Run, list[dict[str, float]]]:
     run: Run = {}
     timings = []
-    for i, q in enumerate(questions, start=1):
+    for q in questions:
         spent: dict[str, float] = {}
         started = time.perf_counter()
         hits = engine.search_many([q.question], max(k, CHUNK_DEPTH), mode=mode, timings=spent)[0]
@@ -72,7 +72,7 @@ def _rank(engine: Engine, questions: list[EvalQuestion], mode: str | None, k: in
 def _answer_scores(engine: Engine, questions: list[EvalQuestion], generator: str | None,
                    one_done: Callable[[], None]) -> tuple[dict[str, float], list[dict[str, float]]]:
     ems, f1s, abstained, grounded, timings = [], [], 0, 0, []
-    for i, q in enumerate(questions, start=1):
+    for q in questions:
         answer = engine.ask(q.question, generator=generator)
         timings.append({f"answer.{k}": v for k, v in answer.timings.items()})
         text = "" if answer.abstained else _CITATION.sub("", answer.answer).strip()
