@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark_record import RECORD_FILE, append_section, machine
-from rag.evaluate.run import evaluate, prepare_squad
+from rag.evaluate.run import evaluate, evaluation_steps, prepare_squad
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,9 +49,11 @@ def run_dataset(name: str, path: Path, n: int, generators: list[str], workdir: P
     for generator in generators:
         engine.ask("warm-up question?", generator=generator)  # model load and first-call costs
 
+        steps = evaluation_steps(questions, qrels, answers=True)
+
         def progress(i: int, generator: str = generator) -> None:
-            if i % 50 == 0:  # steps: every question ranked, then answered
-                print(f"[{name} {generator}] {i}/{2 * len(questions)}", file=sys.stderr, flush=True)
+            if i % 50 == 0:
+                print(f"[{name} {generator}] {i}/{steps}", file=sys.stderr, flush=True)
 
         report = evaluate(engine, name, questions, qrels, None, 5, answers=True, generator=generator,
                           on_question=progress)

@@ -448,10 +448,10 @@ def _questions_bar(total: int) -> tuple[Progress, Callable[[int], None]]:
 
 def _run_eval(name: str, engine: Engine, prepared: tuple[list, dict], mode: Optional[str], k: int,
               answers: bool, generator: Optional[str], json_out: bool) -> None:
-    from rag.evaluate.run import evaluate
+    from rag.evaluate.run import evaluate, evaluation_steps
 
     questions, qrels = prepared
-    bar, tick = _questions_bar(sum(q.qid in qrels for q in questions) + (len(questions) if answers else 0))
+    bar, tick = _questions_bar(evaluation_steps(questions, qrels, answers))
     with bar:
         report = evaluate(engine, name, questions, qrels, mode, k, answers, generator, tick)
     _show_eval(report, json_out)

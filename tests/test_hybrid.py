@@ -134,7 +134,7 @@ def test_rag_eval_beir_and_squad_on_small_datasets(cli_env, tmp_path):
 
 def test_eval_progress_counts_every_ranking_and_answer_step_once(make_engine, codes):
     from rag.evaluate import EvalQuestion
-    from rag.evaluate.run import evaluate
+    from rag.evaluate.run import evaluate, evaluation_steps
 
     engine = make_engine()
     engine.index([codes])
@@ -146,6 +146,7 @@ def test_eval_progress_counts_every_ranking_and_answer_step_once(make_engine, co
     report = evaluate(engine, "codes", questions, qrels, None, 5, answers=True, generator="extractive",
                       on_question=steps.append)
     assert steps == [1, 2, 3, 4, 5], "2 judged questions ranked, then all 3 answered"
+    assert evaluation_steps(questions, qrels, answers=True) == 5 and evaluation_steps(questions, qrels, False) == 2
     assert report.retrieval["recall@1"] == 1.0 and report.answers["scored"] == 2
 
 

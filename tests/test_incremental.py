@@ -120,6 +120,20 @@ def test_seen_ids_spill_to_disk_instead_of_growing_in_memory():
         seen.close()
 
 
+def test_seen_ids_that_cannot_be_kept_on_disk_are_a_clear_error_and_leave_nothing_behind(tmp_path):
+    from rag.errors import RagError
+    from rag.indexing import SeenIds
+
+    not_a_folder = tmp_path / "scratch"
+    not_a_folder.write_text("a file where the temporary folder should be")
+    with pytest.raises(RagError, match=r"temporary file under .*scratch.*TMPDIR.*index is unchanged"):
+        SeenIds(str(not_a_folder))
+    seen = SeenIds(str(tmp_path))
+    folder = seen.folder
+    seen.close()
+    assert list(tmp_path.iterdir()) == [not_a_folder], f"{folder} was removed on close"
+
+
 def test_identical_content_under_two_ids_is_stored_once_and_found_under_both(make_settings, counting, tmp_path):
     from rag import Engine
 

@@ -90,11 +90,17 @@ def _answer_scores(engine: Engine, questions: list[EvalQuestion], generator: str
     return scores, timings
 
 
+def evaluation_steps(questions: list[EvalQuestion], qrels: Qrels, answers: bool) -> int:
+    """How many times `evaluate` calls `on_question`: each judged question ranked, then (with
+    `answers`) every question answered. The total of a progress bar."""
+    return sum(q.qid in qrels for q in questions) + (len(questions) if answers else 0)
+
+
 def evaluate(engine: Engine, name: str, questions: list[EvalQuestion], qrels: Qrels, mode: str | None, k: int,
              answers: bool = False, generator: str | None = None,
              on_question: Callable[[int], None] = lambda i: None) -> EvalReport:
-    """Rank (and with `answers`, answer) every question; `on_question(n)` after each step, where n
-    counts steps over both passes (2 x questions with `answers`), for a progress bar."""
+    """Rank the judged questions (and with `answers`, answer every question); `on_question(n)`
+    after each step, n counting up to `evaluation_steps(...)`."""
     started = time.perf_counter()
     steps = itertools.count(1)
 
