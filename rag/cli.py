@@ -19,6 +19,7 @@ from rag.answer import Answer
 from rag.config import Settings, env_var_name, load_settings, settings_as_flat_dict
 from rag.engine import Engine
 from rag.errors import RagError
+from rag.filters import parse_filters
 from rag.indexing import IndexReport, Problem
 
 app = typer.Typer(
@@ -28,8 +29,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# No emoji codes: a file called ":fire:.md" is shown as it is named.
+out = Console(soft_wrap=True, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
+# Control characters in ids, paths and titles are shown escaped, so one value stays on one line.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7f]} | {0x0a: "\\n", 0x0d: "\\r", 0x09: "\\t"}
+
+
+def shown(value: Any) -> str:
+    """Text a user or a file supplied, safe to print: markup escaped, control characters visible."""
+    return escape(str(value).translate(_CONTROL))
 
 
 class _State:
@@ -125,13 +134,13 @@ class _ProgressBar:
         elif now - self._last_line >= 10:
             self._last_line = now
             fraction = self.done_bytes / self.total_bytes
-            eta = (now - self.started) * (1 - fraction) / fraction if fraction > 0 else float("nan")
+            eta = f"{(now - self.started) * (1 - fraction) / fraction:.0f} s" if fraction > 0 else "-"
             self.console.print(f"  {fraction:6.1%}  {self.documents} docs, {self.chunks} chunks, "
-                               f"{self._rate():.1f} docs/s, ETA {eta:.0f} s")
+                               f"{self._rate():.1f} docs/s, ETA {eta}")
 
     def problem(self, problem: Problem) -> None:
         label = "[yellow]skipped[/]" if problem.kind == "skipped" else "[bold red]failed[/]"
-        self.console.print(f"{label} {escape(problem.path)}: {escape(problem.reason)}")
+        self.console.print(f"{label} {shown(problem.path)}: {escape(problem.reason)}")
 
 
 def _summary(report: IndexReport) -> str:
@@ -139,28 +148,35 @@ def _summary(report: IndexReport) -> str:
             f"{report.unchanged} unchanged, {report.deleted} deleted"
             + (f", {report.deduplicated} stored once with identical content" if report.deduplicated else "")
             + f"), {report.chunks} chunks, {report.skipped} skipped, "
-            f"{report.failed} failed in {report.seconds:.1f} s -> {report.index}"
-            + (f" ({report.version})" if report.version else ""))
+            f"{report.failed} failed in {report.seconds:.1f} s -> {shown(report.index)}"
+            + (f" (collection {shown(report.collection)}, {report.version})" if report.version else ""))
 
 
-def _run_index(engine: Engine, paths: list[Path], sync: bool = False) -> IndexReport:
+def _run_index(engine: Engine, paths: list[Path], sync: bool = False, replace: bool = False) -> IndexReport:
     with _ProgressBar(err) as bar:
-        return engine.index(paths, progress=bar, sync=sync)
+        return engine.index(paths, progress=bar, sync=sync, replace=replace)
 
 
-def _run_index_jsonl(engine: Engine, source: str, sync: bool) -> IndexReport:
+def _run_index_jsonl(engine: Engine, source: str, sync: bool, replace: bool) -> IndexReport:
     with _ProgressBar(err) as bar:
         if source == "-":
-            return engine.index_jsonl(sys.stdin.buffer, "stdin", bar, sync)
+            if sys.stdin is None or sys.stdin.closed:
+                raise RagError("--jsonl -: standard input is closed; pipe the records in "
+                               "(`export | rag index --jsonl -`) or name a file (--jsonl records.jsonl)")
+            return engine.index_jsonl(sys.stdin.buffer, "stdin", bar, sync, replace=replace)
         path = Path(source)
         try:
             stream = path.open("rb")
+            size = path.stat().st_size
         except OSError as exc:
-            raise RagError(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise RagError(f"--jsonl {source}: cannot read it ({exc.strerror or exc})") from None
         with stream:
-            return engine.index_jsonl(stream, str(path), bar, sync, path.stat().st_size)
+            return engine.index_jsonl(stream, str(path), bar, sync, size, replace=replace)
 
 
+CollectionOpt = Annotated[Optional[str], typer.Option(
+    "--collection", "-c", help="The collection: documents are (collection, id), so two sources in two "
+                               "collections never replace each other (default: ingest.collection).")]
 ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="hybrid, dense or bm25 (default: search.mode).")]
 FilterOpt = Annotated[Optional[list[str]], typer.Option(
     "--filter", "-f", help="KEY=VALUE (repeatable): glob on source (source=hr/*), ranges (mtime>=2026-01-01, "
@@ -178,21 +194,33 @@ def index(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any file is skipped, too.")] = False,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Embedding batch size.")] = None,
     factory: Annotated[Optional[str], typer.Option("--factory", help="FAISS index type for a new index.")] = None,
+    collection: CollectionOpt = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Let these documents replace same-id documents of "
+                                          "the collection that were read from other files.")] = False,
+    max_delete: Annotated[Optional[float], typer.Option(
+        "--max-delete", min=0, max=1, help="With --sync: the largest share of the synced documents it may "
+                                           "delete (default: index.sync_max_delete).")] = None,
 ) -> None:
     """Index documents (new and changed ones; unchanged ones cost nothing)."""
     if bool(paths) == (jsonl is not None):
         raise _fail("give PATH... to index files, or --jsonl FILE (- for standard input), not both", 2)
     try:
         settings, _ = _settings({"index.path": index_dir, "embedding.batch_size": batch_size,
-                                 "index.factory": factory})
+                                 "index.factory": factory, "ingest.collection": collection,
+                                 "index.sync_max_delete": max_delete})
         engine = Engine(settings)
-        report = _run_index_jsonl(engine, jsonl, sync) if jsonl is not None else _run_index(engine, paths or [], sync)
+        if jsonl is not None:
+            report = _run_index_jsonl(engine, jsonl, sync, replace)
+        else:
+            report = _run_index(engine, paths or [], sync, replace)
     except RagError as exc:
         raise _fail(str(exc)) from None
     if json_out:
         _print_json(report.as_dict())
     else:
         out.print(_summary(report))
+    if report.sync_stopped:
+        err.print(f"[bold red]{escape(report.sync_stopped)}[/]")
     if report.documents + report.unchanged + report.deleted == 0 and not report.failed:
         err.print("nothing was indexed: no supported documents found")
     raise typer.Exit(report.exit_code(strict))
@@ -207,11 +235,15 @@ def _engine(index_dir: Optional[Path]) -> Engine:
 def delete(
     doc_ids: Annotated[list[str], typer.Argument(help="Document ids (as `rag search --json` shows them).")],
     index_dir: IndexOpt = None,
+    collection: Annotated[Optional[str], typer.Option(
+        "--collection", "-c", help="The collection the ids belong to (needed when an id is in several).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Remove documents from the index (one atomic new version)."""
     try:
-        deleted, missing = _engine(index_dir).delete(doc_ids)
+        if collection is not None:
+            _settings({"ingest.collection": collection})  # validates the name
+        deleted, missing = _engine(index_dir).delete(doc_ids, collection)
     except RagError as exc:
         raise _fail(str(exc)) from None
     if json_out:
@@ -219,7 +251,7 @@ def delete(
     else:
         out.print(f"{len(deleted)} documents deleted")
         for doc_id in missing:
-            err.print(f"[bold red]not found:[/] {escape(doc_id)} (see `rag search --json` for document ids)")
+            err.print(f"[bold red]not found:[/] {shown(doc_id)} (see `rag search --json` for document ids)")
     raise typer.Exit(1 if missing else 0)
 
 
@@ -247,7 +279,7 @@ def check(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
         for problem in problems:
             err.print(f"[bold red]problem:[/] {escape(problem)}")
     else:
-        out.print(f"index {settings.index.path} is sound")
+        out.print(f"index {shown(settings.index.path)} is sound")
     raise typer.Exit(1 if problems else 0)
 
 
@@ -258,7 +290,7 @@ def _engine_for_reading(overrides: dict[str, Any]) -> Engine:
     if not engine.store.exists() and origins["index.path"].layer != "flag":
         corpus = settings.corpus.path
         if corpus.is_dir():
-            err.print(f"No index at {settings.index.path} yet: building it from {corpus}/ first.")
+            err.print(f"No index at {shown(settings.index.path)} yet: building it from {shown(corpus)}/ first.")
             report = _run_index(engine, [corpus])
             err.print(_summary(report))
             if report.exit_code() != 0 and not engine.store.exists():
@@ -277,6 +309,7 @@ def search(
 ) -> None:
     """Show the passages that best match a question."""
     try:
+        parse_filters(filters)  # a bad filter is reported before any index is built or model loads
         engine = _engine_for_reading({"index.path": index_dir, "search.k": k, "search.mode": mode})
         hits = engine.search(question, k, filters)
     except RagError as exc:
@@ -288,7 +321,7 @@ def search(
         out.print("no passages found")
     for rank, hit in enumerate(hits, start=1):
         where = f" · {hit.location}" if hit.location else ""
-        out.print(f"[bold][{rank}][/] {hit.score:.3f}  [cyan]{escape(hit.doc_id)}[/]{escape(where)}")
+        out.print(f"[bold][{rank}][/] {hit.score:.3f}  [cyan]{shown(hit.doc_id)}[/]{shown(where)}")
         text = " ".join(hit.text.split())
         out.print("    " + escape(text[:400] + ("…" if len(text) > 400 else "")))
 
@@ -326,12 +359,12 @@ def _print_sources(answer: Answer) -> None:
         out.print("\n[bold]Sources[/]")
         for c in listed:
             where = f" · {c.location}" if c.location else ""
-            out.print(f"[bold][{c.number}][/] {escape(c.title)} — [cyan]{escape(c.doc_id)}[/]{escape(where)}")
+            out.print(f"[bold][{c.number}][/] {shown(c.title)} — [cyan]{shown(c.doc_id)}[/]{shown(where)}")
     elif answer.passages:
         out.print("\n[bold]Passages considered[/]")
         for p in answer.passages:
             where = f" · {p.location}" if p.location else ""
-            out.print(f"[{p.number}] {escape(p.title)} — [cyan]{escape(p.doc_id)}[/]{escape(where)}")
+            out.print(f"[{p.number}] {shown(p.title)} — [cyan]{shown(p.doc_id)}[/]{shown(where)}")
     if not answer.grounded and not answer.abstained:
         err.print("[yellow]warning:[/] the answer cites no passage it was given; treat it with care")
 
@@ -360,7 +393,7 @@ def _ask_file(engine: Engine, path: Path, out_path: Optional[Path], k: Optional[
         if out_path:
             sink.close()
     if out_path:
-        err.print(f"{len(questions)} answers written to {out_path} in {time.perf_counter() - started:.1f} s")
+        err.print(f"{len(questions)} answers written to {shown(out_path)} in {time.perf_counter() - started:.1f} s")
 
 
 @app.command()
@@ -384,6 +417,7 @@ def ask(
     if (question is None) == (file is None):
         raise _fail("give either a QUESTION or --file questions.jsonl", 2)
     try:
+        parse_filters(filters)  # a bad filter is reported before any index is built or model loads
         engine = _engine_for_reading({"index.path": index_dir, "answer.k": k, "answer.generator": generator})
         if file is not None:
             _ask_file(engine, file, out_path, k, generator, batch, filters)
@@ -426,7 +460,7 @@ def _show_eval(report: Any, json_out: bool) -> None:
     if json_out:
         _print_json(report.as_dict())
         return
-    table = Table(title=f"{report.dataset} · {report.mode} · {report.questions} questions")
+    table = Table(title=f"{shown(report.dataset)} · {report.mode} · {report.questions} questions")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in {**report.retrieval, **report.answers}.items():
@@ -435,7 +469,7 @@ def _show_eval(report: Any, json_out: bool) -> None:
     for stage, q in report.latency_ms.items():
         table.add_row(f"latency {stage} p50 / p95", f"{q['p50']:.1f} / {q['p95']:.1f} ms")
     out.print(table)
-    out.print(f"index {report.index}, {report.seconds:.1f} s")
+    out.print(f"index {shown(report.index)}, {report.seconds:.1f} s")
 
 
 def _questions_bar(total: int) -> tuple[Progress, Callable[[int], None]]:
@@ -526,8 +560,10 @@ def info(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
         _print_json(data)
         return
     m = data["manifest"]
-    out.print(f"index      {data['path']} ({data['version']}, format {m['format_version']})")
-    out.print(f"documents  {m['counts']['documents']}")
+    out.print(f"index      {shown(data['path'])} ({data['version']}, format {m['format_version']})")
+    out.print(f"documents  {m['counts']['documents']}"
+              + (" (" + ", ".join(f"{shown(c)} {n}" for c, n in data["collections"].items()) + ")"
+                 if len(data["collections"]) > 1 else ""))
     out.print(f"chunks     {m['counts']['chunks']} (vectors {m['counts']['vectors']})")
     if data["masked"]:
         out.print(f"masked     {data['masked']} deleted vectors still in the HNSW index "
@@ -535,11 +571,11 @@ def info(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     out.print(f"size       {data['disk_bytes'] / 2**20:.2f} MB on disk "
               + ", ".join(f"{k} {v / 2**20:.2f} MB" for k, v in data["files"].items()))
     e = m["embedding"]
-    out.print(f"embedding  {e['model']} (dim {e['dimension']}, normalized {e['normalize']}, "
+    out.print(f"embedding  {shown(e['model'])} (dim {e['dimension']}, normalized {e['normalize']}, "
               f"max {e['max_seq_length']} tokens)")
     c = m["chunking"]
     out.print(f"chunking   {c['chunk_size']} tokens, overlap {c['chunk_overlap']}, heading prefix {c['heading_prefix']}")
-    out.print(f"faiss      {m['index']['factory']} ({m['index']['metric']}, faiss {m['index'].get('faiss_version')})")
+    out.print(f"faiss      {shown(m['index']['factory'])} ({m['index']['metric']}, faiss {m['index'].get('faiss_version')})")
     out.print(f"created    {m['created_at']}   updated {m['updated_at']}")
 
 

@@ -7,17 +7,21 @@ reported with its key, the rule it broke and the layer it came from.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rag.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.toml")
 ENV_PREFIX = "RAG_"
+# Collection names: letters, digits, '_', '-', '.', starting with a letter or digit; they appear in
+# filters, URLs and messages, so no spaces, slashes or control characters.
+COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
 
 class _Section(BaseModel):
@@ -58,6 +62,16 @@ class IngestSettings(_Section):
     exclude: list[str]
     max_file_mb: float = Field(gt=0, le=100_000)
     csv_rows_per_chunk: int = Field(ge=1, le=10_000)
+    collection: str
+    follow_symlinks: Literal["inside", "never", "all"]
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        if not re.fullmatch(COLLECTION_PATTERN, value):
+            raise ValueError("a collection name is 1-64 letters, digits, '_', '-' or '.', starting with a letter "
+                             "or digit (e.g. hr, it-faq, sales.2026)")
+        return value
 
 
 class IndexSettings(_Section):
@@ -68,6 +82,7 @@ class IndexSettings(_Section):
     hnsw_ef_search: int = Field(ge=1, le=65536)
     device: Literal["auto", "cpu"]
     keep_versions: int = Field(ge=0, le=100)
+    sync_max_delete: float = Field(ge=0, le=1)
     bm25_stem: bool
     bm25_stopwords: Literal["en", "none"]
     bm25_chinese: Literal["jieba", "bigrams"]

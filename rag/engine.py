@@ -13,9 +13,9 @@ from rag.config import Settings
 from rag.embed import Embedder
 from rag.generate.factory import make_generator, templates_from_settings
 from rag.errors import RagError
-from rag.index.chunkstore import CHUNKS_FILE
+from rag.index.chunkstore import CHUNKS_FILE, ChunkStore
 from rag.index.manifest import Manifest, check_embedding
-from rag.index.store import IndexReader, IndexStore, IndexWriter, file_digest
+from rag.index.store import IndexReader, IndexStore, IndexWriter, file_digest, manifest_problems
 from rag.index.vectors import VECTORS_FILE
 from rag.filters import Filter, parse_filters
 from rag.indexing import Indexer, IndexProgress, IndexReport
@@ -46,15 +46,18 @@ class Engine:
 
     # -- writes --------------------------------------------------------------------------
 
-    def index(self, paths: list[str | Path], progress: IndexProgress | None = None, sync: bool = False) -> IndexReport:
-        """Add new and changed documents under `paths` (with `sync`, remove those no longer
-        there); one atomic new index version."""
-        return Indexer(self.settings, self.embedder, self.store).run([Path(p) for p in paths], progress, sync)
+    def index(self, paths: list[str | Path], progress: IndexProgress | None = None, sync: bool = False,
+              replace: bool = False) -> IndexReport:
+        """Add new and changed documents under `paths` to the collection `ingest.collection` (with
+        `sync`, remove those of this collection and these paths no longer there); one atomic new
+        index version. `replace` lets them replace same-id documents read from elsewhere."""
+        return Indexer(self.settings, self.embedder, self.store, replace).run([Path(p) for p in paths], progress, sync)
 
     def index_jsonl(self, stream: Iterable[bytes], name: str = "stdin", progress: IndexProgress | None = None,
-                    sync: bool = False, total_bytes: int = 0) -> IndexReport:
+                    sync: bool = False, total_bytes: int = 0, replace: bool = False) -> IndexReport:
         """Index {"id", "text", "metadata"} records streamed from a binary file object."""
-        return Indexer(self.settings, self.embedder, self.store).run_jsonl(stream, name, progress, sync, total_bytes)
+        return Indexer(self.settings, self.embedder, self.store, replace).run_jsonl(stream, name, progress, sync,
+                                                                                    total_bytes)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -88,14 +91,20 @@ class Engine:
         if not all(questions):
             raise RagError("the question is empty")
         k = k or self.settings.search.k
-        return self.retriever().search_many(questions, k, timings, parse_filters(filters), mode)
+        parsed = parse_filters(filters)  # a bad filter is reported before any model loads
+        return self.retriever().search_many(questions, k, timings, parsed, mode)
 
-    def delete(self, doc_ids: list[str]) -> tuple[list[str], list[str]]:
-        """Remove documents in one atomic version; returns (deleted, not found)."""
+    def delete(self, doc_ids: list[str], collection: str | None = None) -> tuple[list[str], list[str]]:
+        """Remove documents in one atomic version; returns (deleted, not found). Without a
+        collection, an id must be in exactly one."""
         deleted, missing = [], []
         with self._writer_for_removal() as writer:
             for doc_id in dict.fromkeys(doc_ids):
-                (deleted if writer.delete_document(doc_id) else missing).append(doc_id)
+                holders = [collection] if collection is not None else writer.collections_of(doc_id)
+                if len(holders) > 1:
+                    raise RagError(f"document id {doc_id!r} is in collections {', '.join(holders)}; say which "
+                                   "with --collection NAME. Nothing was deleted.")
+                (deleted if holders and writer.delete_document(holders[0], doc_id) else missing).append(doc_id)
         return deleted, missing
 
     def compact(self) -> int:
@@ -137,16 +146,19 @@ class Engine:
     def ask(self, question: str, k: int | None = None, generator: str | None = None,
             filters: list[str] | None = None) -> Answer:
         """A cited answer from the passages, or an honest "I don't know"."""
-        return self.answerer(generator).ask(question, k, parse_filters(filters))
+        parsed = parse_filters(filters)
+        return self.answerer(generator).ask(question, k, parsed)
 
     def ask_many(self, questions: list[str], k: int | None = None, generator: str | None = None,
                  filters: list[str] | None = None) -> list[Answer]:
-        return self.answerer(generator).ask_many(questions, k, parse_filters(filters))
+        parsed = parse_filters(filters)
+        return self.answerer(generator).ask_many(questions, k, parsed)
 
     def ask_stream(self, question: str, k: int | None = None, generator: str | None = None,
                    filters: list[str] | None = None) -> Iterator[str | Answer]:
         """Text pieces as they are generated, then the finished Answer."""
-        return self.answerer(generator).ask_stream(question, k, parse_filters(filters))
+        parsed = parse_filters(filters)
+        return self.answerer(generator).ask_stream(question, k, parsed)
 
     def info(self) -> dict[str, Any]:
         """The manifest of the live version, with counts and size on disk."""
@@ -161,22 +173,47 @@ class Engine:
             "files": {f: (self.store.path / name / f).stat().st_size for f in (CHUNKS_FILE, VECTORS_FILE)},
             # Deleted vectors an HNSW index still holds (skipped by searches; `rag compact` drops them).
             "masked": int(manifest.counts.get("masked", 0)),
+            "collections": self._collection_counts(name),
             "manifest": manifest.model_dump(mode="json"),
         }
 
+    def _collection_counts(self, name: str) -> dict[str, int]:
+        chunks = ChunkStore.open_readonly(self.store.path / name / CHUNKS_FILE)
+        try:
+            return chunks.collection_counts()
+        finally:
+            chunks.close()
+
     def check(self) -> list[str]:
-        """Problems with the live version (empty when sound): files, counts and id mapping agree."""
+        """Problems with the live version (empty when sound): every file the manifest lists is
+        there with its checksum, the manifest agrees with FAISS, and ids agree everywhere."""
+        try:
+            name = self.store.current_version()
+            if name is None:
+                self.store.open_reader()  # raises the not-found error with its hint
+            manifest = Manifest.read(self.store.path / name)
+        except RagError as exc:
+            return [str(exc)]
+        directory = self.store.path / name
+        problems: list[str] = []
+        for file, expected in manifest.files.items():
+            path = directory / file
+            try:
+                actual = file_digest(path)
+            except FileNotFoundError:
+                problems.append(f"{file} is missing from {directory}")
+                continue
+            except OSError as exc:
+                problems.append(f"{file} cannot be read ({exc.strerror or exc})")
+                continue
+            if actual != expected:
+                problems.append(f"{file}: size or checksum differs from the manifest")
         try:
             reader = self.store.open_reader()
         except RagError as exc:
-            return [str(exc)]
-        problems: list[str] = []
+            return problems + [str(exc)]
         try:
-            manifest = reader.manifest
-            for name, expected in manifest.files.items():
-                actual = file_digest(reader.directory / name)
-                if actual != expected:
-                    problems.append(f"{name}: size or checksum differs from the manifest")
+            problems.extend(manifest_problems(reader.manifest, reader.vectors))
             problems.extend(reader.chunks.integrity_problems())
             counts = reader.chunks.counts()
             if counts["documents"] != manifest.counts.get("documents"):

@@ -7,8 +7,8 @@ filtering the top k afterwards cannot promise.
 Forms: `KEY=VALUE` (equal; a glob when VALUE has * ? or [), `KEY>=V`, `KEY<=V`, `KEY>V`,
 `KEY<V`, and `KEY=A..B` (inclusive; either end may be left out). V is compared as a number when
 it is one, as a date when it is an ISO date (YYYY-MM-DD, optionally with a time), and as text
-otherwise. Keys: doc_id, source, title, format, mtime (the file's modification time),
-indexed_at, page, or any key of a record's metadata.
+otherwise. Keys: collection, doc_id, source, title, format, mtime (the file's modification time),
+indexed_at, page, or any key of a record's metadata. mtime and indexed_at take dates, page numbers.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ _FORM = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|=|>|<)\s*(.*?)\s*$", re.S)
 _GLOB = re.compile(r"[*?\[]")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
 # Document columns; everything else is looked up in the document's, then the chunk's, metadata.
-_COLUMNS = {"doc_id": "d.doc_id", "source": "d.source", "title": "d.title", "format": "d.format",
-            "mtime": "d.mtime", "indexed_at": "d.indexed_at"}
+_COLUMNS = {"collection": "d.collection", "doc_id": "d.doc_id", "source": "d.source", "title": "d.title",
+            "format": "d.format", "mtime": "d.mtime", "indexed_at": "d.indexed_at"}
 _EPOCH_COLUMNS = {"mtime"}
+# Keys whose values have one type: a value that is not of it could never match, so it is an error.
+_DATE_KEYS = {"mtime", "indexed_at"}
+_NUMBER_KEYS = {"page"}
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,24 @@ def _date(key: str, text: str) -> Any:
     return text
 
 
+def _checked(filters: list[Filter], expression: str) -> list[Filter]:
+    """Refuse values that cannot be compared as their key's type (a filter that silently
+    matches nothing looks like an empty knowledge base)."""
+    for f in filters:
+        if f.key in _DATE_KEYS and (f.op == "glob" or not (isinstance(f.value, float) or _ISO_DATE.match(str(f.value)))):
+            raise ConfigError(f"--filter {expression!r}: {f.key} is a date; compare it with YYYY-MM-DD "
+                              f"(optionally with a time), e.g. {f.key}>=2026-01-01")
+        if f.key in _NUMBER_KEYS and not isinstance(f.value, float):
+            raise ConfigError(f"--filter {expression!r}: {f.key} is a number; e.g. {f.key}=3 or {f.key}=2..5")
+    return filters
+
+
 def parse_filter(expression: str) -> list[Filter]:
     """One `--filter` argument; a range gives two filters."""
+    return _checked(_parse_filter(expression), expression)
+
+
+def _parse_filter(expression: str) -> list[Filter]:
     match = _FORM.match(expression)
     if not match or not match.group(3):
         raise ConfigError(f"--filter {expression!r}: expected KEY=VALUE, KEY>=VALUE, KEY<=VALUE, KEY>VALUE, "

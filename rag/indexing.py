@@ -7,6 +7,7 @@ all changes land in one new version, nothing already indexed is touched by a fai
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sqlite3
@@ -17,12 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Protocol
 
+import numpy as np
+
 from rag.chunk import Chunker
 from rag.config import Settings
 from rag.embed import Embedder
 from rag.errors import RagError, SkipDocument
-from rag.index.store import IndexStore
+from rag.index.chunkstore import StoredDocument
+from rag.index.store import IndexStore, IndexWriter
 from rag.ingest import discover, load_source
+from rag.ingest.discover import is_within
 from rag.ingest.records import iter_jsonl_lines
 from rag.records import Chunk, Document
 
@@ -86,6 +91,7 @@ class IndexReport:
     """What one `rag index` run did."""
 
     index: str = ""
+    collection: str = ""
     version: str | None = None
     added: int = 0
     updated: int = 0
@@ -96,6 +102,9 @@ class IndexReport:
     chunks: int = 0
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
+    # Documents a --sync found gone but did not delete, and why (empty when it deleted them).
+    would_delete: int = 0
+    sync_stopped: str = ""
 
     @property
     def documents(self) -> int:
@@ -111,18 +120,20 @@ class IndexReport:
         return sum(p.kind == "failed" for p in self.problems)
 
     def exit_code(self, strict: bool = False) -> int:
-        """0 when documents are indexed and nothing failed (nor, with strict, was skipped)."""
-        if self.failed or (strict and self.skipped):
+        """0 when documents are indexed and nothing failed (nor, with strict, was skipped), and a
+        --sync did what it was asked."""
+        if self.failed or self.sync_stopped or (strict and self.skipped):
             return 1
         return 0 if (self.documents + self.unchanged + self.deleted) > 0 else 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "index": self.index, "version": self.version,
+            "index": self.index, "collection": self.collection, "version": self.version,
             "documents": self.documents, "added": self.added, "updated": self.updated,
             "unchanged": self.unchanged, "deleted": self.deleted, "deduplicated": self.deduplicated,
             "chunks": self.chunks,
             "skipped": self.skipped, "failed": self.failed, "seconds": round(self.seconds, 3),
+            "would_delete": self.would_delete, "sync_stopped": self.sync_stopped or None,
             "problems": [{"path": p.path, "reason": p.reason, "kind": p.kind} for p in self.problems],
         }
 
@@ -171,55 +182,95 @@ def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:
 Item = tuple[str, "Document | RagError | int"]
 
 
+# Where a stored document came from, when it was indexed by a release that did not record it.
+STREAM_ORIGIN = "stream"
+
+
+@dataclass
+class SyncScope:
+    """Which indexed documents a `--sync` run may remove: those of its collection read from
+    the folders and files it names (or, for a stream, streamed records), never others."""
+
+    roots: list[Path] = field(default_factory=list)
+    stream: str | None = None  # the stream's name, for documents indexed before origins were kept
+
+    def covers(self, stored: StoredDocument) -> bool:
+        if self.stream is not None:
+            if stored.origin is None:
+                return stored.format == "record" and stored.source == self.stream
+            return stored.origin == STREAM_ORIGIN
+        origin = Path(stored.origin) if stored.origin else Path(os.path.realpath(stored.source))
+        return any(is_within(origin, root) for root in self.roots)
+
+
 class Indexer:
-    def __init__(self, settings: Settings, embedder: Embedder, store: IndexStore) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder, store: IndexStore, replace: bool = False) -> None:
         self.settings = settings
         self.embedder = embedder
         self.store = store
+        self.collection = settings.ingest.collection
+        # Let documents read from elsewhere replace same-id documents of the collection.
+        self.replace = replace
 
     def run(self, paths: list[Path], progress: IndexProgress | None = None, sync: bool = False) -> IndexReport:
         """Index files and folders; with `sync`, also remove documents that are no longer there."""
         progress = progress or _NoProgress()
-        files, missing = discover([Path(p) for p in paths], self.settings.ingest)
-        if missing and sync:
-            raise RagError(f"{missing[0][0]}: {missing[0][1]}; --sync needs every path to exist, or it would "
+        found = discover([Path(p) for p in paths], self.settings.ingest)
+        if found.missing and sync:
+            path, reason = found.missing[0]
+            raise RagError(f"{path}: {reason}; --sync needs every path to exist, or it would "
                            "delete what was indexed from it")
-        sizes = {src.path: _size(src.path) for src in files}
-        keep_sources: set[str] = set()  # files that failed to load keep what was indexed from them
+        sizes = {src.path: _size(src.path) for src in found.files}
+        keep_origins: set[str] = set()  # files that failed to load keep what was indexed from them
 
         def items() -> Iterator[Item]:
-            for path, reason in missing:
+            for path, reason in found.missing:
                 yield path, RagError(reason)
-            for src in files:
+            for path, reason in found.skipped:
+                yield path, SkipDocument(reason)
+            for src in found.files:
                 reported = 0
                 for item in load_source(src, self.settings.ingest):
                     if isinstance(item, RagError):
-                        keep_sources.add(str(src.path))
+                        keep_origins.add(str(src.real))
                     else:
                         reported += item.size
-                    yield src.rel, item
-                yield src.rel, max(0, sizes[src.path] - reported)
+                    yield str(src.path), item
+                yield str(src.path), max(0, sizes[src.path] - reported)
 
-        return self._index(items(), sum(sizes.values()), len(files), progress, sync, keep_sources)
+        return self._index(items(), sum(sizes.values()), len(found.files), progress,
+                           SyncScope(roots=found.roots) if sync else None, keep_origins)
 
     def run_jsonl(self, stream: Iterable[bytes], name: str, progress: IndexProgress | None = None,
                   sync: bool = False, total_bytes: int = 0) -> IndexReport:
         """Index records ({"id", "text", "metadata"}) from a JSON Lines stream, one line in memory
         at a time, so a nightly job can pipe in millions."""
-        keep_sources: set[str] = set()
+        keep_origins: set[str] = set()
 
         def items() -> Iterator[Item]:
-            for item in iter_jsonl_lines(stream, name, name, self.settings.ingest, None):
+            for item in iter_jsonl_lines(stream, name, name, self.settings.ingest, None, STREAM_ORIGIN,
+                                         whole_lines=sync):
                 if isinstance(item, RagError):
-                    keep_sources.add(name)
+                    keep_origins.add(STREAM_ORIGIN)
                 yield name, item
 
-        return self._index(items(), total_bytes, 1, progress or _NoProgress(), sync, keep_sources)
+        return self._index(items(), total_bytes, 1, progress or _NoProgress(),
+                           SyncScope(stream=name) if sync else None, keep_origins)
+
+    def _conflict(self, stored: StoredDocument, document: Document, where: str) -> RagError | None:
+        """Refuse a document that would silently replace one read from somewhere else."""
+        if self.replace or stored.origin is None or stored.origin == document.origin:
+            return None
+        return RagError(
+            f"document id {document.doc_id!r} of collection {self.collection!r} is already indexed from "
+            f"{stored.source}; {where} would replace it. To keep both, index this source into its own "
+            "collection (--collection NAME); to replace the indexed one, run again with --replace")
 
     def _index(self, items: Iterator[Item], total_bytes: int, files: int, progress: IndexProgress,
-               sync: bool, keep_sources: set[str]) -> IndexReport:
+               scope: SyncScope | None, keep_origins: set[str]) -> IndexReport:
         started = time.perf_counter()
-        report = IndexReport(index=str(self.store.path))
+        report = IndexReport(index=str(self.store.path), collection=self.collection)
+        collection = self.collection
 
         def note(path: str, error: RagError) -> None:
             # Errors that know where inside the file they are (a JSONL line) say so themselves.
@@ -230,6 +281,7 @@ class Indexer:
             progress.problem(problem)
             log.debug("%s %s: %s", problem.kind, path, problem.reason)
 
+        self.store.current_version()  # an unusable --index is named before the model loads
         self.embedder.warm_up()
         chunker = make_chunker(self.settings, self.embedder)
         progress.start(total_bytes, files)
@@ -252,18 +304,18 @@ class Indexer:
                 if not pending:
                     return
                 log.info("stage: embedding %d chunks", pending_chunks)
-                vectors = self.embedder.embed_passages([c.embed_text for _, chunks, _ in pending for c in chunks])
+                vectors = self._embed([c.embed_text for _, chunks, _ in pending for c in chunks],
+                                      sum(d.size for d, _, _ in pending) + sum(d.size for d, _ in aliases), progress)
                 offset = 0
                 for document, chunks, existed in pending:
-                    writer.put_document(document, chunks, vectors[offset:offset + len(chunks)])
+                    writer.put_document(document, collection, chunks, vectors[offset:offset + len(chunks)])
                     offset += len(chunks)
                     count(existed)
                     report.chunks += len(chunks)
                 for document, existed in aliases:
-                    writer.put_alias(document, pending_content[document.metadata["sha256"]])
+                    writer.put_alias(document, collection, pending_content[document.metadata["sha256"]])
                     count(existed)
-                progress.advance(sum(d.size for d, _, _ in pending) + sum(d.size for d, _ in aliases),
-                                 len(pending) + len(aliases), pending_chunks)
+                progress.advance(0, len(pending) + len(aliases), 0)
                 pending, pending_chunks, aliases = [], 0, []
                 pending_content.clear()
 
@@ -279,22 +331,31 @@ class Indexer:
                 first_read = seen.add(document.doc_id, where)
                 if first_read is not None:
                     note(where, RagError(f"duplicate document id {document.doc_id!r} (already read from "
-                                         f"{first_read}); ids must be unique"))
+                                         f"{first_read}); ids must be unique within a collection: index one "
+                                         "of the two into another collection (--collection NAME)"))
+                    progress.advance(document.size, 0, 0)
+                    continue
+                stored = writer.document(collection, document.doc_id)
+                conflict = self._conflict(stored, document, where) if stored is not None else None
+                if conflict is not None:
+                    note(where, conflict)
+                    progress.advance(document.size, 0, 0)
                     continue
                 sha = document.metadata["sha256"]
-                old_sha = writer.document_sha(document.doc_id)
-                if old_sha == sha:
+                if stored is not None and stored.sha256 == sha:
+                    if stored.origin != (document.origin or None):
+                        writer.relocate(collection, document)
                     report.unchanged += 1
                     progress.advance(document.size, 1, 0)
                     continue
                 # Identical content under another id is stored once: no chunks, no embedding.
                 if sha in pending_content:
-                    aliases.append((document, old_sha is not None))
+                    aliases.append((document, stored is not None))
                     continue
-                holder = writer.document_with_content(sha)
+                holder = writer.document_with_content(collection, sha)
                 if holder is not None and holder != document.doc_id:
-                    writer.put_alias(document, holder)
-                    count(old_sha is not None)
+                    writer.put_alias(document, collection, holder)
+                    count(stored is not None)
                     report.deduplicated += 1
                     progress.advance(document.size, 1, 0)
                     continue
@@ -303,21 +364,67 @@ class Indexer:
                     note(where, SkipDocument("no text left after chunking"))
                     progress.advance(document.size, 0, 0)
                     continue
-                pending.append((document, chunks, old_sha is not None))
+                pending.append((document, chunks, stored is not None))
                 pending_content[sha] = document.doc_id
                 pending_chunks += len(chunks)
                 if pending_chunks >= EMBED_FLUSH_CHUNKS:
                     flush()
             flush()
-            if sync:
-                for doc_id, source in writer.document_sources():
-                    if doc_id not in seen and source not in keep_sources:
-                        writer.delete_document(doc_id)
-                        report.deleted += 1
+            if scope is not None:
+                self._sync(writer, scope, seen, keep_origins, report)
             report.version = writer.commit() or self.store.current_version()
 
         report.seconds = time.perf_counter() - started
         return report
+
+    def _embed(self, texts: list[str], nbytes: int, progress: IndexProgress) -> np.ndarray:
+        """Embed in slices, reporting chunks (and a share of the bytes) as each slice is done, so
+        one large document shows progress while its thousands of chunks are embedded."""
+        parts, reported = [], 0
+        for start in range(0, len(texts), EMBED_FLUSH_CHUNKS):
+            part = self.embedder.embed_passages(texts[start:start + EMBED_FLUSH_CHUNKS])
+            parts.append(part)
+            done = nbytes * min(len(texts), start + EMBED_FLUSH_CHUNKS) // len(texts)
+            progress.advance(done - reported, 0, len(part))
+            reported = done
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def _sync(self, writer: IndexWriter, scope: SyncScope, seen: SeenIds, keep_origins: set[str],
+              report: IndexReport) -> None:
+        """Remove the documents of this run's scope that it did not read, unless that would
+        remove more than index.sync_max_delete of the scope."""
+        in_scope = 0
+        gone: list[str] = []
+        kept = 0  # not read, but their file (or the stream) failed: kept rather than trusted gone
+        for stored in writer.documents_in(self.collection):
+            if not scope.covers(stored):
+                continue
+            in_scope += 1
+            if stored.doc_id in seen:
+                continue
+            origin = stored.origin or (STREAM_ORIGIN if scope.stream is not None else os.path.realpath(stored.source))
+            if origin in keep_origins:
+                kept += 1
+            else:
+                gone.append(stored.doc_id)
+        if scope.stream is not None and keep_origins:
+            report.would_delete = kept
+            if kept:
+                report.sync_stopped = (f"--sync deleted nothing: records of this stream failed, so it may be "
+                                       f"incomplete ({kept} indexed documents were not in it)")
+            return
+        share = self.settings.index.sync_max_delete
+        if gone and len(gone) > share * in_scope:
+            report.would_delete = len(gone)
+            report.sync_stopped = (
+                f"--sync stopped: it would delete {len(gone)} of the {in_scope} documents of collection "
+                f"{self.collection!r} read from {scope.stream or ', '.join(map(str, scope.roots))} "
+                f"({len(gone) / in_scope:.0%}), more than index.sync_max_delete ({share:.0%}); nothing was deleted. "
+                f"If that is intended, run again with --max-delete {math.ceil(100 * len(gone) / in_scope) / 100:g}")
+            return
+        for doc_id in gone:
+            writer.delete_document(self.collection, doc_id)
+            report.deleted += 1
 
 
 def _size(path: Path) -> int:

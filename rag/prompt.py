@@ -69,7 +69,8 @@ def merge_neighbours(hits: list[Hit]) -> list[tuple[Hit, str, tuple[int, ...], s
     for hit in hits:
         ordinal = hit.metadata.get("ordinal")
         for group in groups:
-            same_doc = group[0].doc_id == hit.doc_id
+            same_doc = (group[0].doc_id, group[0].metadata.get("collection")) == (hit.doc_id,
+                                                                                    hit.metadata.get("collection"))
             ordinals = [h.metadata.get("ordinal") for h in group]
             if same_doc and ordinal is not None and any(o is not None and abs(o - ordinal) == 1 for o in ordinals):
                 group.append(hit)

@@ -29,6 +29,8 @@ class Document:
     size: int = 0
     # Where inside its source it was read, for messages ("export.jsonl line 12"); empty for a whole file.
     where: str = ""
+    # Where its text really came from, for identity: the real path of its file, or "stream".
+    origin: str = ""
 
     @property
     def text(self) -> str:

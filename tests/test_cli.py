@@ -25,8 +25,8 @@ def test_index_search_info_round_trip_with_json(sample_docs, cli_env, tmp_path):
     summary = json.loads(done.stdout)
     assert {k: summary[k] for k in ("documents", "skipped", "failed")} == {"documents": 9, "skipped": 1, "failed": 1}
     assert summary["chunks"] > 0 and summary["seconds"] > 0
-    assert "failed locked.docx: password-protected .docx or legacy .doc file" in done.stderr
-    assert "skipped picture.png: unsupported file type '.png'" in done.stderr
+    assert f"failed {sample_docs / 'locked.docx'}: password-protected .docx or legacy .doc file" in done.stderr
+    assert f"skipped {sample_docs / 'picture.png'}: unsupported file type '.png'" in done.stderr
 
     found = rag("search", "error code E-451 lidar", "-k", "2", "--json", env=cli_env)
     assert found.returncode == 0, found.stderr

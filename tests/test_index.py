@@ -35,7 +35,7 @@ def test_manifest_records_what_the_index_was_built_with(make_engine, sample_docs
     engine.index([sample_docs])
     info = engine.info()
     manifest = info["manifest"]
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["embedding"] == {
         "model": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384, "normalize": True,
         "query_prefix": "", "passage_prefix": "", "max_seq_length": 256,
@@ -72,7 +72,7 @@ def test_a_bad_file_never_costs_what_is_already_indexed(make_engine, sample_docs
     (sample_docs / "new.md").write_text("# New\n\nThe new parking garage opens in May.")
     report = engine.index([sample_docs])
     assert report.failed == 1 and report.added == 1 and report.exit_code() == 1
-    assert report.problems[0].path == "corrupt.pdf"
+    assert report.problems[0].path == str(sample_docs / "corrupt.pdf")
     after = engine.info()["manifest"]["counts"]
     assert after["documents"] == before["documents"] + 1
     assert engine.search("parking garage", k=1)[0].doc_id == "new.md"

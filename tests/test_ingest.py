@@ -24,10 +24,10 @@ def load_one(path: Path, settings, rel: str | None = None):
 
 
 def test_every_format_loads_with_stable_id_and_metadata(sample_docs, ingest_settings):
-    files, missing = discover([sample_docs], ingest_settings)
-    assert not missing
+    found = discover([sample_docs], ingest_settings)
+    assert not found.missing and not found.skipped
     docs = {}
-    for src in files:
+    for src in found.files:
         for item in load_source(src, ingest_settings):
             assert isinstance(item, Document), (src.rel, item)
             docs[item.doc_id] = item
@@ -173,14 +173,14 @@ def test_discover_honours_hidden_files_ignore_file_and_exclude(tmp_path):
         (root / rel).write_text("x")
     (root / ".ragignore").write_text("# comment\nqa.jsonl\ndrafts/\n")
     settings = Settings.load(environ={"RAG_INGEST_EXCLUDE": '["*.tmp"]'}).ingest
-    files, missing = discover([root, tmp_path / "nope"], settings)
-    assert [f.rel for f in files] == ["a.md", "b.txt"]
-    assert missing == [(str(tmp_path / "nope"), "no such file or folder")]
+    found = discover([root, tmp_path / "nope"], settings)
+    assert [f.rel for f in found.files] == ["a.md", "b.txt"]
+    assert found.missing == [(str(tmp_path / "nope"), "no such file or folder")]
 
 
 def test_files_named_directly_use_their_name_as_id(sample_docs, ingest_settings):
-    files, _ = discover([sample_docs / "notes.txt"], ingest_settings)
-    assert files == [SourceFile(sample_docs / "notes.txt", "notes.txt")]
+    found = discover([sample_docs / "notes.txt"], ingest_settings)
+    assert found.files == [SourceFile(sample_docs / "notes.txt", "notes.txt")]
 
 
 def test_docx_fixture_helper_roundtrip(tmp_path, ingest_settings):

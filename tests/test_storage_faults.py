@@ -65,3 +65,13 @@ def test_read_only_index_folder_is_a_clear_error_and_still_answers(small_fs, mak
         engine.index([sample_docs])
     fresh = make_engine(**{"index.path": str(fs / "index")})
     assert fresh.search("cafeteria closing time", k=1)[0].doc_id == "notes.txt"
+
+
+def test_disk_full_when_creating_a_new_index_leaves_nothing_behind(small_fs, make_engine, sample_docs):
+    fs = small_fs(1024)
+    _fill(fs, leave_kb=0)
+    engine = make_engine(**{"index.path": str(fs / "new" / "index")})
+    with pytest.raises(RagError, match=r"disk full while writing the index at .*; no index was created") as error:
+        engine.index([sample_docs])
+    assert "previous version" not in str(error.value), "there is no previous version to speak of"
+    assert sorted(p.name for p in fs.iterdir()) == ["filler.bin"], "no empty folder or LOCK file is left"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,32 +24,89 @@ CHUNKS_FILE = "chunks.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
-    doc_id     TEXT PRIMARY KEY,
+    -- A document is (collection, doc_id): two sources may use the same id in two collections.
+    collection TEXT NOT NULL DEFAULT 'default',
+    doc_id     TEXT NOT NULL,
     source     TEXT NOT NULL,
+    -- Where it was read from: the real path of its file, or "stream" for records streamed in
+    -- with `--jsonl`; decides which runs may replace it and which `--sync` may remove it.
+    origin     TEXT,
     title      TEXT,
     mtime      REAL,
     sha256     TEXT NOT NULL,
     format     TEXT,
     metadata   TEXT NOT NULL,
     indexed_at TEXT NOT NULL,
-    -- Set when the same content was already indexed under another id: the chunks are stored
-    -- once, under that document, and found under both.
-    content_of TEXT
+    -- Set when the same content was already indexed under another id of the same collection:
+    -- the chunks are stored once, under that document, and found under both.
+    content_of TEXT,
+    PRIMARY KEY (collection, doc_id)
 );
 CREATE TABLE IF NOT EXISTS chunks (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
-    doc_id   TEXT NOT NULL REFERENCES documents(doc_id),
-    ordinal  INTEGER NOT NULL,
-    text     TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    tokens   TEXT  -- BM25 tokens, space-separated: the BM25 index is rebuilt from them at each commit
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL DEFAULT 'default',
+    doc_id     TEXT NOT NULL,
+    ordinal    INTEGER NOT NULL,
+    text       TEXT NOT NULL,
+    metadata   TEXT NOT NULL,
+    tokens     TEXT  -- BM25 tokens, space-separated: the BM25 index is rebuilt from them at each commit
 );
-CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ordinal);
-CREATE INDEX IF NOT EXISTS documents_by_sha ON documents(sha256);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(collection, doc_id, ordinal);
+CREATE INDEX IF NOT EXISTS documents_by_sha ON documents(collection, sha256);
 -- Vectors still in a FAISS index that cannot remove ids in place (HNSW): skipped by every
--- search until `rag compact` rebuilds the index without them.
+-- search until `rag compact` rebuilds it without them.
 CREATE TABLE IF NOT EXISTS masked (id INTEGER PRIMARY KEY);
 """
+
+DEFAULT_COLLECTION = "default"
+# Columns of the documents table, in order, as format 1 (rag 0.1, one id space) lacked them.
+_V1_DOCUMENT_COLUMNS = "doc_id, source, title, mtime, sha256, format, metadata, indexed_at"
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """What the index holds about one document, for deciding whether a new read may replace it."""
+
+    collection: str
+    doc_id: str
+    source: str
+    origin: str | None
+    sha256: str
+    format: str | None
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """Format 1 keyed documents by doc_id alone: give each the default collection."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(documents)")}
+    if not columns or "collection" in columns:
+        return
+    content_of = "content_of" if "content_of" in columns else "NULL"
+    conn.execute("PRAGMA legacy_alter_table = ON")  # keep chunks' REFERENCES text as it is
+    conn.execute("ALTER TABLE documents RENAME TO documents_v1")
+    conn.execute("DROP INDEX IF EXISTS documents_by_sha")
+    conn.execute("DROP INDEX IF EXISTS chunks_by_doc")
+    conn.executescript(_SCHEMA.split("CREATE TABLE IF NOT EXISTS chunks")[0])
+    conn.execute(f"INSERT INTO documents (collection, {_V1_DOCUMENT_COLUMNS}, content_of) "
+                 f"SELECT 'default', {_V1_DOCUMENT_COLUMNS}, {content_of} FROM documents_v1")
+    conn.execute("DROP TABLE documents_v1")
+    chunk_columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
+    if "collection" not in chunk_columns:
+        conn.execute("ALTER TABLE chunks ADD COLUMN collection TEXT NOT NULL DEFAULT 'default'")
+    conn.execute("PRAGMA legacy_alter_table = OFF")
+
+
+def _v1_views(conn: sqlite3.Connection) -> None:
+    """Read a format-1 version as if it had collections (all 'default'), without writing it."""
+    columns = [row[1] for row in conn.execute("PRAGMA main.table_info(documents)")]
+    if not columns or "collection" in columns:
+        return
+    content_of = "content_of" if "content_of" in columns else "NULL AS content_of"
+    conn.execute(f"CREATE TEMP VIEW documents AS SELECT 'default' AS collection, {_V1_DOCUMENT_COLUMNS}, "
+                 f"NULL AS origin, {content_of} FROM main.documents")
+    chunk_columns = [row[1] for row in conn.execute("PRAGMA main.table_info(chunks)")]
+    tokens = "tokens" if "tokens" in chunk_columns else "NULL AS tokens"
+    conn.execute("CREATE TEMP VIEW chunks AS SELECT id, 'default' AS collection, doc_id, ordinal, text, metadata, "
+                 f"{tokens} FROM main.chunks")
 
 
 class ChunkStore:
@@ -63,6 +121,7 @@ class ChunkStore:
         # immutable=1: committed versions are never written again, so SQLite may skip locking.
         conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
         try:
+            _v1_views(conn)
             conn.execute("SELECT 1 FROM chunks LIMIT 1")
         except sqlite3.DatabaseError as exc:
             conn.close()
@@ -87,6 +146,7 @@ class ChunkStore:
         chunk_columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
         if chunk_columns and "tokens" not in chunk_columns:  # before BM25: tokenized at the next commit
             conn.execute("ALTER TABLE chunks ADD COLUMN tokens TEXT")
+        _migrate_v1(conn)
         conn.executescript(_SCHEMA)
         return cls(conn, path)
 
@@ -102,43 +162,63 @@ class ChunkStore:
 
     # -- documents -------------------------------------------------------------------------
 
-    def document_sha(self, doc_id: str) -> str | None:
-        row = self.conn.execute("SELECT sha256 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+    def document(self, collection: str, doc_id: str) -> StoredDocument | None:
+        row = self.conn.execute("SELECT collection, doc_id, source, origin, sha256, format FROM documents "
+                                "WHERE collection = ? AND doc_id = ?", (collection, doc_id)).fetchone()
+        return StoredDocument(*row) if row else None
+
+    def collections_of(self, doc_id: str) -> list[str]:
+        """The collections that hold a document with this id."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT collection FROM documents WHERE doc_id = ? ORDER BY collection", (doc_id,))]
+
+    def document_with_content(self, collection: str, sha256: str) -> str | None:
+        """The document of the collection that holds the chunks of this content, if any."""
+        row = self.conn.execute("SELECT doc_id FROM documents WHERE collection = ? AND sha256 = ? "
+                                "AND content_of IS NULL LIMIT 1", (collection, sha256)).fetchone()
         return row[0] if row else None
 
-    def document_with_content(self, sha256: str) -> str | None:
-        """The document that holds the chunks of this content, if any is indexed."""
-        row = self.conn.execute("SELECT doc_id FROM documents WHERE sha256 = ? AND content_of IS NULL LIMIT 1",
-                                (sha256,)).fetchone()
-        return row[0] if row else None
+    def documents_in(self, collection: str) -> Iterator[StoredDocument]:
+        """Every document of a collection, streamed in id order."""
+        rows = self.conn.execute("SELECT collection, doc_id, source, origin, sha256, format FROM documents "
+                                 "WHERE collection = ? ORDER BY doc_id", (collection,))
+        for row in rows:
+            yield StoredDocument(*row)
 
-    def document_sources(self) -> list[tuple[str, str]]:
-        return [(d, s) for d, s in self.conn.execute("SELECT doc_id, source FROM documents ORDER BY doc_id")]
-
-    def put_document(self, document: Document, content_of: str | None = None) -> None:
+    def put_document(self, document: Document, collection: str, content_of: str | None = None) -> None:
         meta = document.metadata
         extra = {k: v for k, v in meta.items() if k not in ("source", "title", "mtime", "sha256", "format")}
         self.conn.execute(
-            "INSERT OR REPLACE INTO documents (doc_id, source, title, mtime, sha256, format, metadata, indexed_at,"
-            " content_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (document.doc_id, meta.get("source", ""), meta.get("title"), meta.get("mtime"), meta["sha256"],
-             meta.get("format"), json.dumps(extra, ensure_ascii=False), utc_now(), content_of),
+            "INSERT OR REPLACE INTO documents (collection, doc_id, source, origin, title, mtime, sha256, format, "
+            "metadata, indexed_at, content_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (collection, document.doc_id, meta.get("source", ""), document.origin or None, meta.get("title"),
+             meta.get("mtime"), meta["sha256"], meta.get("format"), json.dumps(extra, ensure_ascii=False),
+             utc_now(), content_of),
         )
 
-    def delete_document(self, doc_id: str) -> list[int]:
+    def relocate(self, collection: str, document: Document) -> None:
+        """Record that unchanged content now comes from another place (a moved folder)."""
+        self.conn.execute("UPDATE documents SET source = ?, origin = ?, mtime = ? WHERE collection = ? AND doc_id = ?",
+                          (document.metadata.get("source", ""), document.origin or None,
+                           document.metadata.get("mtime"), collection, document.doc_id))
+
+    def delete_document(self, collection: str, doc_id: str) -> list[int]:
         """Remove a document; returns the chunk ids to remove from FAISS. When other ids share
         its content, the chunks pass to the first of them instead of being removed."""
+        key = (collection, doc_id)
         aliases = [r[0] for r in self.conn.execute(
-            "SELECT doc_id FROM documents WHERE content_of = ? ORDER BY doc_id", (doc_id,))]
-        self.conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+            "SELECT doc_id FROM documents WHERE collection = ? AND content_of = ? ORDER BY doc_id", key)]
+        self.conn.execute("DELETE FROM documents WHERE collection = ? AND doc_id = ?", key)
         if aliases:
             heir = aliases[0]
-            self.conn.execute("UPDATE chunks SET doc_id = ? WHERE doc_id = ?", (heir, doc_id))
-            self.conn.execute("UPDATE documents SET content_of = NULL WHERE doc_id = ?", (heir,))
-            self.conn.execute("UPDATE documents SET content_of = ? WHERE content_of = ?", (heir, doc_id))
+            self.conn.execute("UPDATE chunks SET doc_id = ? WHERE collection = ? AND doc_id = ?", (heir, *key))
+            self.conn.execute("UPDATE documents SET content_of = NULL WHERE collection = ? AND doc_id = ?",
+                              (collection, heir))
+            self.conn.execute("UPDATE documents SET content_of = ? WHERE collection = ? AND content_of = ?",
+                              (heir, *key))
             return []
-        ids = [r[0] for r in self.conn.execute("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,))]
-        self.conn.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+        ids = [r[0] for r in self.conn.execute("SELECT id FROM chunks WHERE collection = ? AND doc_id = ?", key)]
+        self.conn.execute("DELETE FROM chunks WHERE collection = ? AND doc_id = ?", key)
         return ids
 
     # -- masked vectors --------------------------------------------------------------------
@@ -159,18 +239,17 @@ class ChunkStore:
     def matching_chunk_ids(self, filters: list[Filter]) -> np.ndarray:
         """Chunk ids whose document (or a document sharing its content) and chunk match every filter."""
         where, params = to_sql(filters)
-        join = "d.doc_id = c.doc_id OR d.content_of = c.doc_id" if self._has("documents", "content_of") \
-            else "d.doc_id = c.doc_id"
-        rows = self.conn.execute(f"SELECT DISTINCT c.id FROM chunks c JOIN documents d ON ({join}) WHERE {where}",
-                                 params)
+        rows = self.conn.execute(
+            "SELECT DISTINCT c.id FROM chunks c JOIN documents d ON d.collection = c.collection "
+            f"AND (d.doc_id = c.doc_id OR d.content_of = c.doc_id) WHERE {where}", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
-    def add_chunks(self, chunks: Iterable[Chunk], tokens: Iterable[str | None]) -> list[int]:
+    def add_chunks(self, chunks: Iterable[Chunk], tokens: Iterable[str | None], collection: str) -> list[int]:
         ids = []
         for chunk, chunk_tokens in zip(chunks, tokens):
             cur = self.conn.execute(
-                "INSERT INTO chunks (doc_id, ordinal, text, metadata, tokens) VALUES (?, ?, ?, ?, ?)",
-                (chunk.doc_id, chunk.ordinal, chunk.text, json.dumps(chunk.metadata, ensure_ascii=False),
+                "INSERT INTO chunks (collection, doc_id, ordinal, text, metadata, tokens) VALUES (?, ?, ?, ?, ?, ?)",
+                (collection, chunk.doc_id, chunk.ordinal, chunk.text, json.dumps(chunk.metadata, ensure_ascii=False),
                  chunk_tokens),
             )
             ids.append(int(cur.lastrowid))
@@ -198,28 +277,28 @@ class ChunkStore:
             batch = ids[start:start + 900]
             marks = ",".join("?" * len(batch))
             rows = self.conn.execute(
-                f"SELECT c.id, c.doc_id, c.ordinal, c.text, c.metadata, d.source, d.title, d.metadata "
-                f"FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.id IN ({marks})",
+                f"SELECT c.id, c.collection, c.doc_id, c.ordinal, c.text, c.metadata, d.source, d.title, d.metadata "
+                f"FROM chunks c JOIN documents d ON d.collection = c.collection AND d.doc_id = c.doc_id "
+                f"WHERE c.id IN ({marks})",
                 batch,
             )
-            for cid, doc_id, ordinal, text, metadata, source, title, doc_metadata in rows:
+            for cid, collection, doc_id, ordinal, text, metadata, source, title, doc_metadata in rows:
                 # A record's own fields (department, date, ...) travel with each of its chunks.
                 document = json.loads(doc_metadata)
                 fields = {**{k: v for k, v in document.items() if k != "fields"}, **document.get("fields", {})}
-                out[cid] = {"doc_id": doc_id, "ordinal": ordinal, "text": text,
-                            "metadata": {**fields, **json.loads(metadata)}, "source": source, "title": title}
-        if out and self._has("documents", "content_of"):
-            holders = sorted({c["doc_id"] for c in out.values()})
-            aliases: dict[str, list[str]] = {}
-            for start in range(0, len(holders), 900):
-                batch = holders[start:start + 900]
-                for alias, holder in self.conn.execute(
-                        f"SELECT doc_id, content_of FROM documents WHERE content_of IN ({','.join('?' * len(batch))})"
-                        " ORDER BY doc_id", batch):
-                    aliases.setdefault(holder, []).append(alias)
-            for chunk in out.values():
-                if chunk["doc_id"] in aliases:
-                    chunk["metadata"] = {**chunk["metadata"], "also_in": aliases[chunk["doc_id"]]}
+                out[cid] = {"collection": collection, "doc_id": doc_id, "ordinal": ordinal, "text": text,
+                            "metadata": {**fields, **json.loads(metadata), "collection": collection},
+                            "source": source, "title": title}
+        holders = sorted({(c["collection"], c["doc_id"]) for c in out.values()})
+        aliases: dict[tuple[str, str], list[str]] = {}
+        for collection, doc_id in holders:
+            for (alias,) in self.conn.execute("SELECT doc_id FROM documents WHERE collection = ? AND content_of = ? "
+                                              "ORDER BY doc_id", (collection, doc_id)):
+                aliases.setdefault((collection, doc_id), []).append(alias)
+        for chunk in out.values():
+            also = aliases.get((chunk["collection"], chunk["doc_id"]))
+            if also:
+                chunk["metadata"] = {**chunk["metadata"], "also_in": also}
         return out
 
     def chunk_ids(self) -> Iterator[int]:
@@ -232,17 +311,23 @@ class ChunkStore:
         masked = self.conn.execute("SELECT COUNT(*) FROM masked").fetchone()[0] if self._has("masked") else 0
         return {"documents": int(documents), "chunks": int(chunks), "masked": int(masked)}
 
+    def collection_counts(self) -> dict[str, int]:
+        """Documents per collection, for `rag info`."""
+        return {c: int(n) for c, n in self.conn.execute(
+            "SELECT collection, COUNT(*) FROM documents GROUP BY collection ORDER BY collection")}
+
     def integrity_problems(self) -> list[str]:
         problems = [row[0] for row in self.conn.execute("PRAGMA quick_check") if row[0] != "ok"]
         orphans = self.conn.execute(
-            "SELECT COUNT(*) FROM chunks c LEFT JOIN documents d ON d.doc_id = c.doc_id WHERE d.doc_id IS NULL"
+            "SELECT COUNT(*) FROM chunks c LEFT JOIN documents d ON d.collection = c.collection "
+            "AND d.doc_id = c.doc_id WHERE d.doc_id IS NULL"
         ).fetchone()[0]
         if orphans:
             problems.append(f"{orphans} chunks belong to no document")
-        if self._has("documents", "content_of"):
-            dangling = self.conn.execute(
-                "SELECT COUNT(*) FROM documents a LEFT JOIN documents d ON d.doc_id = a.content_of "
-                "WHERE a.content_of IS NOT NULL AND (d.doc_id IS NULL OR d.content_of IS NOT NULL)").fetchone()[0]
-            if dangling:
-                problems.append(f"{dangling} documents share the content of a document that does not hold it")
+        dangling = self.conn.execute(
+            "SELECT COUNT(*) FROM documents a LEFT JOIN documents d ON d.collection = a.collection "
+            "AND d.doc_id = a.content_of WHERE a.content_of IS NOT NULL "
+            "AND (d.doc_id IS NULL OR d.content_of IS NOT NULL)").fetchone()[0]
+        if dangling:
+            problems.append(f"{dangling} documents share the content of a document that does not hold it")
         return problems

@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rag.errors import IndexCorruptError, IndexMismatchError
 
-FORMAT_VERSION = 1
+# 2: documents are (collection, doc_id) and remember their origin; format 1 is read as it is
+# and migrated by the next write.
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 
 
@@ -41,6 +43,12 @@ class Manifest(BaseModel):
             raise IndexCorruptError(f"{path} is missing; run `rag check` or rebuild the index") from None
         except (json.JSONDecodeError, ValidationError) as exc:
             raise IndexCorruptError(f"{path} cannot be read ({exc}); rebuild the index") from None
+        except UnicodeDecodeError:
+            raise IndexCorruptError(f"{path} is not UTF-8 text, so not a manifest rag wrote; run `rag check`, "
+                                    "or rebuild the index") from None
+        except OSError as exc:
+            raise IndexCorruptError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions, "
+                                    "or rebuild the index") from None
         if manifest.format_version > FORMAT_VERSION:
             raise IndexMismatchError(
                 f"{path}: index format {manifest.format_version} is newer than this rag understands "

@@ -22,13 +22,13 @@ import re
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from rag.config import IndexSettings
 from rag.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, RagError
-from rag.index.chunkstore import CHUNKS_FILE, ChunkStore
+from rag.index.chunkstore import CHUNKS_FILE, ChunkStore, StoredDocument
 from rag.index.manifest import FORMAT_VERSION, Manifest, check_chunking, check_embedding, utc_now
 from rag.lexical import BM25Index, Tokenizer, deserialize_tokens, serialize_tokens
 from rag.lexical.bm25 import FILES as BM25_FILES
@@ -66,18 +66,47 @@ def file_digest(path: Path) -> dict[str, Any]:
 STORAGE_ERRORS = (OSError, sqlite3.Error, RuntimeError)
 
 
-def _disk_error(exc: BaseException, path: Path) -> RagError:
+def _disk_error(exc: BaseException, path: Path, has_previous: bool = True) -> RagError:
     text = str(exc)
     code = getattr(exc, "errno", None)
+    unchanged = "the previous version is intact" if has_previous else "no index was created"
     if code == errno.ENOSPC or "No space left" in text or "disk is full" in text:
-        return RagError(f"disk full while writing the index at {path}; the previous version is intact. "
+        return RagError(f"disk full while writing the index at {path}; {unchanged}. "
                         "Free some space and run again.")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in text or "Read-only" in text:
         reason = getattr(exc, "strerror", None) or text
-        return RagError(f"cannot write the index at {path} ({reason}); the previous version is intact. "
+        return RagError(f"cannot write the index at {path} ({reason}); {unchanged}. "
                         "Check the folder's permissions or choose another --index.")
     return RagError(f"writing the index at {path} failed ({text.strip().splitlines()[-1] if text.strip() else exc!r}); "
-                    "the previous version is intact")
+                    f"{unchanged}")
+
+
+def _not_a_folder(path: Path) -> RagError | None:
+    """An index path that is (or lies under) a file: say so, rather than an OS error later."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return None
+            which = "is a file" if candidate == path else f"lies under {candidate}, which is a file"
+            return RagError(f"--index {path} {which}, not an index folder; name a folder (it is created "
+                            "when missing), e.g. --index indexes/company")
+    return None
+
+
+def manifest_problems(manifest: Manifest, vectors: VectorIndex) -> list[str]:
+    """Where the manifest and the FAISS index of one version disagree (empty when they agree)."""
+    problems = []
+    dimension = manifest.embedding.get("dimension")
+    if dimension != vectors.dimension:
+        problems.append(f"the manifest says embedding dimension {dimension}, FAISS holds {vectors.dimension}-"
+                        "dimensional vectors")
+    count = manifest.counts.get("vectors")
+    if count is not None and count != vectors.ntotal:
+        problems.append(f"the manifest says {count} vectors, FAISS holds {vectors.ntotal}")
+    metric = manifest.index.get("metric", "inner_product")
+    if metric != vectors.metric:
+        problems.append(f"the manifest says metric {metric}, FAISS uses {vectors.metric}")
+    return problems
 
 
 def make_tokenizer(settings: IndexSettings) -> Tokenizer:
@@ -96,10 +125,16 @@ class IndexStore:
         return self.settings.device == "auto" and gpu_count() > 0
 
     def current_version(self) -> str | None:
+        problem = _not_a_folder(self.path)
+        if problem is not None:
+            raise problem
         try:
             name = (self.path / CURRENT_FILE).read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IndexCorruptError(f"{self.path / CURRENT_FILE} cannot be read ({exc}); run `rag check`, or "
+                                    "rebuild the index") from None
         if not _VERSION.match(name):
             raise IndexCorruptError(f"{self.path / CURRENT_FILE} holds {name!r}, not a version name; rebuild the index")
         return name
@@ -149,11 +184,10 @@ class IndexReader:
         # Indexes written before BM25 existed have none until their next write.
         self.lexical = BM25Index.load(directory, make_tokenizer(settings)) \
             if (directory / BM25_FILES[0]).is_file() else None
-        if self.vectors.ntotal != self.manifest.counts.get("vectors", self.vectors.ntotal):
-            raise IndexCorruptError(
-                f"{directory}: FAISS holds {self.vectors.ntotal} vectors, the manifest says "
-                f"{self.manifest.counts.get('vectors')}; rebuild the index"
-            )
+        problems = manifest_problems(self.manifest, self.vectors)
+        if problems:
+            self.chunks.close()
+            raise IndexCorruptError(f"{directory}: {'; '.join(problems)}; run `rag check`, or rebuild the index")
 
     @property
     def version(self) -> str:
@@ -202,26 +236,47 @@ class IndexWriter:
             return
         self.abort()
         if isinstance(exc, STORAGE_ERRORS):
-            raise _disk_error(exc, self.store.path) from exc
+            raise self._storage_error(exc) from exc
+
+    def _storage_error(self, exc: BaseException) -> RagError:
+        return _disk_error(exc, self.store.path, has_previous=self._base_number > 0)
 
     def _lock(self) -> None:
         path = self.store.path
+        problem = _not_a_folder(path)
+        if problem is not None:
+            raise problem
+        created = [p for p in (path, *path.parents) if not p.exists()]
+        has_previous = (path / CURRENT_FILE).exists()
+        had_lock_file = (path / LOCK_FILE).exists()
+        fd: int | None = None
         try:
             path.mkdir(parents=True, exist_ok=True)
             fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise _disk_error(exc, path) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise IndexLockedError(
-                f"index {path} is being written by another process (pid {holder}); "
-                "wait for it to finish, or stop it"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+                raise IndexLockedError(
+                    f"index {path} is being written by another process (pid {holder}); "
+                    "wait for it to finish, or stop it"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except (OSError, IndexLockedError) as exc:
+            if fd is not None:
+                os.close(fd)
+            if isinstance(exc, IndexLockedError):
+                raise
+            if not has_previous:  # leave no empty folder or LOCK behind a failed first write
+                if not had_lock_file and path.is_dir():
+                    (path / LOCK_FILE).unlink(missing_ok=True)
+                for folder in created:
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
+            raise _disk_error(exc, path, has_previous) from None
         self._lock_fd = fd
 
     def _unlock(self) -> None:
@@ -277,9 +332,13 @@ class IndexWriter:
             self._staging.mkdir()
             self.chunks = ChunkStore.open_staging(self._staging / CHUNKS_FILE, base / CHUNKS_FILE if base else None)
         except STORAGE_ERRORS as exc:
-            raise _disk_error(exc, store.path) from None
+            raise self._storage_error(exc) from None
         if base is not None:
             self.vectors = VectorIndex.load(base / VECTORS_FILE, store.settings.factory, store.use_gpu())
+            problems = manifest_problems(manifest, self.vectors)
+            if problems:
+                raise IndexCorruptError(f"{base}: {'; '.join(problems)}; nothing was written. Run `rag check`, "
+                                        "and rebuild the index if it confirms the problem")
         else:
             self.vectors = VectorIndex.create(store.settings.factory, int(self.embedding["dimension"]), store.use_gpu())
         log.info("stage: writing into %s", self._staging.name)
@@ -295,30 +354,37 @@ class IndexWriter:
 
     # -- changes -------------------------------------------------------------------------
 
-    def document_sha(self, doc_id: str) -> str | None:
-        return self.chunks.document_sha(doc_id)
+    def document(self, collection: str, doc_id: str) -> StoredDocument | None:
+        return self.chunks.document(collection, doc_id)
 
-    def document_with_content(self, sha256: str) -> str | None:
-        return self.chunks.document_with_content(sha256)
+    def collections_of(self, doc_id: str) -> list[str]:
+        return self.chunks.collections_of(doc_id)
 
-    def document_sources(self) -> list[tuple[str, str]]:
-        return self.chunks.document_sources()
+    def document_with_content(self, collection: str, sha256: str) -> str | None:
+        return self.chunks.document_with_content(collection, sha256)
 
-    def delete_document(self, doc_id: str) -> bool:
+    def documents_in(self, collection: str) -> Iterator[StoredDocument]:
+        return self.chunks.documents_in(collection)
+
+    def delete_document(self, collection: str, doc_id: str) -> bool:
         """Remove a document; False when it is not in the index."""
-        if self.chunks.document_sha(doc_id) is None:
+        if self.chunks.document(collection, doc_id) is None:
             return False
-        ids = self.chunks.delete_document(doc_id)
+        ids = self.chunks.delete_document(collection, doc_id)
         if ids:
             self._remove_vectors(ids)
         self.changed = True
         return True
 
-    def put_alias(self, document: Document, holder: str) -> None:
+    def put_alias(self, document: Document, collection: str, holder: str) -> None:
         """Index a document whose content `holder` already holds: no chunks, no vectors."""
-        if self.chunks.document_sha(document.doc_id) is not None:
-            self.delete_document(document.doc_id)
-        self.chunks.put_document(document, content_of=holder)
+        self.delete_document(collection, document.doc_id)
+        self.chunks.put_document(document, collection, content_of=holder)
+        self.changed = True
+
+    def relocate(self, collection: str, document: Document) -> None:
+        """Unchanged content read from a new place: only its source and origin change."""
+        self.chunks.relocate(collection, document)
         self.changed = True
 
     def compact(self) -> int:
@@ -350,15 +416,14 @@ class IndexWriter:
         else:
             self.chunks.mask(ids)
 
-    def put_document(self, document: Document, chunks: list[Chunk], vectors: np.ndarray) -> None:
+    def put_document(self, document: Document, collection: str, chunks: list[Chunk], vectors: np.ndarray) -> None:
         """Insert or replace a document with its chunks and their vectors."""
         if len(chunks) != len(vectors):
             raise ValueError("one vector per chunk")
-        if self.chunks.document_sha(document.doc_id) is not None:
-            self.delete_document(document.doc_id)
-        self.chunks.put_document(document)
+        self.delete_document(collection, document.doc_id)
+        self.chunks.put_document(document, collection)
         tokens = [serialize_tokens(self.tokenizer.tokenize(c.embed_text)) for c in chunks]
-        ids = np.asarray(self.chunks.add_chunks(chunks, tokens), dtype=np.int64)
+        ids = np.asarray(self.chunks.add_chunks(chunks, tokens, collection), dtype=np.int64)
         self._add_vectors(vectors, ids)
         self.changed = True
 
@@ -423,6 +488,9 @@ class IndexWriter:
                 counts=counts,
                 files={f: file_digest(self._staging / f) for f in (CHUNKS_FILE, VECTORS_FILE, *BM25_FILES)},
             )
+            problems = manifest_problems(manifest, self.vectors)
+            if problems:
+                raise IndexCorruptError(f"internal error: {'; '.join(problems)}; nothing was committed")
             manifest.write(self._staging)
             log.info("stage: syncing files to disk")
             for entry in self._staging.iterdir():
@@ -444,7 +512,7 @@ class IndexWriter:
             self._retire_old_versions(name)
             return name
         except STORAGE_ERRORS as exc:
-            raise _disk_error(exc, store.path) from exc
+            raise self._storage_error(exc) from exc
         finally:
             self.abort()
 

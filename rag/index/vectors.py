@@ -115,6 +115,13 @@ class VectorIndex:
     def dimension(self) -> int:
         return int(self._active.d)
 
+    @property
+    def metric(self) -> str:
+        """The manifest's name for the FAISS metric ("inner_product", "l2", or the raw number)."""
+        faiss = _faiss()
+        kind = int(self._active.metric_type)
+        return {faiss.METRIC_INNER_PRODUCT: "inner_product", faiss.METRIC_L2: "l2"}.get(kind, str(kind))
+
     def min_training_vectors(self) -> int:
         faiss = _faiss()
         ivf = faiss.try_extract_index_ivf(self._cpu)

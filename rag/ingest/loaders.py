@@ -60,7 +60,7 @@ def load_source(src: SourceFile, settings: IngestSettings) -> Iterator[Document 
             yield SkipDocument("empty file")
             return
         if suffix in RECORD_EXTENSIONS:
-            yield from iter_json_records(src.path, src.rel, str(src.path), settings, stat.st_mtime)
+            yield from iter_json_records(src.path, src.rel, src.source, settings, stat.st_mtime, str(src.real))
             return
         data = src.path.read_bytes()
     except PermissionError:
@@ -86,12 +86,13 @@ def load_source(src: SourceFile, settings: IngestSettings) -> Iterator[Document 
         doc_id=src.rel,
         sections=sections,
         metadata={
-            "source": str(src.path),
+            "source": src.source,
             "title": title or Path(src.rel).stem,
             "mtime": stat.st_mtime,
             "sha256": hashlib.sha256(data).hexdigest(),
             "format": fmt,
         },
         size=len(data),
+        origin=str(src.real),
     )
 

@@ -17,13 +17,28 @@ def _scalar_metadata(record: dict[str, Any], skip: set[str]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in skip and v is not None}
 
 
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", bool: "true/false", float: "a number with a fraction",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def json_error(exc: json.JSONDecodeError, line: str) -> str:
+    """What is wrong with one line of JSON, its column counted in characters of that line."""
+    message = exc.msg.removesuffix(" at").rstrip(":")
+    if message.startswith("Unterminated string"):
+        return f"not valid JSON: the line ends inside a string that starts at column {exc.pos + 1}"
+    if exc.pos >= len(line.rstrip()):
+        return f"not valid JSON: the line ends before the record does ({message})"
+    return f"not valid JSON: {message} at column {exc.pos + 1}"
+
+
 def record_to_document(
     record: Any, where: str, default_id: str, source: str, settings: IngestSettings, mtime: float | None,
-    size: int = 0,
+    size: int = 0, origin: str = "",
 ) -> Document:
     """A record as a Document; `where` names the file and line for error messages."""
     if not isinstance(record, dict):
-        raise IngestError(f"expected a JSON object, got {type(record).__name__}", where)
+        raise IngestError(f"expected a JSON object, got {_json_type(record)}", where)
     text_field, id_field, title_field = settings.json_text_field, settings.json_id_field, settings.json_title_field
     if text_field not in record:
         raise IngestError(
@@ -38,6 +53,10 @@ def record_to_document(
     if not text:
         raise SkipDocument(f"empty '{text_field}'", where)
     doc_id = record.get(id_field)
+    if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, (str, int))):
+        raise IngestError(f"field '{id_field}' must be a string or a whole number, got {_json_type(doc_id)}; "
+                          f"give each record a text id, or set ingest.json_id_field to the field that holds it",
+                          where)
     doc_id = default_id if doc_id is None or str(doc_id).strip() == "" else str(doc_id).strip()
     title = record.get(title_field)
     title = str(title).strip() if title not in (None, "") else None
@@ -63,34 +82,48 @@ def record_to_document(
         },
         size=size,
         where=where,
+        origin=origin,
     )
 
 
 def iter_jsonl_lines(lines: Iterable[bytes], rel: str, source: str, settings: IngestSettings,
-                     mtime: float | None) -> Iterator[Document | RagError]:
-    """One document per line of a JSON Lines stream (a file, or standard input), one line in memory."""
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
+                     mtime: float | None, origin: str = "", whole_lines: bool = False) -> Iterator[Document | RagError]:
+    """One document per line of a JSON Lines stream (a file, or standard input), one line in memory.
+
+    With `whole_lines`, a last line without its newline is an error: a producer killed
+    mid-stream leaves one, and a `--sync` must not trust such a stream.
+    """
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
         where = f"{rel} line {lineno}"
+        if whole_lines and not raw.endswith(b"\n"):
+            yield IngestError("the last line has no newline, so the stream may have been cut short; this record is "
+                              "not indexed and --sync deletes nothing. End every record with a newline.", where)
+            continue
+        try:
+            line = raw.decode("utf-8-sig").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            yield IngestError(f"not UTF-8 text (byte {exc.start + 1} of the line)", where)
+            continue
         try:
             record = json.loads(line)
-            yield record_to_document(record, where, f"{rel}#{lineno}", source, settings, mtime, len(line))
+            yield record_to_document(record, where, f"{rel}#{lineno}", source, settings, mtime, len(raw), origin)
         except json.JSONDecodeError as exc:
-            yield IngestError(f"not valid JSON ({exc.msg} at column {exc.colno})", where)
-        except UnicodeDecodeError:
-            yield IngestError("not UTF-8 text", where)
+            yield IngestError(json_error(exc, line), where)
+        except RecursionError:
+            yield IngestError("not valid JSON: nested too deeply", where)
         except RagError as exc:
             yield exc
 
 
 def iter_json_records(
-    path: Path, rel: str, source: str, settings: IngestSettings, mtime: float | None
+    path: Path, rel: str, source: str, settings: IngestSettings, mtime: float | None, origin: str = ""
 ) -> Iterator[Document | RagError]:
     """Documents of a .jsonl file read line by line (bounded memory), or of a .json array."""
     if path.suffix.lower() == ".jsonl":
         with path.open("rb") as fh:
-            yield from iter_jsonl_lines(fh, rel, source, settings, mtime)
+            yield from iter_jsonl_lines(fh, rel, source, settings, mtime, origin)
         return
     data = path.read_bytes()
     if not data.strip():
@@ -98,8 +131,14 @@ def iter_json_records(
         return
     try:
         payload = json.loads(data.decode("utf-8-sig"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        yield IngestError(f"not valid JSON: {exc}")
+    except json.JSONDecodeError as exc:
+        yield IngestError(f"not valid JSON: {exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}")
+        return
+    except UnicodeDecodeError as exc:
+        yield IngestError(f"not UTF-8 text (byte {exc.start + 1})")
+        return
+    except RecursionError:
+        yield IngestError("not valid JSON: nested too deeply")
         return
     if isinstance(payload, dict) and settings.json_text_field not in payload:
         # A wrapper object such as {"data": [...]}: take its only list of records.
@@ -111,6 +150,6 @@ def iter_json_records(
     for number, record in enumerate(records):
         try:
             yield record_to_document(record, f"{rel} record {number}", f"{rel}#{number}", source, settings, mtime,
-                                     share)
+                                     share, origin)
         except RagError as exc:
             yield exc
