@@ -440,7 +440,7 @@ def _record(args: argparse.Namespace, started: dt.datetime, cases: list[Case], t
             "| re-run |",
             "|---:|---|---|---:|---|---|---|---|---:|---|"]
     for n, c in enumerate(cases, 1):
-        rows.append(f"| {n} | {c.scenario} | {c.kind} | {c.delay:.1f} of {c.upto:.0f} | {c.stage} | {c.live} | "
+        rows.append(f"| {n} | {c.scenario} | {c.kind} | {c.delay:.2f} of {c.upto:.2f} | {c.stage} | {c.live} | "
                     f"{c.matches} | {'yes' if c.intact else '**no**'} | {c.lost} | "
                     f"{'ok' if c.recovered else '**failed**'} |")
     flags = "" if args.kills == 20 else f" --kills {args.kills}"
