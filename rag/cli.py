@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rag.engine import Engine
 from rag.errors import RagError
 from rag.filters import parse_filters
 from rag.indexing import IndexReport, Problem
+
+if TYPE_CHECKING:
+    from rag.serve.keys import KeyStore
 
 app = typer.Typer(
     name="rag",
@@ -546,6 +549,74 @@ def eval_qa(
         _run_eval(file.name, engine, prepare_qa(str(file), limit, seed), mode, k, answers, generator, json_out)
     except RagError as exc:
         raise _fail(str(exc)) from None
+
+
+keys_app = typer.Typer(help="API keys of the HTTP service: scoped, limited to documents by filters, stored hashed.",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store(index_dir: Optional[Path]) -> "KeyStore":
+    from rag.serve.keys import KeyStore, keys_path
+
+    settings, _ = _settings({"index.path": index_dir})
+    return KeyStore(keys_path(settings.index.path, settings.serve.keys_file))
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="A name for the key (a portal, a team); shown in logs, never the key.")],
+    scope: Annotated[str, typer.Option("--scope", help="read (ask, search, list, feedback), write (also upload and "
+                                                      "delete) or admin (also stats and keys).")] = "read",
+    filters: Annotated[Optional[list[str]], typer.Option(
+        "--filter", "-f", help="Limit the key to documents matching KEY=VALUE (repeatable, all must hold; the "
+                               "`rag search --filter` language), e.g. source=hr/* or collection=hr.")] = None,
+    index_dir: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a key; it is printed once and only its hash is stored."""
+    try:
+        store = _key_store(index_dir)
+        key, token = store.add(name, scope, filters)  # type: ignore[arg-type]
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        _print_json({**key.as_dict(), "key": token})
+        return
+    out.print(token)
+    err.print(f"key {shown(name)} ({scope}"
+              + (f", limited to {shown(' and '.join(key.filters))}" if key.filters else "")
+              + f") stored in {shown(store.path)}; this is the only time it is shown")
+
+
+@keys_app.command("list")
+def keys_list(index_dir: IndexOpt = None, json_out: JsonOpt = False,
+              revoked: Annotated[bool, typer.Option("--revoked", help="Also list revoked keys.")] = False) -> None:
+    """The keys (names, scopes, filters; never the keys themselves)."""
+    try:
+        keys = _key_store(index_dir).list(include_revoked=revoked)
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        _print_json([k.as_dict() for k in keys])
+        return
+    if not keys:
+        out.print("no keys (`rag keys add NAME --scope read` creates one)")
+    for k in keys:
+        out.print(f"{shown(k.name):<24} {k.scope:<6} {shown(' and '.join(k.filters)) or 'all documents':<32} "
+                  f"created {k.created_at}" + (f", revoked {k.revoked_at}" if k.revoked_at else ""))
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")], index_dir: IndexOpt = None) -> None:
+    """Revoke a key at once; requests carrying it get 401."""
+    try:
+        done = _key_store(index_dir).revoke(name)
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+    if not done:
+        raise _fail(f"no active key named {name!r} (see `rag keys list`)")
+    out.print(f"key {shown(name)} revoked")
 
 
 @app.command()

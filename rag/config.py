@@ -106,6 +106,10 @@ class CorpusSettings(_Section):
     path: Path
 
 
+class ServeSettings(_Section):
+    keys_file: str
+
+
 class AnswerSettings(_Section):
     generator: Literal["local", "openai", "extractive"]
     k: int = Field(ge=1, le=100)
@@ -155,6 +159,7 @@ class Settings(_Section):
     index: IndexSettings
     search: SearchSettings
     corpus: CorpusSettings
+    serve: ServeSettings
     answer: AnswerSettings
     generate: GenerateSettings
     prompt: PromptSettings
