@@ -620,6 +620,45 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")], in
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8000,
+    index_dir: IndexOpt = None,
+    insecure_no_auth: Annotated[bool, typer.Option(
+        "--insecure-no-auth", help="Serve a non-loopback address without keys (anyone who reaches it reads "
+                                   "every document).")] = False,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs); models and the index load before it listens."""
+    import ipaddress
+
+    import uvicorn
+
+    from rag.serve.app import create_app
+
+    try:
+        settings, _ = _settings({"index.path": index_dir})
+        store = _key_store(index_dir)
+        has_keys = store.any_active()
+    except RagError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not has_keys and not loopback and not insecure_no_auth:
+        raise _fail(f"no API keys exist, and {host} is reachable from other machines: add a key first "
+                    f"(`rag keys add NAME --scope read`, stored in {store.path}), or pass --insecure-no-auth "
+                    "to serve every document to anyone who can connect", 2)
+    configured = store.configured()
+    if not configured:
+        err.print(f"[yellow]serving without keys[/]: every request may read every document "
+                  f"({'loopback only' if loopback else 'OPEN TO THE NETWORK'}) until a key is added")
+    elif not has_keys:
+        err.print("[yellow]every key is revoked[/]: requests get 401 until `rag keys add` makes a new one")
+    uvicorn.run(create_app(settings, open_access=not configured), host=host, port=port, log_level="info")
+
+
+@app.command()
 def info(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     """Show an index's manifest, counts and size on disk."""
     try:

@@ -129,6 +129,11 @@ class KeyStore:
     def any_active(self) -> bool:
         return bool(self.list())
 
+    def configured(self) -> bool:
+        """Whether any key was ever made: from then on every request needs one, even after the
+        last is revoked (revoking must never open the service)."""
+        return bool(self.list(include_revoked=True))
+
     def revoke(self, name: str) -> bool:
         """Revoke the active key of this name; False when there is none."""
         if not self.path.is_file():
