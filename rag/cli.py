@@ -244,9 +244,8 @@ def delete(
 ) -> None:
     """Remove documents from the index (one atomic new version)."""
     try:
-        if collection is not None:
-            _settings({"ingest.collection": collection})  # validates the name
-        deleted, missing = _engine(index_dir).delete(doc_ids, collection)
+        settings, _ = _settings({"index.path": index_dir, "ingest.collection": collection})  # validates the name
+        deleted, missing = Engine(settings).delete(doc_ids, collection)
     except RagError as exc:
         raise _fail(str(exc)) from None
     if json_out:
@@ -556,10 +555,10 @@ keys_app = typer.Typer(help="API keys of the HTTP service: scoped, limited to do
 app.add_typer(keys_app, name="keys")
 
 
-def _key_store(index_dir: Optional[Path]) -> "KeyStore":
+def _key_store(index_dir: Optional[Path], settings: Optional[Settings] = None) -> "KeyStore":
     from rag.serve.keys import KeyStore, keys_path
 
-    settings, _ = _settings({"index.path": index_dir})
+    settings = settings or _settings({"index.path": index_dir})[0]
     return KeyStore(keys_path(settings.index.path, settings.serve.keys_file))
 
 
@@ -637,7 +636,7 @@ def serve(
 
     try:
         settings, _ = _settings({"index.path": index_dir})
-        store = _key_store(index_dir)
+        store = _key_store(index_dir, settings)
         has_keys = store.any_active()
     except RagError as exc:
         raise _fail(str(exc)) from None

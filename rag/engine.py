@@ -112,12 +112,17 @@ class Engine:
         with self._writer_for_removal() as writer:
             return writer.compact()
 
+    def _live_version(self) -> str:
+        """The live version's name; the not-found error, with its hint, when there is none."""
+        name = self.store.current_version()
+        if name is None:
+            self.store.open_reader()  # raises IndexNotFoundError
+        return name  # type: ignore[return-value]
+
     def _writer_for_removal(self) -> IndexWriter:
         """A writer that embeds nothing, so it takes the live version's model identity from its
         manifest instead of loading the embedding model."""
-        name = self.store.current_version()
-        if name is None:
-            self.store.open_reader()  # raises the not-found error with its hint
+        name = self._live_version()
         manifest = Manifest.read(self.store.path / name)
         return self.store.open_writer(manifest.embedding, manifest.chunking)
 
@@ -162,9 +167,7 @@ class Engine:
 
     def info(self) -> dict[str, Any]:
         """The manifest of the live version, with counts and size on disk."""
-        name = self.store.current_version()
-        if name is None:
-            self.store.open_reader()  # raises the not-found error with its hint
+        name = self._live_version()
         manifest = Manifest.read(self.store.path / name)
         return {
             "path": str(self.store.path),
@@ -188,9 +191,7 @@ class Engine:
         """Problems with the live version (empty when sound): every file the manifest lists is
         there with its checksum, the manifest agrees with FAISS, and ids agree everywhere."""
         try:
-            name = self.store.current_version()
-            if name is None:
-                self.store.open_reader()  # raises the not-found error with its hint
+            name = self._live_version()
             manifest = Manifest.read(self.store.path / name)
         except RagError as exc:
             return [str(exc)]

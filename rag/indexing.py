@@ -182,7 +182,7 @@ def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:
 Item = tuple[str, "Document | RagError | int"]
 
 
-# Where a stored document came from, when it was indexed by a release that did not record it.
+# The origin of records streamed in with --jsonl (a file's documents have its real path).
 STREAM_ORIGIN = "stream"
 
 
@@ -194,13 +194,20 @@ class SyncScope:
     roots: list[Path] = field(default_factory=list)
     stream: str | None = None  # the stream's name, for documents indexed before origins were kept
 
-    def covers(self, stored: StoredDocument) -> bool:
+    def origin_of(self, stored: StoredDocument) -> str:
+        """Its recorded origin; for a document indexed before origins were kept, the one it
+        would have now ("" when that cannot be told)."""
+        if stored.origin:
+            return stored.origin
         if self.stream is not None:
-            if stored.origin is None:
-                return stored.format == "record" and stored.source == self.stream
-            return stored.origin == STREAM_ORIGIN
-        origin = Path(stored.origin) if stored.origin else Path(os.path.realpath(stored.source))
-        return any(is_within(origin, root) for root in self.roots)
+            return STREAM_ORIGIN if stored.format == "record" and stored.source == self.stream else ""
+        return os.path.realpath(stored.source)
+
+    def covers(self, stored: StoredDocument) -> bool:
+        origin = self.origin_of(stored)
+        if self.stream is not None:
+            return origin == STREAM_ORIGIN
+        return bool(origin) and any(is_within(Path(origin), root) for root in self.roots)
 
 
 class Indexer:
@@ -402,8 +409,7 @@ class Indexer:
             in_scope += 1
             if stored.doc_id in seen:
                 continue
-            origin = stored.origin or (STREAM_ORIGIN if scope.stream is not None else os.path.realpath(stored.source))
-            if origin in keep_origins:
+            if scope.origin_of(stored) in keep_origins:
                 kept += 1
             else:
                 gone.append(stored.doc_id)

@@ -140,3 +140,60 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     env["RAG_INDEX_PATH"] = str(tmp_path / "cli-index")
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+# chunks.sqlite as rag 0.1.0 (commit 82009e4, index format 1) created it: one id space, no
+# collections, no origins. Kept here as text so that no index file is committed.
+FORMAT1_SCHEMA = """
+CREATE TABLE documents (
+    doc_id     TEXT PRIMARY KEY,
+    source     TEXT NOT NULL,
+    title      TEXT,
+    mtime      REAL,
+    sha256     TEXT NOT NULL,
+    format     TEXT,
+    metadata   TEXT NOT NULL,
+    indexed_at TEXT NOT NULL,
+    -- Set when the same content was already indexed under another id: the chunks are stored
+    -- once, under that document, and found under both.
+    content_of TEXT
+);
+CREATE TABLE chunks (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id   TEXT NOT NULL REFERENCES documents(doc_id),
+    ordinal  INTEGER NOT NULL,
+    text     TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    tokens   TEXT  -- BM25 tokens, space-separated: the BM25 index is rebuilt from them at each commit
+);
+CREATE INDEX chunks_by_doc ON chunks(doc_id, ordinal);
+CREATE INDEX documents_by_sha ON documents(sha256);
+CREATE TABLE masked (id INTEGER PRIMARY KEY);
+"""
+
+
+def write_format1_index(engine: Engine, folder: Path) -> Path:
+    """Index `folder` and rewrite the version as format 1, as the previous release wrote it: its
+    chunks.sqlite schema and rows, and a manifest saying format 1 with that file's checksum."""
+    import sqlite3
+
+    from rag.index.chunkstore import CHUNKS_FILE
+    from rag.index.store import file_digest
+
+    engine.index([folder])
+    version = engine.store.path / engine.store.current_version()
+    engine.close()
+    new, old = version / CHUNKS_FILE, version / "format1.sqlite"
+    with sqlite3.connect(old) as target, sqlite3.connect(new) as source:
+        target.executescript(FORMAT1_SCHEMA)
+        target.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", source.execute(
+            "SELECT doc_id, source, title, mtime, sha256, format, metadata, indexed_at, content_of FROM documents"))
+        target.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", source.execute(
+            "SELECT id, doc_id, ordinal, text, metadata, tokens FROM chunks"))
+        target.executemany("INSERT INTO masked VALUES (?)", source.execute("SELECT id FROM masked"))
+    old.replace(new)
+    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    manifest["format_version"] = 1
+    manifest["files"][CHUNKS_FILE] = file_digest(new)
+    (version / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return engine.store.path

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from conftest import write_format1_index
 from rag import RagError
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
 
 def _folder(root: Path, files: dict[str, str]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
@@ -175,10 +172,13 @@ def test_follow_symlinks_never_and_all(make_engine, tmp_path, policy, indexed):
 
 def test_an_index_of_the_previous_release_is_read_as_it_is_and_migrated_by_the_next_write(make_engine, tmp_path,
                                                                                           monkeypatch):
-    index = tmp_path / "index"
-    index.mkdir()
-    shutil.copy(FIXTURES / "index-v1" / "CURRENT", index)
-    shutil.copytree(FIXTURES / "index-v1" / "v000001", index / "v000001")
+    monkeypatch.chdir(tmp_path)  # indexed as `rag index docs` was, so sources read "docs/..."
+    _folder(tmp_path / "docs", {
+        "travel.md": "# Travel\n\nTrain tickets are reimbursed in second class.\n",
+        "notes.txt": "The cafeteria opens at 07:45.\n", "notes-copy.txt": "The cafeteria opens at 07:45.\n",
+        "faq.jsonl": json.dumps({"id": "faq-1", "title": "Badge",
+                                 "text": "Lost badges are replaced at reception for 10 euros."}) + "\n"})
+    index = write_format1_index(make_engine(**{"index.path": str(tmp_path / "index")}), Path("docs"))
     engine = make_engine(**{"index.path": str(index)})
     assert engine.info()["manifest"]["format_version"] == 1
     assert engine.check() == []
@@ -188,12 +188,6 @@ def test_an_index_of_the_previous_release_is_read_as_it_is_and_migrated_by_the_n
     assert {cafeteria.doc_id, *cafeteria.metadata["also_in"]} == {"notes.txt", "notes-copy.txt"}
 
     # The same files, from the folder they were indexed from: unchanged, and now format 2.
-    monkeypatch.chdir(tmp_path)
-    docs = _folder(tmp_path / "docs", {
-        "travel.md": "# Travel\n\nTrain tickets are reimbursed in second class.\n",
-        "notes.txt": "The cafeteria opens at 07:45.\n", "notes-copy.txt": "The cafeteria opens at 07:45.\n",
-        "faq.jsonl": json.dumps({"id": "faq-1", "title": "Badge",
-                                 "text": "Lost badges are replaced at reception for 10 euros."}) + "\n"})
     report = engine.index([Path("docs")])
     assert (report.unchanged, report.added, report.updated, report.failed) == (4, 0, 0, 0)
     assert engine.info()["manifest"]["format_version"] == 2 and engine.check() == []

@@ -125,13 +125,12 @@ class IndexStore:
         return self.settings.device == "auto" and gpu_count() > 0
 
     def current_version(self) -> str | None:
-        problem = _not_a_folder(self.path)
-        if problem is not None:
-            raise problem
         try:
             name = (self.path / CURRENT_FILE).read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
+        except NotADirectoryError:  # checked only when reading fails: this runs on every search
+            raise _not_a_folder(self.path) or IndexCorruptError(f"{self.path} is not a folder") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise IndexCorruptError(f"{self.path / CURRENT_FILE} cannot be read ({exc}); run `rag check`, or "
                                     "rebuild the index") from None

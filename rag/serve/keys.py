@@ -132,7 +132,10 @@ class KeyStore:
     def configured(self) -> bool:
         """Whether any key was ever made: from then on every request needs one, even after the
         last is revoked (revoking must never open the service)."""
-        return bool(self.list(include_revoked=True))
+        if not self.path.is_file():
+            return False
+        with closing(self._connect()) as conn:
+            return conn.execute("SELECT 1 FROM keys LIMIT 1").fetchone() is not None
 
     def revoke(self, name: str) -> bool:
         """Revoke the active key of this name; False when there is none."""
