@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Callable, Iterator
 
-from rag.answer import Answer, is_abstention, resolve_citations
+from rag.answer import Answer, Passage, is_abstention, resolve_citations
 from rag.errors import RagError
 from rag.filters import Filter
 from rag.generate.base import Generation, Generator
@@ -109,10 +109,13 @@ class Answerer:
         return answers
 
     def ask_stream(self, question: str, k: int | None = None,
-                   filters: list[Filter] | None = None) -> Iterator[str | Answer]:
-        """Yields pieces of text as they are generated, then the finished Answer."""
+                   filters: list[Filter] | None = None) -> Iterator[list[Passage] | str | Answer]:
+        """Yields the numbered passages the generator is given (before any text, so that a
+        client can show sources while the answer streams), pieces of text as they are
+        generated, then the finished Answer."""
         started = time.perf_counter()
         ((prompt, timings, warnings),) = self._prepare([question], k, filters)
+        yield list(prompt.passages)
         pieces: list[str] = []
         first: float | None = None
         gen_started = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -433,7 +434,7 @@ def ask(
                 sys.stdout.write(item)
                 sys.stdout.flush()
                 streamed = True
-            else:
+            elif isinstance(item, Answer):
                 answer = item
         if streamed:
             sys.stdout.write("\n")
@@ -620,8 +621,11 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")], in
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8000,
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to listen on [serve.host].")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port to listen on [serve.port].", min=1,
+                                                max=65535)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Server processes [serve.workers]; each "
+                                                   "loads its own models.", min=1, max=64)] = None,
     index_dir: IndexOpt = None,
     insecure_no_auth: Annotated[bool, typer.Option(
         "--insecure-no-auth", help="Serve a non-loopback address without keys (anyone who reaches it reads "
@@ -632,14 +636,17 @@ def serve(
 
     import uvicorn
 
-    from rag.serve.app import create_app
+    from rag.serve.app import CONFIG_ENV, OPEN_ACCESS_ENV, create_app
+    from rag.serve.middleware import log_access_to_stderr
 
     try:
-        settings, _ = _settings({"index.path": index_dir})
+        settings, _ = _settings({"index.path": index_dir, "serve.host": host, "serve.port": port,
+                                 "serve.workers": workers})
         store = _key_store(index_dir, settings)
         has_keys = store.any_active()
     except RagError as exc:
         raise _fail(str(exc)) from None
+    host, port, workers = settings.serve.host, settings.serve.port, settings.serve.workers
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -654,7 +661,17 @@ def serve(
                   f"({'loopback only' if loopback else 'OPEN TO THE NETWORK'}) until a key is added")
     elif not has_keys:
         err.print("[yellow]every key is revoked[/]: requests get 401 until `rag keys add` makes a new one")
-    uvicorn.run(create_app(settings, open_access=not configured), host=host, port=port, log_level="info")
+    log_access_to_stderr()
+    if workers == 1:
+        uvicorn.run(create_app(settings, open_access=not configured), host=host, port=port, log_level="info",
+                    access_log=False)
+        return
+    # Worker processes build their own app from the environment: pass on what the flags said.
+    os.environ.update({env_var_name("index.path"): str(settings.index.path), OPEN_ACCESS_ENV: str(int(not configured))})
+    if state.config_file:
+        os.environ[CONFIG_ENV] = str(state.config_file)
+    uvicorn.run("rag.serve.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level="info", access_log=False)
 
 
 @app.command()

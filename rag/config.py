@@ -107,7 +107,24 @@ class CorpusSettings(_Section):
 
 
 class ServeSettings(_Section):
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    workers: int = Field(ge=1, le=64)
     keys_file: str
+    feedback_file: str
+    cors_origins: list[str]
+    max_request_mb: float = Field(gt=0, le=10_000)
+    max_upload_mb: float = Field(gt=0, le=100_000)
+    upload_collection: str
+    queue_depth: int = Field(ge=1, le=100_000)
+    batch_size: int = Field(ge=1, le=1024)
+    timeout: float = Field(gt=0, le=86_400)
+    log_questions: bool
+
+    @field_validator("upload_collection")
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        return IngestSettings._collection_name(value)
 
 
 class AnswerSettings(_Section):

@@ -7,12 +7,14 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from rag.answer import Answer
+from rag.answer import Answer, Passage
 from rag.answering import Answerer
-from rag.config import Settings
+from pydantic import ValidationError
+
+from rag.config import IngestSettings, Settings
 from rag.embed import Embedder
 from rag.generate.factory import make_generator, templates_from_settings
-from rag.errors import RagError
+from rag.errors import ConfigError, RagError
 from rag.index.chunkstore import CHUNKS_FILE, ChunkStore
 from rag.index.manifest import Manifest, check_embedding
 from rag.index.store import IndexReader, IndexStore, IndexWriter, file_digest, manifest_problems
@@ -47,17 +49,30 @@ class Engine:
     # -- writes --------------------------------------------------------------------------
 
     def index(self, paths: list[str | Path], progress: IndexProgress | None = None, sync: bool = False,
-              replace: bool = False) -> IndexReport:
-        """Add new and changed documents under `paths` to the collection `ingest.collection` (with
-        `sync`, remove those of this collection and these paths no longer there); one atomic new
-        index version. `replace` lets them replace same-id documents read from elsewhere."""
-        return Indexer(self.settings, self.embedder, self.store, replace).run([Path(p) for p in paths], progress, sync)
+              replace: bool = False, collection: str | None = None, origin: str | None = None) -> IndexReport:
+        """Add new and changed documents under `paths` to a collection (`ingest.collection` unless
+        given; with `sync`, remove those of this collection and these paths no longer there); one
+        atomic new index version. `replace` lets them replace same-id documents read from
+        elsewhere; `origin` names where they come from when their files are only temporary."""
+        return Indexer(self._for_collection(collection), self.embedder, self.store, replace, origin).run(
+            [Path(p) for p in paths], progress, sync)
 
     def index_jsonl(self, stream: Iterable[bytes], name: str = "stdin", progress: IndexProgress | None = None,
-                    sync: bool = False, total_bytes: int = 0, replace: bool = False) -> IndexReport:
+                    sync: bool = False, total_bytes: int = 0, replace: bool = False,
+                    collection: str | None = None) -> IndexReport:
         """Index {"id", "text", "metadata"} records streamed from a binary file object."""
-        return Indexer(self.settings, self.embedder, self.store, replace).run_jsonl(stream, name, progress, sync,
-                                                                                    total_bytes)
+        return Indexer(self._for_collection(collection), self.embedder, self.store, replace).run_jsonl(
+            stream, name, progress, sync, total_bytes)
+
+    def _for_collection(self, collection: str | None) -> Settings:
+        """The settings, indexing into `collection` when one is given (checked like the setting)."""
+        if collection is None:
+            return self.settings
+        try:
+            ingest = IngestSettings.model_validate({**self.settings.ingest.model_dump(), "collection": collection})
+        except ValidationError as exc:
+            raise ConfigError(f"collection {collection!r}: {exc.errors()[0]['msg']}") from None
+        return self.settings.model_copy(update={"ingest": ingest})
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -68,8 +83,8 @@ class Engine:
             if self._reader is None or self._reader.version != current:
                 reader = self.store.open_reader()
                 check_embedding(self.store.path, reader.manifest.embedding, self.embedder.identity())
-                if self._reader is not None:
-                    self._reader.close()
+                # The previous reader is not closed here: a search in another thread may still be
+                # using it. It closes when the last reference to it goes.
                 self._reader = reader
             return self._reader
 
@@ -106,6 +121,18 @@ class Engine:
                                    "with --collection NAME. Nothing was deleted.")
                 (deleted if holders and writer.delete_document(holders[0], doc_id) else missing).append(doc_id)
         return deleted, missing
+
+    def delete_matching(self, filters: list[str]) -> list[tuple[str, str]]:
+        """Remove every document matching all the filters (at least one) in one atomic version;
+        returns their (collection, doc_id)."""
+        parsed = parse_filters(filters)
+        if not parsed:
+            raise RagError("deleting by filter needs at least one filter; nothing was deleted")
+        with self._writer_for_removal() as writer:
+            matched = writer.matching_documents(parsed)
+            for collection, doc_id in matched:
+                writer.delete_document(collection, doc_id)
+        return matched
 
     def compact(self) -> int:
         """Rebuild the vector index without masked (deleted) vectors; returns how many were dropped."""
@@ -160,10 +187,29 @@ class Engine:
         return self.answerer(generator).ask_many(questions, k, parsed)
 
     def ask_stream(self, question: str, k: int | None = None, generator: str | None = None,
-                   filters: list[str] | None = None) -> Iterator[str | Answer]:
-        """Text pieces as they are generated, then the finished Answer."""
+                   filters: list[str] | None = None) -> Iterator[list[Passage] | str | Answer]:
+        """The numbered passages given to the generator, text pieces as they are generated,
+        then the finished Answer."""
         parsed = parse_filters(filters)
         return self.answerer(generator).ask_stream(question, k, parsed)
+
+    def documents(self, filters: list[str] | None = None, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        """One page of the indexed documents matching the filters: {"total", "documents"}."""
+        parsed = parse_filters(filters)
+        total, page = self.reader().chunks.list_documents(parsed, offset, limit)
+        return {"total": total, "offset": offset, "limit": limit, "documents": page}
+
+    def document(self, doc_id: str, collection: str | None = None,
+                 filters: list[str] | None = None) -> list[dict[str, Any]]:
+        """The documents with this id (one per collection holding it, or just `collection`'s)
+        that match the filters, each with its chunks in order."""
+        parsed = parse_filters(filters) + [Filter("doc_id", "=", doc_id)]
+        if collection is not None:
+            parsed.append(Filter("collection", "=", collection))
+        reader = self.reader()
+        _, found = reader.chunks.list_documents(parsed, 0, 1000)
+        return [{**doc, "chunks": reader.chunks.document_chunks(doc["collection"], doc["doc_id"])}
+                for doc in found]
 
     def info(self) -> dict[str, Any]:
         """The manifest of the live version, with counts and size on disk."""

@@ -211,13 +211,17 @@ class SyncScope:
 
 
 class Indexer:
-    def __init__(self, settings: Settings, embedder: Embedder, store: IndexStore, replace: bool = False) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder, store: IndexStore, replace: bool = False,
+                 origin: str | None = None) -> None:
         self.settings = settings
         self.embedder = embedder
         self.store = store
         self.collection = settings.ingest.collection
         # Let documents read from elsewhere replace same-id documents of the collection.
         self.replace = replace
+        # The origin every file's documents get instead of their real path: uploads are read from
+        # a new temporary file each time, yet one upload may replace an earlier one.
+        self.origin = origin
 
     def run(self, paths: list[Path], progress: IndexProgress | None = None, sync: bool = False) -> IndexReport:
         """Index files and folders; with `sync`, also remove documents that are no longer there."""
@@ -239,9 +243,11 @@ class Indexer:
                 reported = 0
                 for item in load_source(src, self.settings.ingest):
                     if isinstance(item, RagError):
-                        keep_origins.add(str(src.real))
+                        keep_origins.add(self.origin or str(src.real))
                     else:
                         reported += item.size
+                        if self.origin is not None and isinstance(item, Document):
+                            item.origin = self.origin
                     yield str(src.path), item
                 yield str(src.path), max(0, sizes[src.path] - reported)
 

@@ -197,3 +197,22 @@ def write_format1_index(engine: Engine, folder: Path) -> Path:
     manifest["files"][CHUNKS_FILE] = file_digest(new)
     (version / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return engine.store.path
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory, embedder):
+    """One `rag serve` for the service's tests, over collections hr and finance, with keys:
+    admin, reader (read, everything), hr (read, collection=hr), writer (write, everything).
+    Tests that write use collections of their own, so they leave hr and finance as they are."""
+    from serving import build_knowledge, running_server
+
+    root = tmp_path_factory.mktemp("served")
+    index = build_knowledge(root, embedder)
+    from rag.serve.keys import KeyStore
+
+    store = KeyStore(index / "keys.sqlite")
+    tokens = {name: store.add(name, scope, filters)[1] for name, scope, filters in (
+        ("admin", "admin", []), ("reader", "read", []), ("hr", "read", ["collection=hr"]), ("writer", "write", []))}
+    with running_server(index, root / "server.log") as server:
+        server.tokens.update(tokens)
+        yield server

@@ -56,7 +56,8 @@ def test_openai_streaming_yields_pieces_then_the_answer(indexed):
         engine = indexed(**{"answer.generator": "openai", "generate.openai_base_url": server.base_url,
                             "generate.openai_model": "tiny"})
         items = list(engine.ask_stream("How many vacation days?"))
-        pieces, answer = items[:-1], items[-1]
+        passages, pieces, answer = items[0], items[1:-1], items[-1]
+        assert [p.number for p in passages] == [p.number for p in answer.passages] and passages
         assert len(pieces) > 2 and all(isinstance(p, str) for p in pieces)
         assert answer.answer == "Every employee gets 27 days [1]." and answer.grounded
         assert 0 < answer.timings["first_token"] <= answer.timings["total"]

@@ -128,3 +128,14 @@ def test_serve_refuses_a_network_address_without_keys(tmp_path):
     assert done.returncode == 2
     assert "no API keys exist, and 0.0.0.0 is reachable from other machines" in done.stderr
     assert "--insecure-no-auth" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_several_worker_processes_serve_the_same_index(tmp_path, embedder):
+    from serving import build_knowledge, running_server
+
+    index = build_knowledge(tmp_path, embedder)
+    with running_server(index, tmp_path / "server.log", args=["--workers", "2"]) as server:
+        for _ in range(4):
+            hits = httpx.post(f"{server.base}/v1/search", json={"question": "annual leave days"}).json()["hits"]
+            assert hits[0]["doc_id"] == "leave.md"
+    assert server.log.read_text().count("Started server process") == 2

@@ -75,6 +75,13 @@ class StoredDocument:
     format: str | None
 
 
+def _document_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    collection, doc_id, source, title, mtime, sha256, fmt, metadata, indexed_at, content_of, chunks = row
+    return {"collection": collection, "doc_id": doc_id, "source": source, "title": title, "mtime": mtime,
+            "sha256": sha256, "format": fmt, "metadata": json.loads(metadata), "indexed_at": indexed_at,
+            "content_of": content_of, "chunks": int(chunks)}
+
+
 def _migrate_v1(conn: sqlite3.Connection) -> None:
     """Format 1 keyed documents by doc_id alone: give each the default collection."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(documents)")}
@@ -300,6 +307,41 @@ class ChunkStore:
             if also:
                 chunk["metadata"] = {**chunk["metadata"], "also_in": also}
         return out
+
+    # Documents matching filters: a document matches when one of its chunks (or, for a document
+    # sharing another's content, one of that document's chunks) does, as in search.
+    _MATCHING_DOCUMENTS = ("FROM documents d LEFT JOIN chunks c ON c.collection = d.collection "
+                           "AND c.doc_id = COALESCE(d.content_of, d.doc_id) WHERE {where}")
+
+    def list_documents(self, filters: list[Filter], offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """(how many documents match, one page of them in collection and id order)."""
+        where, params = to_sql(filters)
+        matching = self._MATCHING_DOCUMENTS.format(where=where)
+        total = self.conn.execute(f"SELECT COUNT(DISTINCT d.collection || char(0) || d.doc_id) {matching}",
+                                  params).fetchone()[0]
+        rows = self.conn.execute(
+            "SELECT d.collection, d.doc_id, d.source, d.title, d.mtime, d.sha256, d.format, d.metadata, "
+            "d.indexed_at, d.content_of, (SELECT COUNT(*) FROM chunks n WHERE n.collection = d.collection "
+            "AND n.doc_id = COALESCE(d.content_of, d.doc_id)) "
+            f"{matching} GROUP BY d.collection, d.doc_id ORDER BY d.collection, d.doc_id LIMIT ? OFFSET ?",
+            [*params, limit, offset])
+        return int(total), [_document_row(row) for row in rows]
+
+    def matching_documents(self, filters: list[Filter]) -> list[tuple[str, str]]:
+        """(collection, doc_id) of every document matching the filters."""
+        where, params = to_sql(filters)
+        return [(c, d) for c, d in self.conn.execute(
+            f"SELECT DISTINCT d.collection, d.doc_id {self._MATCHING_DOCUMENTS.format(where=where)} "
+            "ORDER BY d.collection, d.doc_id", params)]
+
+    def document_chunks(self, collection: str, doc_id: str) -> list[dict[str, Any]]:
+        """A document's chunks in order (those of the document holding its content, if shared)."""
+        rows = self.conn.execute(
+            "SELECT c.id, c.ordinal, c.text, c.metadata FROM documents d JOIN chunks c ON c.collection = d.collection "
+            "AND c.doc_id = COALESCE(d.content_of, d.doc_id) WHERE d.collection = ? AND d.doc_id = ? "
+            "ORDER BY c.ordinal, c.id", (collection, doc_id))
+        return [{"chunk_id": cid, "ordinal": ordinal, "text": text, "metadata": json.loads(metadata)}
+                for cid, ordinal, text, metadata in rows]
 
     def chunk_ids(self) -> Iterator[int]:
         for (cid,) in self.conn.execute("SELECT id FROM chunks ORDER BY id"):

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from rag.config import IndexSettings
+from rag.filters import Filter
 from rag.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, RagError
 from rag.index.chunkstore import CHUNKS_FILE, ChunkStore, StoredDocument
 from rag.index.manifest import FORMAT_VERSION, Manifest, check_chunking, check_embedding, utc_now
@@ -364,6 +365,9 @@ class IndexWriter:
 
     def documents_in(self, collection: str) -> Iterator[StoredDocument]:
         return self.chunks.documents_in(collection)
+
+    def matching_documents(self, filters: list[Filter]) -> list[tuple[str, str]]:
+        return self.chunks.matching_documents(filters)
 
     def delete_document(self, collection: str, doc_id: str) -> bool:
         """Remove a document; False when it is not in the index."""

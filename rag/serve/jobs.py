@@ -1,0 +1,157 @@
+"""Uploads indexed in the background, one job at a time (an index has one writer).
+
+An uploaded file is written to a private temporary folder under a sanitised name and indexed
+from there with the origin "upload", so a later upload of the same name replaces it while a
+document of the same id indexed from a folder is refused, never replaced. Nothing indexed is
+lost when a job fails: its version is never committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import time
+import unicodedata
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from rag.engine import Engine
+from rag.errors import RagError
+from rag.indexing import IndexReport
+
+log = logging.getLogger(__name__)
+
+UPLOAD_ORIGIN = "upload"
+_KEPT_JOBS = 1000  # finished jobs whose state can still be asked for
+
+T = TypeVar("T")
+State = Literal["queued", "running", "done", "failed"]
+
+
+def safe_upload_name(name: str) -> str:
+    """A file name that cannot leave its folder or hide: the last path component, without
+    control characters, leading dots or characters shells and file systems dislike."""
+    base = re.split(r"[\\/]", unicodedata.normalize("NFC", name or ""))[-1]
+    base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C")
+    base = re.sub(r'[<>:"|?*]', "_", base).strip().lstrip(".").strip()
+    if len(base) > 200:
+        stem, dot, suffix = base.rpartition(".")
+        base = (stem[: 200 - len(suffix) - 1] + dot + suffix) if dot and len(suffix) <= 16 else base[:200]
+    return base
+
+
+def _without_paths(value: Any, folder: Path) -> Any:
+    """The report or message with the temporary folder's path taken out of it (clients see the
+    uploaded file's name, never a path on the server)."""
+    if isinstance(value, str):
+        for prefix in {str(folder.resolve()), str(folder)}:
+            value = value.replace(prefix + "/", "").replace(prefix, "upload")
+        return value
+    if isinstance(value, dict):
+        return {k: _without_paths(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(v, folder) for v in value]
+    return value
+
+
+@dataclass
+class Job:
+    id: str
+    collection: str
+    key_name: str | None
+    files: list[str]
+    state: State = "queued"
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    report: dict[str, Any] | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        report = self.report or {}
+        return {"id": self.id, "state": self.state, "collection": self.collection, "files": self.files,
+                "created": self.created, "finished": self.finished,
+                "counts": {k: report.get(k, 0) for k in ("documents", "added", "updated", "unchanged", "chunks",
+                                                          "skipped", "failed")},
+                "problems": report.get("problems", []), "error": self.error}
+
+
+class UploadJobs:
+    def __init__(self, engine: Engine, max_waiting: int) -> None:
+        self.engine = engine
+        self._max_waiting = max_waiting
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-upload")
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self.on_finish: list[Any] = []  # callables taking the finished Job (metrics)
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(job.state == "queued" for job in self._jobs.values())
+
+    def new_folder(self) -> Path:
+        """A private folder for one upload's files (removed when its job ends)."""
+        return Path(tempfile.mkdtemp(prefix="rag-upload-"))
+
+    def submit_files(self, folder: Path, collection: str, key_name: str | None) -> Job:
+        files = sorted(p.name for p in folder.iterdir())
+        return self._submit(Job(uuid.uuid4().hex, collection, key_name, files), folder,
+                            lambda: self.engine.index([folder], collection=collection, origin=UPLOAD_ORIGIN))
+
+    def submit_records(self, folder: Path, records_file: Path, count: int, collection: str,
+                       key_name: str | None) -> Job:
+        job = Job(uuid.uuid4().hex, collection, key_name, [f"{count} records"])
+
+        def run() -> IndexReport:
+            with records_file.open("rb") as stream:
+                return self.engine.index_jsonl(stream, f"upload {job.id}", total_bytes=records_file.stat().st_size,
+                                               collection=collection)
+        return self._submit(job, folder, run)
+
+    def _submit(self, job: Job, folder: Path, run: Any) -> Job:
+        with self._lock:
+            if sum(j.state == "queued" for j in self._jobs.values()) >= self._max_waiting:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise RagError(f"{self._max_waiting} uploads already wait to be indexed; retry later")
+            self._jobs[job.id] = job
+            finished = [j for j in self._jobs.values() if j.finished is not None]
+            for old in sorted(finished, key=lambda j: j.finished or 0)[: max(0, len(finished) - _KEPT_JOBS)]:
+                del self._jobs[old.id]
+        self._executor.submit(self._run, job, folder, run)
+        return job
+
+    def _run(self, job: Job, folder: Path, run: Any) -> None:
+        job.state = "running"
+        try:
+            report: IndexReport = run()
+            job.report = {**_without_paths(report.as_dict(), folder), "index": None}
+            job.state = "done"
+        except RagError as exc:
+            job.error, job.state = _without_paths(str(exc), folder), "failed"
+        except Exception:  # noqa: BLE001 - the job reports it; the log keeps the details
+            log.exception("upload job %s failed", job.id)
+            job.error, job.state = "internal error while indexing; the server's log has the details", "failed"
+        finally:
+            job.finished = time.time()
+            shutil.rmtree(folder, ignore_errors=True)
+            for callback in self.on_finish:
+                callback(job)
+
+    def write(self, call: Callable[[], T]) -> Future[T]:
+        """Run another write (a delete) on the same thread as the jobs, so that writes never
+        meet at the index's lock."""
+        return self._executor.submit(call)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,123 @@
+"""ASGI middleware: one JSON access-log line and the request metrics per request, and the
+request body limits (413 before a byte too many is read)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rag.serve.metrics import Metrics
+
+access_log = logging.getLogger("rag.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def log_access_to_stderr() -> None:
+    """Access-log lines go to stderr as bare JSON, one per line (for log shippers), whatever
+    else the process logs and how."""
+    if not any(getattr(h, "rag_access", False) for h in access_log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.rag_access = True  # type: ignore[attr-defined]
+        access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+
+
+class AccessLog:
+    """Logs `{"request_id", "method", "route", "status", "seconds", "key", ...}` when the last
+    byte of the response is sent (so a streamed answer is timed to its end), never the key
+    itself; the request id comes from X-Request-ID when the client sent a sane one."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        sent = dict((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", []))
+        given = sent.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        logged = False
+
+        def finish() -> None:
+            nonlocal logged
+            if logged:
+                return
+            logged = True
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe_request(route, scope["method"], status, seconds)
+            state: dict[str, Any] = scope.get("state", {})
+            line = {"request_id": request_id, "method": scope["method"], "route": route, "path": scope["path"],
+                    "status": status, "seconds": round(seconds, 4), "key": state.get("key_name"),
+                    "client": (scope.get("client") or ("", 0))[0], **state.get("log_fields", {})}
+            access_log.info(json.dumps(line, ensure_ascii=False))
+
+        async def send_logged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-request-id", request_id.encode())]}
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                finish()
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            finish()
+
+
+
+class BodyLimit:
+    """413 for a request body over its limit, with a JSON detail naming the setting to change
+    (Starlette's own limit answers a bare "Content Too Large"): uploads (POST /v1/documents)
+    get serve.max_upload_mb, every other request serve.max_request_mb."""
+
+    def __init__(self, app: ASGIApp, request_bytes: int, upload_bytes: int) -> None:
+        self.app = app
+        self.request_bytes = request_bytes
+        self.upload_bytes = upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        upload = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/documents"
+        limit = self.upload_bytes if upload else self.request_bytes
+        detail = (f"the request body is over {limit / 2**20:g} MB "
+                  f"({'serve.max_upload_mb' if upload else 'serve.max_request_mb'}); send less, or raise the setting")
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            body = json.dumps({"detail": detail}).encode()
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:  # a body without Content-Length, or longer than it said
+                    raise HTTPException(413, detail)
+            return message
+
+        await self.app(scope, limited, send)

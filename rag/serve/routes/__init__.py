@@ -1,0 +1,1 @@
+"""The service's route families, each an APIRouter built over the shared Service."""

@@ -1,0 +1,207 @@
+"""The documents a key may see: list, get, delete (one or by filter), upload; upload jobs.
+
+Every read and delete adds the key's filters to the request's, so a key limited to HR neither
+lists, reads nor deletes anything else; a document it may not see answers 404, as if absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from rag.config import IngestSettings
+from rag.errors import RagError
+from rag.filters import parse_filters
+from rag.ingest.loaders import supported_extensions
+from rag.serve.keys import ApiKey
+from rag.serve.jobs import Job, safe_upload_name
+from rag.serve.schemas import RecordsUpload
+from rag.serve.service import Service, access, http_error, key_filters
+
+Filters = Annotated[list[str], Query(alias="filter", max_length=32,
+                                     description="`rag search --filter` expressions, e.g. source=hr/*")]
+_MAX_FILES = 1000
+
+
+def router(service: Service) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["documents"])
+    read = Depends(access(service, "read"))
+    write = Depends(access(service, "write"))
+    engine = service.engine
+
+    @api.get("/documents")
+    def list_documents(filters: Filters = [], offset: Annotated[int, Query(ge=0)] = 0,  # noqa: B006
+                       limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                       key: ApiKey | None = read) -> dict[str, Any]:
+        """One page of the documents the key may see, in collection and id order, with `total`."""
+        try:
+            return engine.documents(key_filters(key, filters), offset, limit)
+        except RagError as exc:
+            raise http_error(exc) from None
+
+    @api.get("/documents/{doc_id:path}")
+    def get_document(doc_id: str, collection: str | None = None, key: ApiKey | None = read) -> dict[str, Any]:
+        """A document's metadata and its chunks in order (`collection` when the id is in several)."""
+        return _one(service, doc_id, collection, key)
+
+    @api.delete("/documents/{doc_id:path}")
+    async def delete_document(doc_id: str, collection: str | None = None,
+                              key: ApiKey | None = write) -> dict[str, Any]:
+        """Remove one document (in a new index version; queries keep being answered meanwhile)."""
+        found = await asyncio.to_thread(_one, service, doc_id, collection, key)
+        exact = [f"collection={found['collection']}", f"doc_id={found['doc_id']}"]
+        deleted = await _write(service, lambda: engine.delete_matching(key_filters(key, exact)))
+        return {"deleted": [{"collection": c, "doc_id": d} for c, d in deleted]}
+
+    @api.delete("/documents")
+    async def delete_documents(filters: Filters = [], key: ApiKey | None = write) -> dict[str, Any]:  # noqa: B006
+        """Remove every document the key may see that matches all the filters (at least one)."""
+        if not filters:
+            raise HTTPException(422, "give at least one ?filter=EXPR: deleting without one would delete "
+                                     "everything the key may see")
+        deleted = await _write(service, lambda: engine.delete_matching(key_filters(key, filters)))
+        return {"deleted": [{"collection": c, "doc_id": d} for c, d in deleted], "count": len(deleted)}
+
+    @api.post("/documents", status_code=202,
+              openapi_extra={"requestBody": {"content": {
+                  "multipart/form-data": {"schema": {"type": "object", "properties": {
+                      "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                      "collection": {"type": "string"}}, "required": ["files"]}},
+                  "application/json": {"schema": RecordsUpload.model_json_schema()}}}})
+    async def upload(request: Request, key: ApiKey | None = write) -> JSONResponse:
+        """Files (multipart `files`, with an optional `collection` field) or a JSON list of records,
+        indexed in the background into `collection` (serve.upload_collection by default). Answered
+        202 with the job; GET /v1/jobs/{id} tells how it went."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "multipart/form-data":
+            job = await _upload_files(service, request, key)
+        elif kind == "application/json":
+            job = await _upload_records(service, request, key)
+        else:
+            raise HTTPException(415, f"send multipart/form-data files or an application/json list of records, "
+                                     f"not {kind or 'a body without Content-Type'}")
+        return JSONResponse(job.as_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @api.get("/jobs/{job_id}")
+    def get_job(job_id: str, key: ApiKey | None = write) -> dict[str, Any]:
+        """An upload job: state (queued, running, done, failed), counts and per-file problems.
+        Only the key that made it (or an admin key) sees it."""
+        job = service.jobs.get(job_id)
+        if job is None or not _may_see(job, key):
+            raise HTTPException(404, f"no upload job {job_id!r} (finished jobs are kept until the server restarts)")
+        return job.as_dict()
+
+    return api
+
+
+def _may_see(job: Job, key: ApiKey | None) -> bool:
+    return key is None or job.key_name == key.name or key.allows("admin")
+
+
+def _one(service: Service, doc_id: str, collection: str | None, key: ApiKey | None) -> dict[str, Any]:
+    try:
+        found = service.engine.document(doc_id, collection, key_filters(key))
+    except RagError as exc:
+        raise http_error(exc) from None
+    if not found:
+        raise HTTPException(404, f"no document {doc_id!r}" + (f" in collection {collection!r}" if collection else ""))
+    if len(found) > 1:
+        raise HTTPException(409, f"document id {doc_id!r} is in collections "
+                                 f"{', '.join(d['collection'] for d in found)}; add ?collection=NAME")
+    return found[0]
+
+
+async def _write(service: Service, call: Any) -> Any:
+    try:
+        return await asyncio.wrap_future(service.jobs.write(call))
+    except RagError as exc:
+        raise http_error(exc) from None
+
+
+def _collection(service: Service, requested: str | None, key: ApiKey | None) -> str:
+    """The collection an upload goes to, checked like the setting; a key limited by filters may
+    only upload into collections its `collection` filters allow, so it can never place a document
+    where it could not see it."""
+    collection = requested or service.settings.serve.upload_collection
+    try:
+        IngestSettings._collection_name(collection)
+    except ValueError as exc:
+        raise HTTPException(422, f"collection {collection!r}: {exc}") from None
+    limits = parse_filters(key.filters) if key else []
+    if limits:
+        on_collection = [f for f in limits if f.key == "collection"]
+        if len(on_collection) != len(limits) or not all(
+                fnmatchcase(collection, f.value) if f.op == "glob" else f.op == "=" and collection == f.value
+                for f in on_collection):
+            raise HTTPException(403, f"key {key.name!r} is limited to {' and '.join(key.filters)}; it may upload "
+                                     "only into a collection its collection= filters name")
+    return collection
+
+
+async def _upload_files(service: Service, request: Request, key: ApiKey | None) -> Job:
+    form = await request.form(max_files=_MAX_FILES, max_fields=16)
+    allowed = set(supported_extensions())
+    folder = service.jobs.new_folder()
+    try:
+        uploads = form.getlist("files")
+        if not uploads or any(isinstance(u, str) for u in uploads):
+            raise HTTPException(422, "send the documents as file parts named `files`")
+        unexpected = set(form.keys()) - {"files", "collection"}
+        if unexpected:
+            raise HTTPException(422, f"unknown form fields: {', '.join(sorted(unexpected))} "
+                                     "(expected `files` and optionally `collection`)")
+        collection = form.get("collection")
+        target_collection = _collection(service, collection if isinstance(collection, str) else None, key)
+        for upload in uploads:
+            name = safe_upload_name(upload.filename or "")
+            suffix = Path(name).suffix.lower()
+            if not name or not Path(name).stem:
+                raise HTTPException(422, f"upload name {upload.filename!r} is empty once made safe; name the file")
+            if suffix not in allowed:
+                raise HTTPException(415, f"{name}: unsupported file type {suffix or '(none)'}; "
+                                         f"supported: {', '.join(sorted(allowed))}")
+            target = folder / name
+            if target.exists():
+                raise HTTPException(422, f"two uploaded files are named {name}; names must be unique in one upload")
+            with target.open("wb") as out:
+                await asyncio.to_thread(shutil.copyfileobj, upload.file, out)
+        return service.jobs.submit_files(folder, target_collection, key.name if key else None)
+    except RagError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        await form.close()
+
+
+async def _upload_records(service: Service, request: Request, key: ApiKey | None) -> Job:
+    try:
+        body = RecordsUpload.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise HTTPException(422, [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()[:20]]) from None
+    ingest = service.settings.ingest
+    collection = _collection(service, body.collection, key)
+    folder = service.jobs.new_folder()
+    try:
+        records = folder / "records.jsonl"
+        with records.open("w", encoding="utf-8") as out:
+            for record in body.records:
+                line = {ingest.json_id_field: record.id, ingest.json_text_field: record.text, "metadata": record.metadata}
+                if record.title is not None:
+                    line[ingest.json_title_field] = record.title
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        return service.jobs.submit_records(folder, records, len(body.records), collection,
+                                           key.name if key else None)
+    except RagError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None

@@ -1,0 +1,237 @@
+"""What the routes share: the engine, keys, one queue per model, upload jobs and metrics.
+
+The routes translate HTTP to these calls and back; nothing here knows about retrieval either,
+it only schedules Engine calls so that models are never run twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from rag.answer import Answer
+from rag.config import Settings
+from rag.engine import Engine
+from rag.errors import (ConfigError, IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError,
+                        RagError)
+from rag.records import Hit
+from rag.serve.batching import ModelQueue, QueueFull
+from rag.serve.jobs import UploadJobs
+from rag.serve.keys import ApiKey, KeyStore, Scope, keys_path
+from rag.serve.metrics import Metrics, outcome
+
+log = logging.getLogger(__name__)
+
+_RECENT_ANSWERS = 10_000  # answers a rating (POST /v1/feedback) may refer to
+
+
+@dataclass(frozen=True)
+class RecentAnswer:
+    """An answer given lately, kept so that feedback can say which question it rates."""
+
+    answer: Answer
+    key_name: str | None
+
+
+class Service:
+    def __init__(self, settings: Settings, open_access: bool, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or Engine(settings)
+        self.keys = KeyStore(keys_path(settings.index.path, settings.serve.keys_file))
+        self.open_access = open_access
+        self.ready = False
+        serve = settings.serve
+        self._queues: dict[str, ModelQueue] = {}
+        self._queues_lock = threading.Lock()
+        self.search_queue = ModelQueue("embedding", self._search_batch, serve.batch_size, serve.queue_depth)
+        self.jobs = UploadJobs(self.engine, serve.queue_depth)
+        self.metrics = Metrics(self._index_counts, self._queue_sizes)
+        self._answers: OrderedDict[str, RecentAnswer] = OrderedDict()
+        self._answers_lock = threading.Lock()
+
+    # -- life --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the models and open the index before the first request (so /readyz means it)."""
+        self.engine.embedder.warm_up()
+        if self.engine.store.exists():
+            self.engine.reader()
+        self.ready = True
+
+    def close(self) -> None:
+        self.ready = False
+        self.search_queue.close()
+        for queue in self._queues.values():
+            queue.close()
+        self.jobs.close()
+        self.engine.close()
+
+    def _index_counts(self) -> dict[str, int]:
+        if not self.engine.store.exists():
+            return {}
+        try:
+            return self.engine.reader().manifest.counts
+        except RagError:
+            return {}
+
+    def _queue_sizes(self) -> dict[str, int]:
+        return {"embedding": self.search_queue.waiting,
+                **{f"generator:{name}": q.waiting for name, q in self._queues.items()}, "uploads": self.jobs.waiting}
+
+    # -- searching and answering -------------------------------------------------------------
+
+    def _search_batch(self, key: Hashable, questions: list[str]) -> list[tuple[list[Hit], dict[str, float]]]:
+        k, filters, mode = key  # type: ignore[misc]
+        timings: dict[str, float] = {}
+        results = self.engine.search_many(questions, k, list(filters), mode, timings)
+        share = {stage: seconds / len(questions) for stage, seconds in timings.items()}
+        return [(hits, share) for hits in results]
+
+    def _generation_queue(self, generator: str | None) -> ModelQueue:
+        name = generator or self.settings.answer.generator
+        with self._queues_lock:
+            if name not in self._queues:
+                def run(key: Hashable, questions: list[str], name: str = name) -> list[Answer]:
+                    k, filters = key  # type: ignore[misc]
+                    return self.engine.ask_many(questions, k, name, list(filters))
+                self._queues[name] = ModelQueue(f"generator:{name}", run, self.settings.serve.batch_size,
+                                                self.settings.serve.queue_depth)
+            return self._queues[name]
+
+    async def search(self, question: str, k: int | None, filters: list[str], mode: str | None) -> list[Hit]:
+        hits, timings = await self._wait(self.search_queue, lambda q: q.submit((k, tuple(filters), mode), question))
+        self.metrics.observe_stages(timings)
+        return hits
+
+    async def ask(self, question: str, k: int | None, generator: str | None, filters: list[str],
+                  key: ApiKey | None) -> tuple[str, Answer]:
+        queue = self._generation_queue(generator)
+        answer = await self._wait(queue, lambda q: q.submit((k, tuple(filters)), question))
+        return self.remember(answer, key), answer
+
+    async def ask_stream(self, question: str, k: int | None, generator: str | None,
+                         filters: list[str]) -> AsyncIterator[Any]:
+        """Engine.ask_stream's items (passages, text pieces, the Answer), produced on the model's
+        thread and handed over as they come; stops generating when the client goes away."""
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[Any] = asyncio.Queue()
+        gone = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for item in self.engine.ask_stream(question, k, generator, filters):
+                    loop.call_soon_threadsafe(items.put_nowait, item)
+                    if gone.is_set():
+                        return
+            except Exception as exc:  # noqa: BLE001 - handed to the request
+                loop.call_soon_threadsafe(items.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(items.put_nowait, done)
+
+        queue = self._generation_queue(generator)
+        try:
+            future = queue.submit_call(produce)
+        except QueueFull as exc:
+            raise self._busy(queue, exc) from None
+        try:
+            while True:
+                item = await asyncio.wait_for(items.get(), self.settings.serve.timeout)
+                if item is done:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            gone.set()
+            future.cancel()
+
+    async def _wait(self, queue: ModelQueue, submit: Callable[[ModelQueue], Future[Any]]) -> Any:
+        try:
+            future = submit(queue)
+        except QueueFull as exc:
+            raise self._busy(queue, exc) from None
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.serve.timeout)
+        except asyncio.TimeoutError:
+            future.cancel()
+            raise HTTPException(504, f"no result within serve.timeout ({self.settings.serve.timeout:g} s); "
+                                     "try again later or with a smaller k") from None
+
+    def _busy(self, queue: ModelQueue, exc: QueueFull) -> HTTPException:
+        log.warning("%s", exc)
+        return HTTPException(503, f"the server is busy ({exc}); retry later",
+                             headers={"Retry-After": str(queue.retry_after())})
+
+    def log_answer(self, request: Request, answer: Answer) -> None:
+        """Adds the answer's outcome to the request's access-log line, and its texts only when
+        serve.log_questions allows (questions about people are personal data)."""
+        fields: dict[str, Any] = {"outcome": outcome(answer)}
+        if self.settings.serve.log_questions:
+            fields.update(question=answer.question, answer=answer.answer)
+        request.state.log_fields = fields
+
+    # -- answers feedback can refer to ---------------------------------------------------------
+
+    def remember(self, answer: Answer, key: ApiKey | None) -> str:
+        """An id for the answer, by which feedback names it."""
+        answer_id = uuid.uuid4().hex
+        with self._answers_lock:
+            self._answers[answer_id] = RecentAnswer(answer, key.name if key else None)
+            while len(self._answers) > _RECENT_ANSWERS:
+                self._answers.popitem(last=False)
+        return answer_id
+
+    def recent_answer(self, answer_id: str) -> RecentAnswer | None:
+        with self._answers_lock:
+            return self._answers.get(answer_id)
+
+
+# -- access ---------------------------------------------------------------------------------
+
+
+def access(service: Service, needed: Scope) -> Callable[[Request], ApiKey | None]:
+    """A dependency: the request's key, when it has the scope (401/403 otherwise). With no key
+    configured and open access (loopback), None: every document may be read."""
+    def authorize(request: Request) -> ApiKey | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not service.keys.configured():
+            if service.open_access:
+                return None
+            raise HTTPException(401, "this service has no keys yet; add one with `rag keys add NAME`")
+        key = service.keys.verify(token.strip()) if scheme.lower() == "bearer" else None
+        if key is None:
+            raise HTTPException(401, "a valid API key is required: send Authorization: Bearer KEY",
+                                headers={"WWW-Authenticate": "Bearer"})
+        request.state.key_name = key.name
+        if not key.allows(needed):
+            raise HTTPException(403, f"key {key.name!r} has scope {key.scope!r}; this route needs {needed!r}")
+        return key
+    return authorize
+
+
+def key_filters(key: ApiKey | None, requested: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The key's filters and the request's: all must hold, so a key never sees past its own."""
+    return [*(key.filters if key else ()), *requested]
+
+
+def http_error(exc: RagError) -> HTTPException:
+    """RagErrors are the user's to act on, except those about the index files, whose messages
+    name paths on the server: those are logged, and the client gets a short reason."""
+    if isinstance(exc, IndexLockedError):
+        return HTTPException(503, "the index is being written by another process; retry when it is done",
+                             headers={"Retry-After": "5"})
+    if isinstance(exc, (IndexNotFoundError, IndexCorruptError, IndexMismatchError)):
+        log.error("index unavailable: %s", exc)
+        return HTTPException(503, "the index is not available; the server's log says why")
+    return HTTPException(422 if isinstance(exc, ConfigError) else 400, str(exc))
