@@ -4,67 +4,25 @@ collection's passage, even when that passage is the best match."""
 
 from __future__ import annotations
 
-import json
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from rag import Engine, Settings
 from rag.serve.keys import KeyStore
+from serving import FINANCE_FACT, build_knowledge, running_server
 
 pytestmark = pytest.mark.slow
-
-FINANCE_FACT = "travel reimbursement limit is 640 EUR per trip"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, embedder):
+    """A server of its own, started before any key exists (the shared `served` one has keys)."""
     root = tmp_path_factory.mktemp("serve")
-    index = root / "index"
-    for collection, files in {
-        "hr": {"leave.md": "# Leave\n\nEvery employee gets 25 days of annual leave.",
-               "travel.md": "# Travel\n\nBook trips through the travel portal before you go."},
-        "finance": {"limits.md": f"# Travel reimbursement\n\nThe {FINANCE_FACT}, approved by finance."},
-    }.items():
-        folder = root / collection
-        folder.mkdir()
-        for name, text in files.items():
-            (folder / name).write_text(text, encoding="utf-8")
-        settings = Settings.load(overrides={"index.path": str(index), "ingest.collection": collection}, environ={})
-        Engine(settings, embedder=embedder).index([folder])
-    port = _free_port()
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("RAG_")}
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "rag", "serve", "--port", str(port), "--index", str(index)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, (root / "server.log").read_text()
-        time.sleep(0.3)
-    else:
-        proc.kill()
-        raise AssertionError("the server never became ready: " + (root / "server.log").read_text())
-    yield base, index
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    index = build_knowledge(root, embedder)
+    with running_server(index, root / "server.log") as served:
+        yield served.base, index
 
 
 def test_open_on_loopback_while_no_key_exists_then_keys_are_required(server):
@@ -130,12 +88,18 @@ def test_serve_refuses_a_network_address_without_keys(tmp_path):
     assert "--insecure-no-auth" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_several_worker_processes_serve_the_same_index(tmp_path, embedder):
-    from serving import build_knowledge, running_server
-
+def test_several_worker_processes_serve_the_same_index_and_cors_follows_the_config(tmp_path, embedder):
     index = build_knowledge(tmp_path, embedder)
-    with running_server(index, tmp_path / "server.log", args=["--workers", "2"]) as server:
+    portal = "https://portal.example.com"
+    with running_server(index, tmp_path / "server.log", args=["--workers", "2"],
+                        env={"RAG_SERVE_CORS_ORIGINS": portal}) as server:
         for _ in range(4):
             hits = httpx.post(f"{server.base}/v1/search", json={"question": "annual leave days"}).json()["hits"]
             assert hits[0]["doc_id"] == "leave.md"
+        # Browsers on the configured portal may call the API; other origins get no CORS grant.
+        preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+        allowed = httpx.options(f"{server.base}/v1/search", headers={"Origin": portal, **preflight})
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == portal
+        other = httpx.options(f"{server.base}/v1/search", headers={"Origin": "https://evil.example", **preflight})
+        assert "access-control-allow-origin" not in other.headers
     assert server.log.read_text().count("Started server process") == 2
