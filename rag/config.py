@@ -112,6 +112,7 @@ class ServeSettings(_Section):
     workers: int = Field(ge=1, le=64)
     keys_file: str
     feedback_file: str
+    feedback_hours: float = Field(ge=0, le=24 * 366)
     cors_origins: list[str]
     max_request_mb: float = Field(gt=0, le=10_000)
     max_upload_mb: float = Field(gt=0, le=100_000)

@@ -10,10 +10,8 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -25,22 +23,12 @@ from rag.errors import (ConfigError, IndexCorruptError, IndexLockedError, IndexM
                         RagError)
 from rag.records import Hit
 from rag.serve.batching import ModelQueue, QueueFull
+from rag.serve.feedback import FeedbackStore, feedback_path
 from rag.serve.jobs import UploadJobs
 from rag.serve.keys import ApiKey, KeyStore, Scope, keys_path
 from rag.serve.metrics import Metrics, outcome
 
 log = logging.getLogger(__name__)
-
-_RECENT_ANSWERS = 10_000  # answers a rating (POST /v1/feedback) may refer to
-
-
-@dataclass(frozen=True)
-class RecentAnswer:
-    """An answer given lately, kept so that feedback can say which question it rates."""
-
-    answer: Answer
-    key_name: str | None
-
 
 class Service:
     def __init__(self, settings: Settings, open_access: bool, engine: Engine | None = None) -> None:
@@ -55,14 +43,17 @@ class Service:
         self.search_queue = ModelQueue("embedding", self._search_batch, serve.batch_size, serve.queue_depth)
         self.jobs = UploadJobs(self.engine, serve.queue_depth)
         self.metrics = Metrics(self._index_counts, self._queue_sizes)
-        self._answers: OrderedDict[str, RecentAnswer] = OrderedDict()
-        self._answers_lock = threading.Lock()
+        self.feedback = FeedbackStore(feedback_path(settings.index.path, serve.feedback_file), serve.feedback_hours)
 
     # -- life --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the models and open the index before the first request (so /readyz means it)."""
+        """Load the models (the embedding model and the configured generator) and open the index
+        before the first request, so /readyz means it and no request waits for a model load."""
         self.engine.embedder.warm_up()
+        warm_up = getattr(self.engine.answerer().generator, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
         if self.engine.store.exists():
             self.engine.reader()
         self.ready = True
@@ -73,6 +64,7 @@ class Service:
         for queue in self._queues.values():
             queue.close()
         self.jobs.close()
+        self.feedback.close()
         self.engine.close()
 
     def _index_counts(self) -> dict[str, int]:
@@ -145,7 +137,10 @@ class Service:
             raise self._busy(queue, exc) from None
         try:
             while True:
-                item = await asyncio.wait_for(items.get(), self.settings.serve.timeout)
+                try:
+                    item = await asyncio.wait_for(items.get(), self.settings.serve.timeout)
+                except asyncio.TimeoutError:
+                    raise self._timeout() from None
                 if item is done:
                     return
                 if isinstance(item, Exception):
@@ -164,8 +159,11 @@ class Service:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.serve.timeout)
         except asyncio.TimeoutError:
             future.cancel()
-            raise HTTPException(504, f"no result within serve.timeout ({self.settings.serve.timeout:g} s); "
-                                     "try again later or with a smaller k") from None
+            raise self._timeout() from None
+
+    def _timeout(self) -> HTTPException:
+        return HTTPException(504, f"no result within serve.timeout ({self.settings.serve.timeout:g} s); "
+                                  "try again later or with a smaller k")
 
     def _busy(self, queue: ModelQueue, exc: QueueFull) -> HTTPException:
         log.warning("%s", exc)
@@ -182,18 +180,19 @@ class Service:
 
     # -- answers feedback can refer to ---------------------------------------------------------
 
-    def remember(self, answer: Answer, key: ApiKey | None) -> str:
-        """An id for the answer, by which feedback names it."""
-        answer_id = uuid.uuid4().hex
-        with self._answers_lock:
-            self._answers[answer_id] = RecentAnswer(answer, key.name if key else None)
-            while len(self._answers) > _RECENT_ANSWERS:
-                self._answers.popitem(last=False)
+    def remember(self, answer: Answer, key: ApiKey | None, answer_id: str | None = None) -> str:
+        """The answer's id (a new one unless a stream chose it up front), by which feedback names
+        it; the answer stays rateable for serve.feedback_hours, by any worker of this server."""
+        answer_id = answer_id or new_answer_id()
+        try:
+            self.feedback.remember(answer_id, answer, key.key_id if key else None, key.name if key else None)
+        except RagError as exc:  # the answer is still given; only rating it will fail
+            log.error("answer %s cannot be rated: %s", answer_id, exc)
         return answer_id
 
-    def recent_answer(self, answer_id: str) -> RecentAnswer | None:
-        with self._answers_lock:
-            return self._answers.get(answer_id)
+
+def new_answer_id() -> str:
+    return uuid.uuid4().hex
 
 
 # -- access ---------------------------------------------------------------------------------
