@@ -14,6 +14,8 @@ from rag.serve.keys import KeyStore
 from serving import FINANCE_FACT, build_knowledge, running_server
 
 pytestmark = pytest.mark.slow
+# These servers answer with the extractive generator only, so they need not load the local model.
+_EXTRACTIVE = {"RAG_ANSWER_GENERATOR": "extractive"}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,7 @@ def server(tmp_path_factory, embedder):
     """A server of its own, started before any key exists (the shared `served` one has keys)."""
     root = tmp_path_factory.mktemp("serve")
     index = build_knowledge(root, embedder)
-    with running_server(index, root / "server.log") as served:
+    with running_server(index, root / "server.log", env=_EXTRACTIVE) as served:
         yield served.base, index
 
 
@@ -92,7 +94,7 @@ def test_several_worker_processes_serve_the_same_index_and_cors_follows_the_conf
     index = build_knowledge(tmp_path, embedder)
     portal = "https://portal.example.com"
     with running_server(index, tmp_path / "server.log", args=["--workers", "2"],
-                        env={"RAG_SERVE_CORS_ORIGINS": portal}) as server:
+                        env={**_EXTRACTIVE, "RAG_SERVE_CORS_ORIGINS": portal}) as server:
         for _ in range(4):
             hits = httpx.post(f"{server.base}/v1/search", json={"question": "annual leave days"}).json()["hits"]
             assert hits[0]["doc_id"] == "leave.md"

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -82,8 +82,8 @@ async def _stream(service: Service, body: AskRequest, filters: list[str], key: A
                 item = await anext(items)
         except StopAsyncIteration:
             return
-        except RagError as exc:
-            error = http_error(exc)
+        except (RagError, HTTPException) as exc:  # a failure midway, or serve.timeout
+            error = http_error(exc) if isinstance(exc, RagError) else exc
             yield _event("error", {"status": error.status_code, "detail": error.detail})
         finally:
             await items.aclose()
