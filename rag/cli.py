@@ -688,14 +688,19 @@ def serve(
 
     import uvicorn
 
+    from rag.generate.factory import make_generator
     from rag.serve.app import CONFIG_ENV, OPEN_ACCESS_ENV, create_app
     from rag.serve.middleware import log_access_to_stderr
 
     try:
-        settings, _ = _settings({"index.path": index_dir, "serve.host": host, "serve.port": port,
-                                 "serve.workers": workers})
+        # The default index is built from corpus.path on first use, as for `rag ask`.
+        engine = _engine_for_reading({"index.path": index_dir, "serve.host": host, "serve.port": port,
+                                      "serve.workers": workers})
+        settings = engine.settings
         store = _key_store(index_dir, settings)
         has_keys = store.any_active()
+        # A generator that is not configured fails here, with its message, not in every worker.
+        make_generator(settings, engine.embedder)
     except RagError as exc:
         raise _fail(str(exc)) from None
     host, port, workers = settings.serve.host, settings.serve.port, settings.serve.workers
@@ -715,8 +720,8 @@ def serve(
         err.print("[yellow]every key is revoked[/]: requests get 401 until `rag keys add` makes a new one")
     log_access_to_stderr()
     if workers == 1:
-        uvicorn.run(create_app(settings, open_access=not configured), host=host, port=port, log_level="info",
-                    access_log=False)
+        uvicorn.run(create_app(settings, open_access=not configured, engine=engine), host=host, port=port,
+                    log_level="info", access_log=False)
         return
     # Worker processes build their own app from the environment: pass on what the flags said.
     os.environ.update({env_var_name("index.path"): str(settings.index.path), OPEN_ACCESS_ENV: str(int(not configured))})

@@ -219,8 +219,9 @@ class Indexer:
         self.collection = settings.ingest.collection
         # Let documents read from elsewhere replace same-id documents of the collection.
         self.replace = replace
-        # The origin every file's documents get instead of their real path: uploads are read from
-        # a new temporary file each time, yet one upload may replace an earlier one.
+        # The origin every file's documents get instead of their real path, and their source is
+        # then their path inside the folder: uploads are read from a new temporary file each
+        # time, yet one upload may replace an earlier one.
         self.origin = origin
 
     def run(self, paths: list[Path], progress: IndexProgress | None = None, sync: bool = False) -> IndexReport:
@@ -247,7 +248,9 @@ class Indexer:
                     else:
                         reported += item.size
                         if self.origin is not None and isinstance(item, Document):
+                            # Its file is temporary: people see the name it was sent under.
                             item.origin = self.origin
+                            item.metadata["source"] = src.rel
                     yield str(src.path), item
                 yield str(src.path), max(0, sizes[src.path] - reported)
 

@@ -65,6 +65,7 @@ def test_streamed_answers_send_passages_then_tokens_then_the_answer(served):
         events = _sse(r)
     names = [name for name, _ in events]
     assert names[0] == "passages" and names[-1] == "answer" and set(names[1:-1]) <= {"token"}
+    assert all(data["text"] for name, data in events if name == "token")
     passages, answer = events[0][1]["passages"], events[-1][1]
     assert passages and {"number", "doc_id", "title", "source", "location"} <= set(passages[0])
     assert answer["id"] and answer["citations"] and not answer["abstained"]
@@ -116,7 +117,8 @@ def test_uploads_are_indexed_in_the_background_and_answered_from_without_a_resta
                                                         "filters": ["collection=lab"]}, headers=auth).json()["hits"]
     assert hits and hits[0]["doc_id"] == "lab.pdf", "the new version is answered from at once"
     listed = httpx.get(f"{served.base}/v1/documents", params={"filter": "collection=lab"}, headers=auth).json()
-    assert [d["doc_id"] for d in listed["documents"]] == ["lab.pdf", "safety.docx"]
+    assert [(d["doc_id"], d["source"]) for d in listed["documents"]] == [("lab.pdf", "lab.pdf"),
+                                                                         ("safety.docx", "safety.docx")]
     # Another key's job is not visible; records upload into the default collection.
     assert httpx.get(served.base + posted.headers["location"], headers=served.auth("admin")).status_code == 200
     served.add_key("writer2", "write")

@@ -74,7 +74,8 @@ async def _stream(service: Service, body: AskRequest, filters: list[str], key: A
                 if isinstance(item, list):
                     yield _event("passages", {"passages": [passage_dict(p) for p in item]})
                 elif isinstance(item, str):
-                    yield _event("token", {"text": item})
+                    if item:
+                        yield _event("token", {"text": item})
                 elif isinstance(item, Answer):
                     service.metrics.observe_answer(item)
                     service.log_answer(request, item)
