@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ class Embedder:
         self.precision = "fp32"
         self.batch_size = settings.batch_size or 16
         self._device_type = "cpu"
+        self._encoding = threading.Lock()
 
     def warm_up(self) -> None:
         if self._model is not None:
@@ -159,7 +161,9 @@ class Embedder:
         # bf16 through autocast: weights stay fp32, so vectors stay within cosine 1e-4 of fp32.
         bf16 = self.precision == "bf16" and len(texts) >= BF16_MIN_BATCH
         precision = torch.autocast(self._device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
-        with precision:
+        # One forward pass at a time: searches, answers and uploads run on threads of their own,
+        # and two passes at once only fight over the same cores.
+        with self._encoding, precision:
             vectors = model.encode(
                 [prefix + t for t in texts] if prefix else texts,
                 batch_size=self.batch_size,

@@ -72,3 +72,21 @@ def test_a_full_queue_refuses_with_a_retry_time_and_one_bad_item_fails_alone():
 def test_upload_names_cannot_leave_their_folder_or_hide(sent, stored):
     assert safe_upload_name(sent) == stored
     assert safe_upload_name("x" * 300 + ".docx").endswith(".docx") and len(safe_upload_name("x" * 300 + ".docx")) == 200
+
+
+def test_a_request_that_waits_past_serve_timeout_is_answered_504(make_settings):
+    import asyncio
+
+    from fastapi import HTTPException
+
+    from rag.serve.service import Service
+
+    service = Service(make_settings(**{"serve.timeout": 0.2}), open_access=True)
+    slow = ModelQueue("slow", lambda key, items: time.sleep(2) or items, max_batch=1, max_waiting=4)
+    try:
+        with pytest.raises(HTTPException) as refused:
+            asyncio.run(service._wait(slow, lambda q: q.submit("k", "x")))
+        assert refused.value.status_code == 504 and "serve.timeout (0.2 s)" in refused.value.detail
+    finally:
+        slow.close()
+        service.close()
