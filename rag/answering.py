@@ -20,7 +20,8 @@ from rag.records import Hit
 
 log = logging.getLogger(__name__)
 
-Retrieve = Callable[[list[str], int, dict[str, float], "list[Filter] | None"], list[list[Hit]]]
+# (questions, k, timings, filters, mode) -> hits per question; mode None: search.mode.
+Retrieve = Callable[[list[str], int, dict[str, float], "list[Filter] | None", "str | None"], list[list[Hit]]]
 
 
 def best_relevance(hits: list[Hit]) -> float | None:
@@ -54,12 +55,12 @@ class Answerer:
             question = question[: self.max_question_chars]
         return question
 
-    def _prepare(self, questions: list[str], k: int | None,
-                 filters: list[Filter] | None = None) -> list[tuple[Prompt, dict[str, float], list[str]]]:
+    def _prepare(self, questions: list[str], k: int | None, filters: list[Filter] | None = None,
+                 mode: str | None = None) -> list[tuple[Prompt, dict[str, float], list[str]]]:
         warnings = [[] for _ in questions]
         cleaned = [self._clean_question(q, w) for q, w in zip(questions, warnings)]
         timings: dict[str, float] = {}
-        results = self.retrieve(cleaned, k or self.k, timings, filters)
+        results = self.retrieve(cleaned, k or self.k, timings, filters, mode)
         share = {key: value / len(questions) for key, value in timings.items()}
         prepared = []
         for question, hits, warn in zip(cleaned, results, warnings):
@@ -85,14 +86,15 @@ class Answerer:
         return Answer(prompt.question, text, citations, prompt.passages, abstained, grounded, timings, tokens,
                       getattr(self.generator, "name", type(self.generator).__name__), warnings)
 
-    def ask(self, question: str, k: int | None = None, filters: list[Filter] | None = None) -> Answer:
-        return self.ask_many([question], k, filters)[0]
+    def ask(self, question: str, k: int | None = None, filters: list[Filter] | None = None,
+            mode: str | None = None) -> Answer:
+        return self.ask_many([question], k, filters, mode)[0]
 
-    def ask_many(self, questions: list[str], k: int | None = None,
-                 filters: list[Filter] | None = None) -> list[Answer]:
+    def ask_many(self, questions: list[str], k: int | None = None, filters: list[Filter] | None = None,
+                 mode: str | None = None) -> list[Answer]:
         """Batched: one retrieval pass and one generation call for all the questions."""
         started = time.perf_counter()
-        prepared = self._prepare(questions, k, filters)
+        prepared = self._prepare(questions, k, filters, mode)
         with_passages = [i for i, (p, _, _) in enumerate(prepared) if p.passages]
         generations = {i: Generation("") for i in range(len(prepared))}
         gen_started = time.perf_counter()
@@ -108,13 +110,13 @@ class Answerer:
             answers.append(self._finish(prompt, generations[i], timings, warnings))
         return answers
 
-    def ask_stream(self, question: str, k: int | None = None,
-                   filters: list[Filter] | None = None) -> Iterator[list[Passage] | str | Answer]:
+    def ask_stream(self, question: str, k: int | None = None, filters: list[Filter] | None = None,
+                   mode: str | None = None) -> Iterator[list[Passage] | str | Answer]:
         """Yields the numbered passages the generator is given (before any text, so that a
         client can show sources while the answer streams), pieces of text as they are
         generated, then the finished Answer."""
         started = time.perf_counter()
-        ((prompt, timings, warnings),) = self._prepare([question], k, filters)
+        ((prompt, timings, warnings),) = self._prepare([question], k, filters, mode)
         yield list(prompt.passages)
         pieces: list[str] = []
         first: float | None = None

@@ -409,6 +409,7 @@ def ask(
                                                      help="local, openai or extractive (default: answer.generator).")] = None,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Answer without an LLM: the best sentence, cited.")] = False,
     filters: FilterOpt = None,
+    mode: ModeOpt = None,
     json_out: JsonOpt = False,
     file: Annotated[Optional[Path], typer.Option("--file", help="Questions to answer: JSONL with 'question' "
                                                  "(and 'id'), or one question per line.")] = None,
@@ -422,7 +423,8 @@ def ask(
         raise _fail("give either a QUESTION or --file questions.jsonl", 2)
     try:
         parse_filters(filters)  # a bad filter is reported before any index is built or model loads
-        engine = _engine_for_reading({"index.path": index_dir, "answer.k": k, "answer.generator": generator})
+        engine = _engine_for_reading({"index.path": index_dir, "answer.k": k, "answer.generator": generator,
+                                      "search.mode": mode})
         if file is not None:
             _ask_file(engine, file, out_path, k, generator, batch, filters)
             return

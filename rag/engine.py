@@ -166,8 +166,8 @@ class Engine:
                                     self.settings.generate.local_max_passages if name == "local" else 0)
 
             def retrieve(questions: list[str], k: int, timings: dict[str, float],
-                         filters: list[Filter] | None) -> list[list[Hit]]:
-                return self.retriever().search_many(questions, k, timings, filters)
+                         filters: list[Filter] | None, mode: str | None) -> list[list[Hit]]:
+                return self.retriever().search_many(questions, k, timings, filters, mode)  # type: ignore[arg-type]
 
             self._answerers[name] = Answerer(retrieve, gen, builder, self.settings.answer.k,
                                              self.settings.answer.max_new_tokens,
@@ -176,22 +176,24 @@ class Engine:
         return self._answerers[name]
 
     def ask(self, question: str, k: int | None = None, generator: str | None = None,
-            filters: list[str] | None = None) -> Answer:
-        """A cited answer from the passages, or an honest "I don't know"."""
+            filters: list[str] | None = None, mode: Mode | None = None) -> Answer:
+        """A cited answer from the passages, or an honest "I don't know"; `mode` is the search
+        mode of its retrieval (search.mode by default)."""
         parsed = parse_filters(filters)
-        return self.answerer(generator).ask(question, k, parsed)
+        return self.answerer(generator).ask(question, k, parsed, mode)
 
     def ask_many(self, questions: list[str], k: int | None = None, generator: str | None = None,
-                 filters: list[str] | None = None) -> list[Answer]:
+                 filters: list[str] | None = None, mode: Mode | None = None) -> list[Answer]:
         parsed = parse_filters(filters)
-        return self.answerer(generator).ask_many(questions, k, parsed)
+        return self.answerer(generator).ask_many(questions, k, parsed, mode)
 
     def ask_stream(self, question: str, k: int | None = None, generator: str | None = None,
-                   filters: list[str] | None = None) -> Iterator[list[Passage] | str | Answer]:
+                   filters: list[str] | None = None,
+                   mode: Mode | None = None) -> Iterator[list[Passage] | str | Answer]:
         """The numbered passages given to the generator, text pieces as they are generated,
         then the finished Answer."""
         parsed = parse_filters(filters)
-        return self.answerer(generator).ask_stream(question, k, parsed)
+        return self.answerer(generator).ask_stream(question, k, parsed, mode)
 
     def documents(self, filters: list[str] | None = None, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         """One page of the indexed documents matching the filters: {"total", "documents"}."""

@@ -79,6 +79,12 @@ def test_streamed_answers_send_passages_then_tokens_then_the_answer(served):
     assert FINANCE_FACT not in text and "limits.md" not in text
     bad = httpx.post(f"{served.base}/v1/ask", json={**body, "filters": ["mtime>=soon"]}, headers=served.auth("reader"))
     assert bad.status_code == 422
+    # The search mode of an answer's retrieval can be chosen, as for /v1/search.
+    lexical = httpx.post(f"{served.base}/v1/ask", json={**body, "stream": False, "mode": "bm25"},
+                         headers=served.auth("reader"), timeout=120)
+    assert lexical.status_code == 200 and lexical.json()["passages"][0]["doc_id"] == "leave.md"
+    assert httpx.post(f"{served.base}/v1/ask", json={**body, "mode": "fuzzy"}, headers=served.auth("reader")
+                      ).status_code == 422
 
 
 def test_scopes_a_read_key_cannot_write_and_only_admin_sees_stats_and_metrics(served):

@@ -27,6 +27,7 @@ class SearchRequest(_Question):
 
 
 class AskRequest(_Question):
+    mode: Mode | None = None
     generator: GeneratorName | None = None
     stream: bool = Field(default=False, description="Server-Sent Events: `passages`, then `token`s, then `answer`")
 

@@ -93,8 +93,8 @@ class Service:
         with self._queues_lock:
             if name not in self._queues:
                 def run(key: Hashable, questions: list[str], name: str = name) -> list[Answer]:
-                    k, filters = key  # type: ignore[misc]
-                    return self.engine.ask_many(questions, k, name, list(filters))
+                    k, filters, mode = key  # type: ignore[misc]
+                    return self.engine.ask_many(questions, k, name, list(filters), mode)
                 self._queues[name] = ModelQueue(f"generator:{name}", run, self.settings.serve.batch_size,
                                                 self.settings.serve.queue_depth)
             return self._queues[name]
@@ -105,13 +105,13 @@ class Service:
         return hits
 
     async def ask(self, question: str, k: int | None, generator: str | None, filters: list[str],
-                  key: ApiKey | None) -> tuple[str, Answer]:
+                  key: ApiKey | None, mode: str | None = None) -> tuple[str, Answer]:
         queue = self._generation_queue(generator)
-        answer = await self._wait(queue, lambda q: q.submit((k, tuple(filters)), question))
+        answer = await self._wait(queue, lambda q: q.submit((k, tuple(filters), mode), question))
         return self.remember(answer, key), answer
 
     async def ask_stream(self, question: str, k: int | None, generator: str | None,
-                         filters: list[str]) -> AsyncIterator[Any]:
+                         filters: list[str], mode: str | None = None) -> AsyncIterator[Any]:
         """Engine.ask_stream's items (passages, text pieces, the Answer), produced on the model's
         thread and handed over as they come; stops generating when the client goes away."""
         loop = asyncio.get_running_loop()
@@ -121,7 +121,7 @@ class Service:
 
         def produce() -> None:
             try:
-                for item in self.engine.ask_stream(question, k, generator, filters):
+                for item in self.engine.ask_stream(question, k, generator, filters, mode):  # type: ignore[arg-type]
                     loop.call_soon_threadsafe(items.put_nowait, item)
                     if gone.is_set():
                         return

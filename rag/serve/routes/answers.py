@@ -49,7 +49,7 @@ def router(service: Service) -> APIRouter:
         if body.stream:
             return await _stream(service, body, filters, key, request)
         try:
-            answer_id, answer = await service.ask(body.question, body.k, body.generator, filters, key)
+            answer_id, answer = await service.ask(body.question, body.k, body.generator, filters, key, body.mode)
         except RagError as exc:
             raise http_error(exc) from None
         service.metrics.observe_answer(answer)
@@ -61,7 +61,7 @@ def router(service: Service) -> APIRouter:
 
 async def _stream(service: Service, body: AskRequest, filters: list[str], key: ApiKey | None,
                   request: Request) -> EventSourceResponse:
-    items = service.ask_stream(body.question, body.k, body.generator, filters)
+    items = service.ask_stream(body.question, body.k, body.generator, filters, body.mode)
     try:  # errors before the first event (a bad filter, a full queue) are plain HTTP errors
         first = await anext(items)
     except RagError as exc:
