@@ -201,6 +201,12 @@ class Engine:
         total, page = self.reader().chunks.list_documents(parsed, offset, limit)
         return {"total": total, "offset": offset, "limit": limit, "documents": page}
 
+    def facets(self, filters: list[str] | None = None) -> dict[str, Any]:
+        """What the documents matching the filters are made of: per collection, format and
+        top-level source folder, how many and the filter that selects them, and the mtime range;
+        for filter controls built from the index itself (a portal's), never offering a dead end."""
+        return self.reader().chunks.facets(parse_filters(filters))
+
     def document(self, doc_id: str, collection: str | None = None,
                  filters: list[str] | None = None) -> list[dict[str, Any]]:
         """The documents with this id (one per collection holding it, or just `collection`'s)

@@ -7,6 +7,8 @@ entry can never point at another chunk's text.
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -333,6 +335,53 @@ class ChunkStore:
         return [(c, d) for c, d in self.conn.execute(
             f"SELECT DISTINCT d.collection, d.doc_id {self._MATCHING_DOCUMENTS.format(where=where)} "
             "ORDER BY d.collection, d.doc_id", params)]
+
+    def facets(self, filters: list[Filter]) -> dict[str, Any]:
+        """What the documents matching the filters are made of, for filter controls that always
+        find something: how many documents there are per collection, per format and per top-level
+        folder of their sources, each with the filter expression that selects exactly it, and the
+        range of their modification times (epoch seconds, as documents list them).
+
+        Folders are counted below the folder all the sources share: sources are often absolute
+        paths, whose first component would put every document in one folder. A document lying
+        directly in that shared folder, or in none (an upload, a record), counts in no folder."""
+        where, params = to_sql(filters)
+        rows = self.conn.execute(
+            "WITH docs AS (SELECT DISTINCT d.collection, d.doc_id, d.format, d.source, d.mtime "
+            f"{self._MATCHING_DOCUMENTS.format(where=where)}) "
+            "SELECT 'collection', collection, COUNT(*) FROM docs GROUP BY collection "
+            "UNION ALL SELECT 'format', format, COUNT(*) FROM docs WHERE format IS NOT NULL GROUP BY format "
+            # rtrim(s, s's characters but '/') cuts the file name off: the source's folder, ending in '/'.
+            "UNION ALL SELECT 'folder', rtrim(source, replace(source, '/', '')), COUNT(*) FROM docs GROUP BY 2 "
+            "UNION ALL SELECT 'first', MIN(mtime), COUNT(*) FROM docs "
+            "UNION ALL SELECT 'last', MAX(mtime), COUNT(*) FROM docs", params).fetchall()
+
+        def exactly(key: str, value: str) -> str:
+            """`key=value` selecting only this value: with its special characters in brackets
+            (a glob then) when the plain form would read as a glob, a range, a number or be trimmed."""
+            if re.search(r"[*?\[]|\.\.|^\s|\s$", value) or re.fullmatch(r"[+-]?\d+(\.\d+)?([eE][+-]?\d+)?", value):
+                return f"{key}=" + re.sub(r"([*?\[.\d\s])", r"[\1]", value)
+            return f"{key}={value}"
+
+        folders: dict[str, int] = {}
+        directories = [(name[:-1].split("/"), int(n)) for kind, name, n in rows if kind == "folder" and name]
+        shared = os.path.commonprefix([parts for parts, _ in directories]) if directories else []
+        for parts, n in directories:
+            if len(parts) > len(shared) and parts[len(shared)]:
+                top = "/".join(parts[:len(shared) + 1])
+                folders[top] = folders.get(top, 0) + n
+        first, last = (next(value for kind, value, _ in rows if kind == end) for end in ("first", "last"))
+        return {
+            "documents": next(int(n) for kind, _, n in rows if kind == "first"),
+            "collections": [{"name": name, "documents": int(n), "filter": exactly("collection", name)}
+                            for kind, name, n in sorted(rows) if kind == "collection"],
+            "formats": [{"name": name, "documents": int(n), "filter": exactly("format", name)}
+                        for kind, name, n in sorted(rows) if kind == "format"],
+            "folders": [{"name": top.rsplit("/", 1)[-1], "path": top, "documents": n,
+                         "filter": exactly("source", top + "/") + "*"}
+                        for top, n in sorted(folders.items())],
+            "mtime": {"first": first, "last": last} if first is not None else None,
+        }
 
     def document_chunks(self, collection: str, doc_id: str) -> list[dict[str, Any]]:
         """A document's chunks in order (those of the document holding its content, if shared)."""

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from rag.config import Settings
 from rag.engine import Engine
 from rag.serve.middleware import AccessLog, BodyLimit, log_access_to_stderr
-from rag.serve.routes import answers, documents, feedback, openai_compat, ops
+from rag.serve.routes import answers, documents, feedback, openai_compat, ops, page
 from rag.serve.service import Service
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def create_app(settings: Settings, open_access: bool = False, engine: Engine | N
         log.exception("unexpected error on %s", request.url.path)
         return JSONResponse({"detail": "internal error; the server's log has the details"}, status_code=500)
 
-    for family in (ops, answers, documents, feedback, openai_compat):
+    for family in (ops, answers, documents, feedback, openai_compat, page):
         app.include_router(family.router(service))
 
     if settings.serve.cors_origins:

@@ -99,6 +99,17 @@ def router(service: Service) -> APIRouter:
             raise HTTPException(404, f"no upload job {job_id!r} (finished jobs are kept until the server restarts)")
         return job.as_dict()
 
+    @api.get("/facets")
+    def facets(filters: Filters = [], key: ApiKey | None = read) -> dict[str, Any]:  # noqa: B006
+        """What the documents the key may see are made of: `collections`, `formats` and top-level
+        source `folders`, each {name, documents, filter} (the filter expression selecting it),
+        and the `mtime` range {first, last} in epoch seconds; for filter controls that offer
+        only what exists."""
+        try:
+            return engine.facets(key_filters(key, filters))
+        except RagError as exc:
+            raise http_error(exc) from None
+
     return api
 
 

@@ -16,6 +16,7 @@ from rag.serve.service import Service, access
 def router(service: Service) -> APIRouter:
     api = APIRouter(tags=["operations"])
     admin = Depends(access(service, "admin"))
+    read = Depends(access(service, "read"))
 
     @api.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -50,5 +51,14 @@ def router(service: Service) -> APIRouter:
         """Prometheus text format. It counts every collection's documents, so once keys exist it
         needs an admin key (Prometheus: `authorization: {credentials_file: ...}`)."""
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/v1/key")
+    def key_info(key: ApiKey | None = read) -> dict[str, Any]:
+        """The calling key's name, scope and filters (never its secret), so that a client such
+        as the page at / offers only what the key may do; `{"open": true}` when the service
+        has no keys (loopback only), where every route is open."""
+        if key is None:
+            return {"open": True}
+        return {"open": False, "name": key.name, "scope": key.scope, "filters": list(key.filters)}
 
     return api
