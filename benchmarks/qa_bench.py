@@ -5,8 +5,10 @@ Every distinct paragraph is a document (id = article title + paragraph number); 
 gold document is its paragraph. The paragraphs are indexed with rag's defaults, then a fixed
 random sample of questions (seed 0) is asked one at a time, as a user would, through each
 generator. Figures: retrieval Recall@1/5 (documents, in rank order), answer EM and F1 (SQuAD
-normalisation; characters for Chinese), abstention rate, grounded rate and answer latency
-p50/p95. Citation markers are removed before scoring.
+normalisation; characters for Chinese), "contains" (the share of questions whose answer holds a
+gold answer, normalised the same way; an abstention does not), "cites source" (the share of the
+answered questions that cite their gold paragraph), abstention rate, grounded rate and answer
+latency p50/p95. Citation markers are removed before scoring.
 
     python3 benchmarks/qa_bench.py                                  # SQuAD 500 + CMRC 300, both generators
     python3 benchmarks/qa_bench.py --squad 40 --cmrc 20 --no-record  # a quick look
@@ -65,14 +67,19 @@ def run_dataset(name: str, path: Path, n: int, generators: list[str], workdir: P
     return result
 
 
+def _share(g: dict[str, Any], key: str) -> str:
+    return f"{g[key]:.1%}" if key in g else "-"  # cites_source is absent when every question abstained
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
-    rows = ["| dataset | questions | Recall@1 | Recall@5 | generator | EM | F1 | abstained | grounded | p50 s | p95 s |",
-            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| dataset | questions | Recall@1 | Recall@5 | generator | EM | F1 | contains | cites source | abstained "
+            "| grounded | p50 s | p95 s |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         for gen, g in r["generators"].items():
             rows.append(f"| {name} | {r['questions']} | {r['recall@1']:.3f} | {r['recall@5']:.3f} | {gen} | "
-                        f"{g['EM']:.1f} | {g['F1']:.1f} | {g['abstained']:.1%} | {g['grounded']:.1%} | "
-                        f"{g['p50_s']:.2f} | {g['p95_s']:.2f} |")
+                        f"{g['EM']:.1f} | {g['F1']:.1f} | {_share(g, 'contains')} | {_share(g, 'cites_source')} | "
+                        f"{g['abstained']:.1%} | {g['grounded']:.1%} | {g['p50_s']:.2f} | {g['p95_s']:.2f} |")
     return "\n".join(rows)
 
 

@@ -458,7 +458,8 @@ app.add_typer(eval_app, name="eval")
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Evaluate a random sample of this many questions.",
                                                  min=1)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the --limit sample.")]
-AnswersOpt = Annotated[bool, typer.Option("--answers", help="Also generate answers and score EM/F1.")]
+AnswersOpt = Annotated[bool, typer.Option("--answers", help="Also generate answers and score them: EM/F1, "
+                                           "contains the reference, cites the source, abstentions.")]
 EvalKOpt = Annotated[int, typer.Option("-k", help="Depth of the reported ranking metrics (nDCG@k uses 10).", min=1)]
 
 
@@ -470,7 +471,8 @@ def _show_eval(report: Any, json_out: bool) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in {**report.retrieval, **report.answers}.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) and value <= 1 else f"{value:.1f}"
+        # EM and F1 are 0 to 100, as SQuAD reports them; the other floats are shares of 1
+        table.add_row(key, f"{value:.1f}" if key in ("EM", "F1") else f"{value:.4f}"
                       if isinstance(value, float) else str(value))
     for stage, q in report.latency_ms.items():
         table.add_row(f"latency {stage} p50 / p95", f"{q['p50']:.1f} / {q['p95']:.1f} ms")

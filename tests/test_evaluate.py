@@ -1,15 +1,20 @@
 import json
 import math
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytrec_eval
 
+from rag.answer import Answer, Citation
 from rag.errors import EvalDataError, RagError
-from rag.evaluate import (EvalDocument, EvalQuestion, exact_match, f1_score, is_chinese, mrr_at_k, ndcg_at_k,
-                          percentile, read_beir, read_qa_jsonl, read_squad, recall_at_k, retrieval_report, sample)
+from rag.evaluate import (EvalDocument, EvalQuestion, cites_source, contains_reference, exact_match, f1_score,
+                          is_chinese, mrr_at_k, ndcg_at_k, percentile, read_beir, read_qa_jsonl, read_squad,
+                          recall_at_k, retrieval_report, sample)
+from rag.evaluate.run import answer_scores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -390,3 +395,163 @@ def test_sample_is_fixed_and_keeps_order():
     assert sample(items, None) == items and sample(items, 0) == items and sample(items, 500) == items
     with pytest.raises(ValueError, match="0 or more"):
         sample(items, -1)
+
+
+# -- Contains the reference, cites the source, abstentions (issue 14) -----------------------------
+
+@pytest.mark.parametrize(
+    "prediction, golds, chinese, expected",
+    [
+        ("Every employee gets 27 days of paid vacation a year.", ["27 days"], False, 1.0),
+        ("The Denver Broncos won it.", ["the Denver Broncos!"], False, 1.0),  # case, article, punctuation go
+        ("1,000 people came", ["1000 people"], False, 1.0),
+        ("Broncos", ["Denver Broncos"], False, 0.0),  # a part of the reference is not the reference
+        ("Santa Clara", ["Carolina Panthers", "Santa Clara"], False, 1.0),  # any gold answer will do
+        ("125 working days", ["25 working days"], False, 0.0),  # whole words: 25 is not in 125
+        ("It is EUR 75 [1].", ["EUR 75"], False, 1.0),
+        ("", ["Denver Broncos"], False, 0.0),  # an abstention is scored as ""
+        ("the answer is the", ["the"], False, 0.0),  # a gold answer that normalises to nothing never matches
+        ("上海办公室的食堂早上七点半开门。", ["七点半"], True, 1.0),
+        ("上海办公室的食堂早上七点半开门。", ["七 点 半。"], True, 1.0),  # spaces and CJK punctuation go
+        ("员工午餐免费", ["七点半"], True, 0.0),
+        ("开发商是光荣和ω-force", ["光荣和ω－force"], True, 1.0),  # ASCII and full-width dash both go
+    ],
+)
+def test_contains_reference(prediction, golds, chinese, expected):
+    assert contains_reference(prediction, golds, chinese) == expected
+
+
+def test_contains_reference_needs_a_gold_answer():
+    with pytest.raises(ValueError, match="no gold answer"):
+        contains_reference("anything", [])
+
+
+def test_cites_source():
+    assert cites_source(["leave.md"], "leave.md") == 1.0
+    assert cites_source(["prices.csv", "leave.md"], "leave.md") == 1.0  # other citations as well still count
+    assert cites_source(iter(["prices.csv"]), "leave.md") == 0.0  # the wrong document
+    assert cites_source([], "leave.md") == 0.0
+    assert cites_source(["Leave.md"], "leave.md") == 0.0  # doc ids are compared exactly
+    with pytest.raises(ValueError, match="no gold document"):
+        cites_source(["leave.md"], "")
+
+
+def _answer(text: str, cited: list[str] | None = None, abstained: bool = False) -> Answer:
+    """An answer as the engine returns it; citations need only their doc_id here."""
+    citations = [Citation(n, doc_id, doc_id, doc_id, "", "") for n, doc_id in enumerate(cited or [], start=1)]
+    return Answer("?", text, citations, [], abstained, grounded=bool(citations) and not abstained)
+
+
+def test_answer_scores_by_hand():
+    pairs = [
+        # answered, contains its reference (citation markers go first), cites its gold document: EM 0, F1 2/3
+        (EvalQuestion("1", "How much leave?", ("25 days",), "leave.md"),
+         _answer("Lisbon staff get 25 days [1].", ["leave.md"])),
+        # answered in Chinese, contains its reference, cites the wrong document
+        (EvalQuestion("2", "食堂几点开门？", ("七点半",), "cantina.md"),
+         _answer("食堂早上七点半开门。[1]", ["prices.csv"])),
+        # answerable, but abstained: counts against EM, F1, contains and refused_answerable; not in cites_source
+        (EvalQuestion("3", "Who approves big purchases?", ("the CFO",), "policy.docx"),
+         _answer("I don't know.", abstained=True)),
+        # answered exactly, gold answer but no gold document: not in cites_source
+        (EvalQuestion("4", "Which gateway?", ("vpn.acme.example",)), _answer("vpn.acme.example", ["intranet.html"])),
+        # marked unanswerable, rightly abstained; and one wrongly answered
+        (EvalQuestion("5", "Most moons?", unanswerable=True), _answer("I don't know.", abstained=True)),
+        (EvalQuestion("6", "Capital of Australia?", unanswerable=True), _answer("Sydney [1].", ["faq.jsonl"])),
+        # no gold answer, no gold document, no mark (a thumbs-down export): only asked
+        (EvalQuestion("7", "Anything else?"), _answer("Something [1].", ["notes.txt"])),
+    ]
+    scores = answer_scores(pairs)
+    assert scores == {
+        "answered": 5, "abstained": pytest.approx(2 / 7), "grounded": pytest.approx(5 / 7),
+        "scored": 4,
+        # EM: only question 4; F1: q1 pred [lisbon, staff, get, 25, days] vs [25, days]: P 2/5, R 1 -> 4/7;
+        # q2 characters 食堂早上七点半开门 (9) vs 七点半 (3): P 1/3, R 1 -> 1/2; q3 0; q4 1
+        "EM": pytest.approx(100 * 1 / 4), "F1": pytest.approx(100 * (4 / 7 + 1 / 2 + 0 + 1) / 4),
+        "contains": pytest.approx(3 / 4), "refused_answerable": pytest.approx(1 / 4),
+        "cites_source": pytest.approx(1 / 2), "cites_source_questions": 2,  # q1 yes, q2 the wrong document
+        "unanswerable": 2, "unanswerable_abstained": pytest.approx(1 / 2),
+    }
+    assert isinstance(scores["answered"], int) and isinstance(scores["cites_source_questions"], int)
+
+
+def test_answer_scores_leave_out_what_does_not_apply():
+    # Questions alone: no gold answers, documents or marks, so only the counts and shares of all questions.
+    only_asked = answer_scores([(EvalQuestion("1", "Anything?"), _answer("Yes [1].", ["a.md"])),
+                                (EvalQuestion("2", "Else?"), _answer("I don't know.", abstained=True))])
+    assert only_asked == {"answered": 1, "abstained": 0.5, "grounded": 0.5}
+    # Every answerable question abstained: no answered question to check citations of.
+    refused = answer_scores([(EvalQuestion("1", "Leave?", ("25 days",), "leave.md"),
+                              _answer("I don't know.", abstained=True))])
+    assert refused["refused_answerable"] == 1.0 and refused["contains"] == 0.0 and "cites_source" not in refused
+    assert "unanswerable" not in refused
+    assert answer_scores([]) == {"answered": 0, "abstained": 0.0, "grounded": 0.0}
+
+
+def test_read_qa_jsonl_reads_the_unanswerable_mark(tmp_path: Path):
+    path = write_jsonl(tmp_path / "qa.jsonl", [
+        {"id": "u", "question": "Capital of Australia?", "answerable": False},
+        {"id": "a", "question": "Leave?", "answer": "25 days", "answerable": True},
+        {"id": "n", "question": "No answer, no mark?"},
+    ])
+    assert read_qa_jsonl(path) == [EvalQuestion("u", "Capital of Australia?", unanswerable=True),
+                                   EvalQuestion("a", "Leave?", ("25 days",)),
+                                   EvalQuestion("n", "No answer, no mark?")]
+    questions = read_qa_jsonl(REPO / "corpora" / "unanswerable_qa.jsonl")
+    assert len(questions) == 30 and all(q.unanswerable and not q.answers and not q.doc_id for q in questions)
+    assert not any(q.unanswerable for q in read_qa_jsonl(REPO / "corpora" / "sample_qa.jsonl"))
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"question": "x", "answerable": "no"}, "line 1: field 'answerable' must be true or false, not \"no\""),
+        ({"question": "x", "answerable": 0}, "line 1: field 'answerable' must be true or false, not 0"),
+        ({"question": "x", "answer": "y", "answerable": False}, 'marked "answerable": false but has an answer'),
+        ({"question": "x", "doc_id": "d", "answerable": False}, "but has an answer or a doc_id"),
+    ],
+)
+def test_read_qa_jsonl_refuses_a_bad_unanswerable_mark(tmp_path: Path, record, message):
+    path = write_jsonl(tmp_path / "qa.jsonl", [record])
+    with pytest.raises(EvalDataError) as excinfo:
+        read_qa_jsonl(path)
+    assert message in str(excinfo.value)
+
+
+@pytest.mark.slow
+def test_rag_eval_qa_answers_reports_contains_citations_and_abstentions(make_engine, sample_docs, cli_env,
+                                                                       tmp_path: Path):
+    engine = make_engine()
+    engine.index([sample_docs])
+    index = engine.store.path
+    engine.close()
+    questions = write_jsonl(tmp_path / "qa.jsonl", [
+        # the extractive generator answers with the whole sentence, cited: contains 1, cites 1, EM 0
+        {"id": "vacation", "question": "How many days of paid vacation does every employee get?",
+         "answer": "27 days", "doc_id": "handbook.md"},
+        # a reference the answer does not hold: contains 0, cites 1
+        {"id": "lidar", "question": "What does error code E-451 mean?", "answer": "the battery is empty",
+         "doc_id": "manual.pdf"},
+        # the answer cites notes.txt, the gold document is another file: contains 1, cites 0
+        {"id": "cafeteria", "question": "When does the cafeteria open?", "answer": "07:45",
+         "doc_id": "handbook.md"},
+        # answerable by its gold answer, but nothing in the documents: abstains (below the relevance floor)
+        {"id": "ethanol", "question": "What is the boiling point of ethanol?", "answer": "78 degrees"},
+        {"id": "moons", "question": "Which planet has the most moons?", "answerable": False},
+        {"id": "ana", "question": "Who leads the Lisbon robotics lab?"},  # only asked
+    ])
+    done = subprocess.run([sys.executable, "-m", "rag", "eval", "qa", str(questions), "--index", str(index),
+                           "--answers", "--generator", "extractive", "--json"],
+                          env=cli_env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["questions"] == 6 and report["retrieval"]["queries"] == 3
+    assert report["answers"] == {
+        "answered": 4, "abstained": pytest.approx(2 / 6), "grounded": pytest.approx(4 / 6),
+        # F1: the vacation sentence has 9 tokens, 2 of them gold (4/11); the lidar one 15, sharing "is" with
+        # the 3 gold tokens (1/9); the cafeteria one 10, "0745" gold (2/11); the abstention 0
+        "EM": 0.0, "F1": pytest.approx(100 * (4 / 11 + 1 / 9 + 2 / 11) / 4), "scored": 4,
+        "contains": 0.5, "refused_answerable": 0.25,
+        "cites_source": pytest.approx(2 / 3), "cites_source_questions": 3,
+        "unanswerable": 1, "unanswerable_abstained": 1.0,
+    }, report["answers"]

@@ -30,12 +30,16 @@ class EvalDocument:
 
 @dataclass(frozen=True)
 class EvalQuestion:
-    """A question with its gold answers (none: retrieval only) and gold document (None: unknown)."""
+    """A question with its gold answers (none: retrieval only) and gold document (None: unknown).
+
+    `unanswerable`: the file marks it `"answerable": false`, so the right reply is "I don't know".
+    """
 
     qid: str
     question: str
     answers: tuple[str, ...] = ()
     doc_id: str | None = None
+    unanswerable: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,10 +229,13 @@ def _squad_answers(answers: Any, where: str) -> tuple[str, ...]:
 
 
 def read_qa_jsonl(path: str | Path) -> list[EvalQuestion]:
-    """A user's question set, one {"question", "answer" or "answers", "doc_id", "id"} per line.
+    """A user's question set, one {"question", "answer" or "answers", "doc_id", "id", "answerable"} per line.
 
     Only the question is required: without answers only retrieval is scored, without a doc_id only
     the answers. `answer(s)` may be a string or a list of strings; ids default to "<file>#<line>".
+    `"answerable": false` marks a question the documents do not answer (corpora/unanswerable_qa.jsonl):
+    it may have neither answer nor doc_id, and `--answers` counts how often it gets "I don't know".
+    A question with no answer and no mark is not assumed unanswerable: it may just lack a gold answer.
     """
     path = Path(path)
     _require_file(path, 'pass a JSONL file with one {"question", "answer", "doc_id"} object per line')
@@ -242,11 +249,17 @@ def read_qa_jsonl(path: str | Path) -> list[EvalQuestion]:
             raise EvalDataError("has both 'answer' and 'answers'; keep one", where)
         answers = _answer_texts(record.get("answers", record.get("answer")), where)
         doc_id = None if record.get("doc_id") is None else _id_field(record, "doc_id", where)
+        answerable = record.get("answerable", True)
+        if not isinstance(answerable, bool):
+            raise EvalDataError(f"field 'answerable' must be true or false, not {json.dumps(answerable)}", where)
+        if not answerable and (answers or doc_id):
+            raise EvalDataError("is marked \"answerable\": false but has an answer or a doc_id; keep one or "
+                                "the other", where)
         qid = f"{path.name}#{lineno}" if record.get("id") is None else _id_field(record, "id", where)
         if qid in seen:
             raise EvalDataError(f"id {qid!r} is also used on line {seen[qid]}; ids must be unique", where)
         seen[qid] = lineno
-        questions.append(EvalQuestion(qid, question, answers, doc_id))
+        questions.append(EvalQuestion(qid, question, answers, doc_id, unanswerable=not answerable))
     if not questions:
         raise EvalDataError("holds no questions", str(path))
     return questions

@@ -2,7 +2,9 @@
 
 Retrieval metrics follow trec_eval (and so BEIR): gains are the graded relevance, judgements of 0
 or below are not relevant, and queries with no relevant document are left out of the mean. Answer
-metrics follow the official SQuAD v1.1 script; Chinese is scored by characters.
+metrics follow the official SQuAD v1.1 script; Chinese is scored by characters. Two more answer
+measures: whether the answer contains a gold answer (the same normalisation), and whether it
+cites the gold document.
 """
 
 from __future__ import annotations
@@ -140,6 +142,35 @@ def f1_score(prediction: str, golds: Sequence[str], chinese: bool = False) -> fl
             precision, recall = same / len(predicted), same / len(reference)
             best = max(best, 2 * precision * recall / (precision + recall))
     return best
+
+
+def contains_reference(prediction: str, golds: Sequence[str], chinese: bool = False) -> float:
+    """1.0 when the prediction, normalised as for EM and F1, holds a normalised gold answer as a substring.
+
+    The lenient companion of exact match: a whole sentence that quotes the reference counts, where
+    EM gives it 0 and F1 little. English is compared as normalised text (lower case, no punctuation
+    or articles, single spaces) and Chinese as its characters without spaces or punctuation, as F1
+    counts them. English matches whole words only, so "25 days" is not found in "125 days";
+    Chinese, without word boundaries, matches characters. Pass "" for an abstention: an empty
+    prediction contains nothing, and a gold answer that normalises to nothing (say "the") never
+    matches.
+    """
+    _check_golds(golds)
+    if chinese:
+        predicted = _normalize_zh(prediction)
+        return float(any(reference and reference in predicted for reference in map(_normalize_zh, golds)))
+    predicted = f" {_normalize_en(prediction)} "
+    return float(any(reference and f" {reference} " in predicted for reference in map(_normalize_en, golds)))
+
+
+def cites_source(cited_doc_ids: Iterable[str], gold_doc_id: str) -> float:
+    """1.0 when one of the answer's citations is the gold document (same doc_id), else 0.0.
+
+    Citing other documents as well still counts; citing nothing or only other documents does not.
+    """
+    if not gold_doc_id:
+        raise ValueError("no gold document to look for; leave questions without a doc_id out of citation scoring")
+    return float(gold_doc_id in set(cited_doc_ids))
 
 
 def percentile(values: Iterable[float], q: float) -> float:

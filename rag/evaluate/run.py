@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.answer import Answer
 from rag.engine import Engine
 from rag.evaluate.datasets import EvalDocument, EvalQuestion, read_beir, read_qa_jsonl, read_squad, sample
-from rag.evaluate.metrics import Qrels, Run, exact_match, f1_score, is_chinese, percentile, retrieval_report
+from rag.evaluate.metrics import (Qrels, Run, cites_source, contains_reference, exact_match, f1_score, is_chinese,
+                                  percentile, retrieval_report)
 from rag.indexing import IndexProgress
 
 # Chunks retrieved per question: enough to rank 100 distinct documents in most cases.
@@ -31,7 +33,7 @@ class EvalReport:
     mode: str
     questions: int
     retrieval: dict[str, float | int] = field(default_factory=dict)
-    answers: dict[str, float] = field(default_factory=dict)
+    answers: dict[str, float | int] = field(default_factory=dict)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     index: str = ""
     seconds: float = 0.0
@@ -69,25 +71,57 @@ def _rank(engine: Engine, questions: list[EvalQuestion], mode: str | None, k: in
     return run, timings
 
 
-def _answer_scores(engine: Engine, questions: list[EvalQuestion], generator: str | None,
-                   one_done: Callable[[], None]) -> tuple[dict[str, float], list[dict[str, float]]]:
-    ems, f1s, abstained, grounded, timings = [], [], 0, 0, []
-    for q in questions:
-        answer = engine.ask(q.question, generator=generator)
-        timings.append({f"answer.{k}": v for k, v in answer.timings.items()})
-        text = "" if answer.abstained else _CITATION.sub("", answer.answer).strip()
-        abstained += answer.abstained
+def answer_scores(pairs: Iterable[tuple[EvalQuestion, Answer]]) -> dict[str, float | int]:
+    """The `--answers` summary of questions and the answers they got; keys appear when they apply.
+
+    Over every question: `answered` (how many did not abstain), `abstained` and `grounded` (shares).
+    Over the `scored` questions that have gold answers: `EM` and `F1` (0 to 100, SQuAD), `contains`
+    (share whose answer contains a gold answer, see `contains_reference`) and `refused_answerable`
+    (share that abstained); an abstention scores 0 on EM, F1 and `contains`. Over the
+    `cites_source_questions` answered questions that have a gold doc_id: `cites_source`, the share
+    whose citations include that document. Over the `unanswerable` questions the file marks
+    `"answerable": false`: `unanswerable_abstained`, the share answered "I don't know".
+    Citation markers are removed before EM, F1 and `contains`.
+    """
+    asked = answered = grounded = 0
+    ems, f1s, contains, refused, cites, unanswerable = [], [], [], [], [], []
+    for q, answer in pairs:
+        asked += 1
+        answered += not answer.abstained
         grounded += answer.grounded
+        text = "" if answer.abstained else _CITATION.sub("", answer.answer).strip()
         if q.answers:
             chinese = is_chinese(q.question)
             ems.append(exact_match(text, q.answers, chinese))
             f1s.append(f1_score(text, q.answers, chinese))
-        one_done()
-    n = max(len(questions), 1)
-    scores = {"abstained": abstained / n, "grounded": grounded / n}
+            contains.append(contains_reference(text, q.answers, chinese))
+            refused.append(answer.abstained)
+        if q.doc_id and not answer.abstained:
+            cites.append(cites_source((c.doc_id for c in answer.citations), q.doc_id))
+        if q.unanswerable:
+            unanswerable.append(answer.abstained)
+    n = max(asked, 1)
+    scores: dict[str, float | int] = {"answered": answered, "abstained": (asked - answered) / n,
+                                      "grounded": grounded / n}
     if ems:
-        scores.update(EM=100 * sum(ems) / len(ems), F1=100 * sum(f1s) / len(f1s), scored=len(ems))
-    return scores, timings
+        scores.update(EM=100 * sum(ems) / len(ems), F1=100 * sum(f1s) / len(f1s), scored=len(ems),
+                      contains=sum(contains) / len(contains), refused_answerable=sum(refused) / len(refused))
+    if cites:
+        scores.update(cites_source=sum(cites) / len(cites), cites_source_questions=len(cites))
+    if unanswerable:
+        scores.update(unanswerable=len(unanswerable), unanswerable_abstained=sum(unanswerable) / len(unanswerable))
+    return scores
+
+
+def _answer_scores(engine: Engine, questions: list[EvalQuestion], generator: str | None,
+                   one_done: Callable[[], None]) -> tuple[dict[str, float | int], list[dict[str, float]]]:
+    answers, timings = [], []
+    for q in questions:
+        answer = engine.ask(q.question, generator=generator)
+        timings.append({f"answer.{k}": v for k, v in answer.timings.items()})
+        answers.append(answer)
+        one_done()
+    return answer_scores(zip(questions, answers)), timings
 
 
 def evaluation_steps(questions: list[EvalQuestion], qrels: Qrels, answers: bool) -> int:
