@@ -11,6 +11,7 @@ from rag.records import Hit
 
 # "[2]", "[1, 3]", "[1][2]", full-width "［2］"
 _CITATION = re.compile(r"[\[［]\s*(\d+(?:\s*[,，]\s*\d+)*)\s*[\]］]")
+CITATION_MARKER = re.compile(r"\s*" + _CITATION.pattern)  # with the space before it
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,13 @@ import logging
 import time
 from typing import Callable, Iterator
 
-from rag.answer import Answer, Passage, is_abstention, resolve_citations
+from rag.answer import CITATION_MARKER, Answer, Citation, Passage, is_abstention, resolve_citations
 from rag.errors import RagError
 from rag.filters import Filter
 from rag.generate.base import Generation, Generator
 from rag.prompt import Prompt, PromptBuilder
 from rag.records import Hit
+from rag.verify import is_supported, support
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ def best_relevance(hits: list[Hit]) -> float | None:
 
 class Answerer:
     def __init__(self, retrieve: Retrieve, generator: Generator, builder: PromptBuilder, k: int,
-                 max_new_tokens: int, max_question_chars: int, min_relevance: float = -1.0) -> None:
+                 max_new_tokens: int, max_question_chars: int, min_relevance: float = -1.0,
+                 verify: str = "off", verify_min_words: float = 0.5) -> None:
         self.retrieve = retrieve
         self.generator = generator
         self.builder = builder
@@ -43,6 +45,10 @@ class Answerer:
         self.max_new_tokens = max_new_tokens
         self.max_question_chars = max_question_chars
         self.min_relevance = min_relevance
+        # "abstain": an answer no passage supports becomes "I don't know"; "warn": it is kept,
+        # ungrounded, with a warning; "off": not checked (see rag/verify.py).
+        self.verify = verify
+        self.verify_min_words = verify_min_words
 
     def _clean_question(self, question: str, warnings: list[str]) -> str:
         question = " ".join(question.split())
@@ -82,9 +88,32 @@ class Answerer:
             text, citations, grounded = prompt.idk, [], False
         else:
             text, citations, grounded = resolve_citations(text, prompt.passages)
+            if self.verify != "off":
+                text, citations, grounded, abstained = self._verified(text, citations, grounded, prompt, warnings)
         tokens = {"prompt": generation.prompt_tokens, "completion": generation.completion_tokens}
         return Answer(prompt.question, text, citations, prompt.passages, abstained, grounded, timings, tokens,
                       getattr(self.generator, "name", type(self.generator).__name__), warnings)
+
+    def _verified(self, text: str, citations: list[Citation], grounded: bool, prompt: Prompt,
+                  warnings: list[str]) -> tuple[str, list[Citation], bool, bool]:
+        """The answer checked against its passages: cited to the passage that supports it when
+        its own citations do not (or it has none); when none does, "I don't know" or a warning."""
+        cited = {c.number for c in citations}
+        if cited and is_supported(support(text, [p for p in prompt.passages if p.number in cited]),
+                                  self.verify_min_words):
+            return text, citations, grounded, False
+        found = support(text, prompt.passages)
+        if is_supported(found, self.verify_min_words):
+            bare = CITATION_MARKER.sub("", text).strip()
+            text, citations, grounded = resolve_citations(f"{bare} [{found.passage}]", prompt.passages)
+            return text, citations, grounded, False
+        problem = ("no passage holds this answer" + ("'s numbers" if not found.numbers else "") +
+                   f" (best support {found.words:.0%} of its words)")
+        if self.verify == "abstain":
+            warnings.append(f"{problem}, so rag says it does not know instead of {text!r} (answer.verify)")
+            return prompt.idk, [], False, True
+        warnings.append(f"{problem}: check it against the sources (answer.verify)")
+        return text, citations, False, False
 
     def ask(self, question: str, k: int | None = None, filters: list[Filter] | None = None,
             mode: str | None = None) -> Answer:

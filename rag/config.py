@@ -135,6 +135,8 @@ class AnswerSettings(_Section):
     context_tokens: int = Field(ge=0, le=1_000_000)
     max_question_chars: int = Field(ge=16, le=100_000)
     min_relevance: float = Field(ge=-1, le=1)
+    verify: Literal["auto", "abstain", "warn", "off"]
+    verify_min_words: float = Field(ge=0, le=1)
     extractive_min_score: float = Field(ge=-1.0, le=1.5)
 
 

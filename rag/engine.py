@@ -28,6 +28,14 @@ from rag.retrieve import Mode, Reranker, Retriever
 log = logging.getLogger(__name__)
 
 
+def verify_mode(setting: str, generator: str) -> str:
+    """answer.verify for a generator: "auto" abstains for local and extractive answers and only
+    warns for an OpenAI-compatible model, whose paraphrases share fewer of the passage's words."""
+    if setting != "auto":
+        return setting
+    return "warn" if generator == "openai" else "abstain"
+
+
 class Engine:
     """Index documents and search them. Models load on first use and are reused."""
 
@@ -172,7 +180,9 @@ class Engine:
             self._answerers[name] = Answerer(retrieve, gen, builder, self.settings.answer.k,
                                              self.settings.answer.max_new_tokens,
                                              self.settings.answer.max_question_chars,
-                                             self.settings.answer.min_relevance)
+                                             self.settings.answer.min_relevance,
+                                             verify_mode(self.settings.answer.verify, name),
+                                             self.settings.answer.verify_min_words)
         return self._answerers[name]
 
     def ask(self, question: str, k: int | None = None, generator: str | None = None,

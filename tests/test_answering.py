@@ -92,3 +92,26 @@ def test_empty_and_overlong_questions(indexed):
     answer = engine.ask("What does error code E-451 mean? " + "please " * 30, generator="extractive")
     assert answer.warnings and "cut to 40" in answer.warnings[0]
     assert len(answer.question) == 40
+
+
+@pytest.mark.parametrize("mode", ["abstain", "warn"])
+def test_an_answer_no_passage_supports_is_refused_or_flagged(indexed, mode):
+    with ChatServer(reply="Acme was founded in 1987 by Ada Lovelace [1].") as server:
+        engine = indexed(**{"answer.generator": "openai", "generate.openai_base_url": server.base_url,
+                            "generate.openai_model": "tiny", "answer.verify": mode})
+        answer = engine.ask("How many vacation days does an employee get?")
+    assert any("answer.verify" in w for w in answer.warnings) and not answer.grounded
+    if mode == "abstain":
+        assert answer.abstained and answer.answer == "I don't know." and not answer.citations
+    else:
+        assert not answer.abstained and answer.answer.startswith("Acme was founded in 1987")
+
+
+def test_a_supported_answer_without_its_marker_is_cited_to_the_passage_that_holds_it(indexed):
+    with ChatServer(reply="27 days of paid vacation a year") as server:
+        engine = indexed(**{"answer.generator": "openai", "generate.openai_base_url": server.base_url,
+                            "generate.openai_model": "tiny", "answer.verify": "abstain"})
+        answer = engine.ask("How many vacation days does an employee get?")
+    (citation,) = answer.citations
+    assert answer.grounded and answer.answer == f"27 days of paid vacation a year [{citation.number}]"
+    assert citation.doc_id == "handbook.md"
