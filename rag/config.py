@@ -164,6 +164,8 @@ class PromptSettings(_Section):
     idk_zh: str = Field(min_length=1)
     passage_en: str
     passage_zh: str
+    chat_passage_en: str
+    chat_passage_zh: str
     system_en: str
     user_en: str
     system_zh: str

@@ -37,6 +37,8 @@ class Templates:
     idk: str
     fence_open: str = "<<<"
     fence_close: str = ">>>"
+    # How a passage is shown to chat models (None: as `passage`).
+    chat_passage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,18 +103,19 @@ class PromptBuilder:
         # A passage cannot close its own fence early, nor open a new one.
         return text.replace(t.fence_open, "‹‹‹").replace(t.fence_close, "›››")
 
-    def _render_passage(self, passage: Passage, t: Templates) -> str:
+    def _render_passage(self, passage: Passage, t: Templates, template: str) -> str:
         location = f", {passage.location}" if passage.location else ""
-        return t.passage.format(number=passage.number, title=passage.title, source=passage.doc_id,
-                                location=location, open=t.fence_open, close=t.fence_close,
-                                text=self._fence(passage.text, t))
+        return template.format(number=passage.number, title=passage.title, source=passage.doc_id,
+                               location=location, open=t.fence_open, close=t.fence_close,
+                               text=self._fence(passage.text, t))
 
     def _render(self, question: str, passages: list[Passage], t: Templates, language: Language) -> Prompt:
-        block = "\n\n".join(self._render_passage(p, t) for p in passages)
-        fields = {"passages": block, "question": question, "idk": t.idk, "open": t.fence_open,
-                  "close": t.fence_close}
-        return Prompt(question, language, t.system.format(**fields), t.user.format(**fields), t.completion.format(**fields),
-                      passages, t.idk)
+        fields = {"question": question, "idk": t.idk, "open": t.fence_open, "close": t.fence_close}
+        chat = {**fields, "passages": "\n\n".join(self._render_passage(p, t, t.chat_passage or t.passage)
+                                                   for p in passages)}
+        completion = {**fields, "passages": "\n\n".join(self._render_passage(p, t, t.passage) for p in passages)}
+        return Prompt(question, language, t.system.format(**chat), t.user.format(**chat),
+                      t.completion.format(**completion), passages, t.idk)
 
     def build(self, question: str, hits: list[Hit], style: Literal["chat", "completion"] = "chat") -> Prompt:
         """Number the passages, then drop the lowest-ranked until the prompt leaves room for the answer."""

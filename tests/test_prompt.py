@@ -70,3 +70,13 @@ def test_lowest_ranked_passages_are_dropped_to_leave_room_for_the_answer():
 def test_chinese_question_gets_the_chinese_template_and_idk():
     prompt = builder().build("食堂几点开门？", [hit("sh.md", 0, "早餐 7:30。", 0.9, 1)])
     assert prompt.language == "zh" and prompt.idk == "我不知道。" and "问题：食堂几点开门？" in prompt.user
+
+
+def test_chat_models_can_get_passages_of_their_own_shape():
+    import dataclasses
+
+    chat = dataclasses.replace(EN, chat_passage="[{number}] {title}\n{open}{text}{close}")
+    own = PromptBuilder({"en": chat, "zh": ZH}, lambda s: len(s.split()), 10_000, max_new_tokens=20)
+    prompt = own.build("When?", [hit("a.md", 0, "Alpha text.", 0.9, 10, page=3)])
+    assert "[1] A.MD\n<<<Alpha text.>>>" in prompt.user, "chat prompts: the title alone"
+    assert "[1] A.MD (a.md, page 3)\n<<<Alpha text.>>>" in prompt.completion, "completion prompts keep the source"

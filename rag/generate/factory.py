@@ -41,6 +41,8 @@ def make_generator(settings: Settings, embedder: Embedder, name: str | None = No
 def templates_from_settings(settings: Settings) -> dict[Language, Templates]:
     p = settings.prompt
     return {
-        "en": Templates(p.system_en, p.user_en, p.completion_en, p.passage_en, p.idk_en, p.fence_open, p.fence_close),
-        "zh": Templates(p.system_zh, p.user_zh, p.completion_zh, p.passage_zh, p.idk_zh, p.fence_open, p.fence_close),
+        "en": Templates(p.system_en, p.user_en, p.completion_en, p.passage_en, p.idk_en, p.fence_open, p.fence_close,
+                        p.chat_passage_en),
+        "zh": Templates(p.system_zh, p.user_zh, p.completion_zh, p.passage_zh, p.idk_zh, p.fence_open, p.fence_close,
+                        p.chat_passage_zh),
     }
