@@ -71,7 +71,7 @@ def test_chinese_question_gets_a_chinese_prompt_and_chinese_abstention(indexed):
         answer = engine.ask("公司的员工每年有多少 vacation days？")
         assert answer.abstained and answer.answer == "我不知道。"
         system = server.requests[0]["body"]["messages"][0]["content"]
-        assert "只能使用这些段落中的信息" in system
+        assert "只根据给出的编号段落回答问题" in system
         # Nothing in the index matches at all: an honest "I don't know" without asking the model.
         before = len(server.requests)
         nothing = engine.ask("公司的创始人是谁？")
