@@ -32,6 +32,8 @@ class Support:
     passage: int | None  # the number of the passage that supports it best
     words: float  # share of the answer's content words found in that passage
     numbers: bool  # every number of the answer is in that passage
+    figures: int = 0  # how many numbers the answer has
+    content: int = 0  # how many content words it has
 
 
 def _fold(text: str) -> str:
@@ -56,15 +58,19 @@ def support(answer: str, passages: list[Passage]) -> Support:
     """The passage that best supports the answer (its citations aside) and how well."""
     text = _fold(CITATION_MARKER.sub(" ", answer))
     numbers, units = _numbers(text), _units(text)
-    best = Support(None, 0.0, False)
+    best = Support(None, 0.0, False, len(numbers), len(units))
     for passage in passages:
         body = _fold(passage.text)
         has_numbers = numbers <= _numbers(body)
         words = len(units & _units(body)) / len(units) if units else 1.0
         if (has_numbers, words) > (best.numbers, best.words):
-            best = Support(passage.number, words, has_numbers)
+            best = Support(passage.number, words, has_numbers, len(numbers), len(units))
     return best
 
 
 def is_supported(found: Support, min_words: float) -> bool:
-    return found.passage is not None and found.numbers and found.words >= min_words
+    """Every number in one passage, and enough of the words; a figure with at most one word of
+    its own ("1980.00 euros") stands on its numbers, as models add units a passage leaves out."""
+    if found.passage is None or not found.numbers:
+        return False
+    return found.words >= min_words or (found.figures > 0 and found.content <= 1)

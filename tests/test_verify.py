@@ -27,6 +27,12 @@ def test_a_made_up_number_or_claim_is_not_supported():
     assert not is_supported(support("人民币80元", [SHANGHAI]), 0.5)
 
 
+def test_a_figure_with_a_unit_the_passage_leaves_out_stands_on_its_number():
+    price = Passage(1, "CD-40 charging dock | 1980.00 | In stock", "p.csv", "p.csv", "Parts", "", 1.0, (1,))
+    assert is_supported(support("1980.00 euros", [price]), 0.5)
+    assert not is_supported(support("1890.00 euros", [price]), 0.5)
+
+
 def test_grouping_separators_do_not_change_a_number():
     passage = Passage(1, "Hotels in Shanghai: up to CNY 1,100 per night.", "t", "t", "Travel", "", 1.0, (1,))
     assert is_supported(support("CNY 1100", [passage]), 0.5)
