@@ -53,7 +53,7 @@ class BundledModel:
         """The verified GGUF in the cache, joined from the parts on first use (seconds). A file
         of the wrong size or SHA-256 is refused, never read, and removed."""
         target = cache_dir / "gguf" / self.file_name
-        if target.is_file() and target.stat().st_size == self.size and _sha256(target) == self.sha256:
+        if target.is_file() and target.stat().st_size == self.size and sha256_file(target) == self.sha256:
             return target
         parts = self.part_files()
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,7 @@ class BundledModel:
         return target
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):

