@@ -98,7 +98,8 @@ def test_a_key_limited_to_hr_never_receives_the_finance_passage(served, stream):
     response = ask(served, REIMBURSEMENT, key="hr", stream=stream)
     objects = list(response) if stream else [response]
     seen = json.dumps([o.model_dump() for o in objects])
-    assert FINANCE_FACT not in seen and "limits.md" not in seen and "640" not in seen
+    # (not "640" alone: a random completion id may hold those digits)
+    assert FINANCE_FACT not in seen and "limits.md" not in seen and "640 EUR" not in seen
     final = objects[-1]
     assert {c["doc_id"] for c in final.model_extra["citations"]} <= {"leave.md", "travel.md"}
 
