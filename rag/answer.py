@@ -93,15 +93,24 @@ def resolve_citations(text: str, passages: list[Passage]) -> tuple[str, list[Cit
                 cited.append(n)
         return "".join(f"[{n}]" for n in kept)
 
-    cleaned = _CITATION.sub(replace, text)
-    cleaned = re.sub(r"[ \t]+([.,;:!?。，；！？])", r"\1", cleaned)
-    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+    cleaned = _tidy(_CITATION.sub(replace, text))
     citations = [
         Citation(n, by_number[n].doc_id, by_number[n].source, by_number[n].title, by_number[n].location,
                  by_number[n].text)
         for n in cited
     ]
     return cleaned, citations, bool(citations) and not invalid
+
+
+def _tidy(text: str) -> str:
+    """No space before punctuation, no double spaces: what removing markers leaves behind."""
+    text = re.sub(r"[ \t]+([.,;:!?。，；！？])", r"\1", text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def strip_citations(text: str) -> str:
+    """The answer's text without its [n] markers, for scoring it and for regression sets."""
+    return _tidy(CITATION_MARKER.sub("", text))
 
 
 def _fold(text: str) -> str:

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Callable, Iterator
 
-from rag.answer import CITATION_MARKER, Answer, Citation, Passage, is_abstention, resolve_citations
+from rag.answer import Answer, Citation, Passage, is_abstention, resolve_citations, strip_citations
 from rag.errors import RagError
 from rag.filters import Filter
 from rag.generate.base import Generation, Generator
@@ -104,8 +104,8 @@ class Answerer:
             return text, citations, grounded, False
         found = support(text, prompt.passages)
         if is_supported(found, self.verify_min_words):
-            bare = CITATION_MARKER.sub("", text).strip()
-            text, citations, grounded = resolve_citations(f"{bare} [{found.passage}]", prompt.passages)
+            text, citations, grounded = resolve_citations(f"{strip_citations(text)} [{found.passage}]",
+                                                          prompt.passages)
             return text, citations, grounded, False
         problem = ("no passage holds this answer" + ("'s numbers" if not found.numbers else "") +
                    f" (best support {found.words:.0%} of its words)")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag.answer import Answer
+from rag.answer import Answer, strip_citations
 from rag.engine import Engine
 from rag.evaluate.datasets import EvalDocument, EvalQuestion, read_beir, read_qa_jsonl, read_squad, sample
 from rag.evaluate.metrics import (Qrels, Run, cites_source, contains_reference, exact_match, f1_score, is_chinese,
@@ -24,7 +23,6 @@ from rag.indexing import IndexProgress
 
 # Chunks retrieved per question: enough to rank 100 distinct documents in most cases.
 CHUNK_DEPTH = 200
-_CITATION = re.compile(r"[\[［]\s*\d+(?:\s*[,，]\s*\d+)*\s*[\]］]")
 
 
 @dataclass
@@ -89,7 +87,7 @@ def answer_scores(pairs: Iterable[tuple[EvalQuestion, Answer]]) -> dict[str, flo
         asked += 1
         answered += not answer.abstained
         grounded += answer.grounded
-        text = "" if answer.abstained else _CITATION.sub("", answer.answer).strip()
+        text = "" if answer.abstained else strip_citations(answer.answer)
         if q.answers:
             chinese = is_chinese(q.question)
             ems.append(exact_match(text, q.answers, chinese))

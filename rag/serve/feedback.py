@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO, get_args
 
 from rag.answer import Answer
+from rag.answer import strip_citations as plain_answer
 from rag.errors import RagError
 
 FEEDBACK_FILE = "feedback.sqlite"
@@ -78,7 +78,6 @@ CREATE INDEX IF NOT EXISTS answers_by_time ON answers(answered_at);
 PRAGMA user_version = {_VERSION};
 """
 _COLUMNS = "answer_id, rating, comment, question, answer, doc_ids, generator, abstained, key_name, rated_at"
-_CITATION = re.compile(r"[\[［]\s*\d+(?:\s*[,，]\s*\d+)*\s*[\]］]")
 
 
 @dataclass(frozen=True)
@@ -109,13 +108,6 @@ class Feedback:
             if self.doc_ids:
                 record["doc_id"] = self.doc_ids[0]
         return record
-
-
-def plain_answer(text: str) -> str:
-    """The answer without its [n] markers (and the spaces they leave before punctuation)."""
-    text = _CITATION.sub("", text)
-    text = re.sub(r"[ \t]+([.,;:!?。，；！？])", r"\1", text)
-    return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
 def chosen_rating(value: str) -> Rating | None:

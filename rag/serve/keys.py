@@ -76,6 +76,7 @@ class KeyStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._configured = False  # once true it stays true: keys are revoked, never removed
 
     def _connect(self, create: bool = False) -> sqlite3.Connection:
         if not create and not self.path.is_file():
@@ -132,10 +133,13 @@ class KeyStore:
     def configured(self) -> bool:
         """Whether any key was ever made: from then on every request needs one, even after the
         last is revoked (revoking must never open the service)."""
+        if self._configured:  # asked on every request: no file read once it is known
+            return True
         if not self.path.is_file():
             return False
         with closing(self._connect()) as conn:
-            return conn.execute("SELECT 1 FROM keys LIMIT 1").fetchone() is not None
+            self._configured = conn.execute("SELECT 1 FROM keys LIMIT 1").fetchone() is not None
+        return self._configured
 
     def revoke(self, name: str) -> bool:
         """Revoke the active key of this name; False when there is none."""
