@@ -105,10 +105,9 @@ class Service:
         return hits
 
     async def ask(self, question: str, k: int | None, generator: str | None, filters: list[str],
-                  key: ApiKey | None, mode: str | None = None) -> tuple[str, Answer]:
+                  mode: str | None = None) -> Answer:
         queue = self._generation_queue(generator)
-        answer = await self._wait(queue, lambda q: q.submit((k, tuple(filters), mode), question))
-        return self.remember(answer, key), answer
+        return await self._wait(queue, lambda q: q.submit((k, tuple(filters), mode), question))
 
     async def ask_stream(self, question: str, k: int | None, generator: str | None,
                          filters: list[str], mode: str | None = None) -> AsyncIterator[Any]:
@@ -170,22 +169,20 @@ class Service:
         return HTTPException(503, f"the server is busy ({exc}); retry later",
                              headers={"Retry-After": str(queue.retry_after())})
 
-    def log_answer(self, request: Request, answer: Answer) -> None:
-        """Adds the answer's outcome to the request's access-log line, and its texts only when
-        serve.log_questions allows (questions about people are personal data)."""
+    async def record(self, request: Request, answer: Answer, key: ApiKey | None, answer_id: str | None = None) -> str:
+        """What every route does with a finished answer: count it (metrics), put its outcome (and
+        its texts only when serve.log_questions allows: questions about people are personal data)
+        in the request's access-log line, and keep it rateable for serve.feedback_hours, by any
+        worker, under the id returned (a new one unless a stream chose it up front)."""
+        self.metrics.observe_answer(answer)
         fields: dict[str, Any] = {"outcome": outcome(answer)}
         if self.settings.serve.log_questions:
             fields.update(question=answer.question, answer=answer.answer)
         request.state.log_fields = fields
-
-    # -- answers feedback can refer to ---------------------------------------------------------
-
-    def remember(self, answer: Answer, key: ApiKey | None, answer_id: str | None = None) -> str:
-        """The answer's id (a new one unless a stream chose it up front), by which feedback names
-        it; the answer stays rateable for serve.feedback_hours, by any worker of this server."""
         answer_id = answer_id or new_answer_id()
-        try:
-            self.feedback.remember(answer_id, answer, key.key_id if key else None, key.name if key else None)
+        try:  # a SQLite write: off the event loop
+            await asyncio.to_thread(self.feedback.remember, answer_id, answer, key.key_id if key else None,
+                                    key.name if key else None)
         except RagError as exc:  # the answer is still given; only rating it will fail
             log.error("answer %s cannot be rated: %s", answer_id, exc)
         return answer_id

@@ -49,11 +49,10 @@ def router(service: Service) -> APIRouter:
         if body.stream:
             return await _stream(service, body, filters, key, request)
         try:
-            answer_id, answer = await service.ask(body.question, body.k, body.generator, filters, key, body.mode)
+            answer = await service.ask(body.question, body.k, body.generator, filters, body.mode)
         except RagError as exc:
             raise http_error(exc) from None
-        service.metrics.observe_answer(answer)
-        service.log_answer(request, answer)
+        answer_id = await service.record(request, answer, key)
         return JSONResponse({"id": answer_id, **answer.as_dict()})
 
     return api
@@ -77,9 +76,7 @@ async def _stream(service: Service, body: AskRequest, filters: list[str], key: A
                     if item:
                         yield _event("token", {"text": item})
                 elif isinstance(item, Answer):
-                    service.metrics.observe_answer(item)
-                    service.log_answer(request, item)
-                    yield _event("answer", {"id": service.remember(item, key), **item.as_dict()})
+                    yield _event("answer", {"id": await service.record(request, item, key), **item.as_dict()})
                 item = await anext(items)
         except StopAsyncIteration:
             return

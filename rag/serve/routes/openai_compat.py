@@ -256,11 +256,10 @@ def router(service: Service) -> APIRouter:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return await _stream(service, question, generator, filters, key, request, reply, include_usage)
         try:
-            answer_id, answer = await service.ask(question, None, generator, filters, key)
+            answer = await service.ask(question, None, generator, filters)
         except RagError as exc:
             raise http_error(exc) from None
-        service.metrics.observe_answer(answer)
-        service.log_answer(request, answer)
+        answer_id = await service.record(request, answer, key)
         return JSONResponse(reply.completion(answer_id, answer))
 
     return api
@@ -317,8 +316,8 @@ async def _stream(service: Service, question: str, generator: str | None, filter
                     streamed.append(item)
                     yield reply.chunk(completion_id, {"content": item})
                 elif isinstance(item, Answer):
-                    for event in _finish(service, item, answer_id, "".join(streamed), key, request, reply,
-                                         include_usage):
+                    await service.record(request, item, key, answer_id)
+                    for event in _finish(item, completion_id, "".join(streamed), reply, include_usage):
                         yield event
                 item = await anext(items)
         except StopAsyncIteration:
@@ -333,13 +332,10 @@ async def _stream(service: Service, question: str, generator: str | None, filter
     return EventSourceResponse(events(), ping=15)
 
 
-def _finish(service: Service, answer: Answer, answer_id: str, streamed: str, key: ApiKey | None,
-            request: Request, reply: _Reply, include_usage: bool) -> list[ServerSentEvent]:
+def _finish(answer: Answer, completion_id: str, streamed: str, reply: _Reply,
+            include_usage: bool) -> list[ServerSentEvent]:
     """The stream's last chunks: text the stream did not carry (the "I don't know" sentence
     when nothing was generated), the stop, and on the very last chunk `citations` and `usage`."""
-    service.metrics.observe_answer(answer)
-    service.log_answer(request, answer)
-    completion_id = f"chatcmpl-{service.remember(answer, key, answer_id)}"
     events = []
     if answer.answer.startswith(streamed) and answer.answer != streamed:
         events.append(reply.chunk(completion_id, {"content": answer.answer[len(streamed):]}))
