@@ -367,7 +367,15 @@
     return error.message;
   }
 
-  function fail(error) {
+  /* A question or search that failed, unless a newer one has replaced it. */
+function failRun(run, error) {
+  if (state.run !== run) return;
+  $("result").dataset.state = "failed";
+  setStatus("");
+  fail(error);
+}
+
+function fail(error) {
     if (error.name === "AbortError") return;
     if (!(error instanceof ApiError)) {  // fetch itself failed (TypeError), or this page did
       showError(error instanceof TypeError ? t("networkError") : String(error.message || error));
@@ -609,11 +617,7 @@
       }
       if (!finished) throw new ApiError(-1, t("cutOff"));
     } catch (error) {
-      if (state.run === run) {
-        $("result").dataset.state = "failed";
-        setStatus("");
-        fail(error);
-      }
+      failRun(run, error);
     } finally {
       if (state.run === run) {
         answer.classList.remove("streaming");
@@ -716,11 +720,7 @@
       setStatus(t("passagesFoundStatus", {n: passages.length}));
       $("result").dataset.state = "passages";
     } catch (error) {
-      if (state.run === run) {
-        $("result").dataset.state = "failed";
-        setStatus("");
-        fail(error);
-      }
+      failRun(run, error);
     } finally {
       if (state.run === run) state.run = null;
     }
