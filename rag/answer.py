@@ -103,7 +103,9 @@ def resolve_citations(text: str, passages: list[Passage]) -> tuple[str, list[Cit
 
 
 def _tidy(text: str) -> str:
-    """No space before punctuation, no double spaces: what removing markers leaves behind."""
+    """No space before punctuation, no double spaces: what removing markers leaves behind; no
+    Markdown bold (chat models like to write **CarePlus**, which a passage never holds)."""
+    text = re.sub(r"(\*\*|__)(.+?)\1", r"\2", text)
     text = re.sub(r"[ \t]+([.,;:!?。，；！？])", r"\1", text)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 

@@ -18,6 +18,8 @@ def passages(n: int) -> list[Passage]:
         ("A [1]. B [7].", "A [1]. B.", [1], False),  # 7 was never in the prompt: removed
         ("A [0].", "A.", [], False),
         ("No citation at all.", "No citation at all.", [], False),
+        ("It is called **CarePlus** [1].", "It is called CarePlus [1].", [1], True),  # no Markdown bold
+        ("2 * 3 = 6 [1]", "2 * 3 = 6 [1]", [1], True),
     ],
 )
 def test_citations_are_checked_against_the_prompt(text, cleaned, cited, grounded):
