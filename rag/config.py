@@ -145,6 +145,7 @@ class GenerateSettings(_Section):
     local_style: Literal["auto", "chat", "completion"]
     local_decoding: Literal["auto", "span", "free"]
     local_max_passages: int = Field(ge=0, le=100)
+    local_focus_sentences: int = Field(ge=0, le=1000)
     span_stop_bonus: float = Field(ge=0, le=100)
     span_free_words: int = Field(ge=0, le=1000)
     local_device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")

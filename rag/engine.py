@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from rag.answer import Answer, Passage
 from rag.answering import Answerer
@@ -21,6 +21,7 @@ from rag.index.store import IndexReader, IndexStore, IndexWriter, file_digest, m
 from rag.index.vectors import VECTORS_FILE
 from rag.filters import Filter, parse_filters
 from rag.indexing import Indexer, IndexProgress, IndexReport
+from rag.focus import focus_texts
 from rag.prompt import PromptBuilder
 from rag.records import Hit
 from rag.retrieve import Mode, Reranker, Retriever
@@ -163,6 +164,12 @@ class Engine:
 
     # -- answers -------------------------------------------------------------------------
 
+    def _focus(self) -> Callable[[str, list[str]], list[str]] | None:
+        keep = self.settings.generate.local_focus_sentences
+        if not keep:
+            return None
+        return lambda question, texts: focus_texts(self.embedder, question, texts, keep)
+
     def answerer(self, generator: str | None = None) -> Answerer:
         """The answering pipeline for a generator (the configured one by default); cached."""
         name = generator or self.settings.answer.generator
@@ -171,7 +178,8 @@ class Engine:
             builder = PromptBuilder(templates_from_settings(self.settings), gen.count_tokens,
                                     self.settings.answer.context_tokens or gen.context_tokens,
                                     self.settings.answer.max_new_tokens,
-                                    self.settings.generate.local_max_passages if name == "local" else 0)
+                                    self.settings.generate.local_max_passages if name == "local" else 0,
+                                    self._focus() if name == "local" else None)
 
             def retrieve(questions: list[str], k: int, timings: dict[str, float],
                          filters: list[Filter] | None, mode: str | None) -> list[list[Hit]]:

@@ -92,8 +92,12 @@ def merge_neighbours(hits: list[Hit]) -> list[tuple[Hit, str, tuple[int, ...], s
 
 class PromptBuilder:
     def __init__(self, templates: dict[Language, Templates], count_tokens: Callable[[str], int],
-                 context_tokens: int, max_new_tokens: int, max_passages: int = 0) -> None:
+                 context_tokens: int, max_new_tokens: int, max_passages: int = 0,
+                 focus: Callable[[str, list[str]], list[str]] | None = None) -> None:
         self.templates = templates
+        # (question, passage texts) -> what the generator reads of each ("" leaves it out); the
+        # passages themselves, and so the citations, keep their whole text (rag/focus.py).
+        self.focus = focus
         self.max_passages = max_passages
         self.count_tokens = count_tokens
         self.context_tokens = context_tokens
@@ -103,17 +107,20 @@ class PromptBuilder:
         # A passage cannot close its own fence early, nor open a new one.
         return text.replace(t.fence_open, "‹‹‹").replace(t.fence_close, "›››")
 
-    def _render_passage(self, passage: Passage, t: Templates, template: str) -> str:
+    def _render_passage(self, passage: Passage, text: str, t: Templates, template: str) -> str:
         location = f", {passage.location}" if passage.location else ""
         return template.format(number=passage.number, title=passage.title, source=passage.doc_id,
                                location=location, open=t.fence_open, close=t.fence_close,
-                               text=self._fence(passage.text, t))
+                               text=self._fence(text, t))
 
-    def _render(self, question: str, passages: list[Passage], t: Templates, language: Language) -> Prompt:
+    def _render(self, question: str, passages: list[Passage], t: Templates, language: Language,
+                shown: dict[int, str]) -> Prompt:
         fields = {"question": question, "idk": t.idk, "open": t.fence_open, "close": t.fence_close}
-        chat = {**fields, "passages": "\n\n".join(self._render_passage(p, t, t.chat_passage or t.passage)
+        chat = {**fields, "passages": "\n\n".join(self._render_passage(p, shown.get(p.number, p.text), t,
+                                                                        t.chat_passage or t.passage)
                                                    for p in passages)}
-        completion = {**fields, "passages": "\n\n".join(self._render_passage(p, t, t.passage) for p in passages)}
+        completion = {**fields, "passages": "\n\n".join(self._render_passage(p, shown.get(p.number, p.text), t,
+                                                                              t.passage) for p in passages)}
         return Prompt(question, language, t.system.format(**chat), t.user.format(**chat),
                       t.completion.format(**completion), passages, t.idk)
 
@@ -124,11 +131,16 @@ class PromptBuilder:
         merged = merge_neighbours(hits)
         if self.max_passages:
             merged = merged[: self.max_passages]
+        excerpts = self.focus(question, [text for _, text, _, _ in merged]) if self.focus and merged else []
+        if excerpts:
+            merged = [m for m, excerpt in zip(merged, excerpts) if excerpt]
+            excerpts = [excerpt for excerpt in excerpts if excerpt]
         passages = [Passage.from_hit(i, hit, text, ids, location)
                     for i, (hit, text, ids, location) in enumerate(merged, start=1)]
+        shown = {p.number: excerpt for p, excerpt in zip(passages, excerpts)}
         budget = self.context_tokens - self.max_new_tokens
         while True:
-            prompt = self._render(question, passages, t, language)
+            prompt = self._render(question, passages, t, language, shown)
             text = prompt.completion if style == "completion" else prompt.system + "\n" + prompt.user
             if self.count_tokens(text) <= budget or not passages:
                 return prompt

@@ -1,0 +1,47 @@
+"""What the local model reads: the passages' best sentences, in reading order, with the real embedder."""
+
+from rag.focus import GAP, focus_texts, split_sentences
+from rag.prompt import PromptBuilder
+from test_prompt import EN, ZH, hit
+
+TRAVEL = """5. Meals and daily allowance
+Instead of claiming meal receipts, travellers receive a daily meal allowance (per diem) for each full travel day.
+Destination Daily meal allowance
+Portugal EUR 45
+United States USD 75
+6. Expense claims
+Submit expenses in SAP Concur within 30 days after the end of the trip.
+Attach an itemised receipt for every expense above EUR 25.
+7. Private car use
+Mileage is reimbursed at EUR 0.40 per km."""
+PRINTERS = "Printer PRN-7 is on floor 3 next to the kitchen. Toner is ordered by Ana Ribeiro from facilities."
+
+
+def test_sentences_and_lines_split():
+    assert split_sentences("One sentence. Two here.\nA row 45\n\n上海。北京！") == [
+        "One sentence.", "Two here.", "A row 45", "上海。", "北京！"]
+
+
+def test_the_best_sentences_are_kept_in_reading_order_with_gaps_marked(embedder):
+    travel, printers = focus_texts(embedder, "How soon must I submit my expenses in SAP Concur?", [TRAVEL, PRINTERS], 2)
+    kept = [line for line in travel.split("\n") if line != GAP]
+    assert "Submit expenses in SAP Concur within 30 days after the end of the trip." in kept
+    assert len(kept) == 2 and travel.startswith(GAP)
+    assert kept == [s for s in split_sentences(TRAVEL) if s in kept]  # reading order
+    assert printers == ""  # none of its sentences made it
+
+
+def test_short_passages_are_left_whole(embedder):
+    assert focus_texts(embedder, "Who orders toner?", [PRINTERS], 5) == [PRINTERS]
+
+
+def test_the_prompt_shows_excerpts_but_passages_and_citations_keep_whole_texts(embedder):
+    builder = PromptBuilder({"en": EN, "zh": ZH}, lambda s: len(s.split()), 10_000, 20,
+                            focus=lambda q, texts: focus_texts(embedder, q, texts, 3))
+    prompt = builder.build("Who orders the printer toner?", [hit("travel.md", 0, TRAVEL, 0.9, 1),
+                                                             hit("printers.md", 0, PRINTERS, 0.8, 2)])
+    assert "Ana Ribeiro" in prompt.user and "Mileage" not in prompt.user
+    # a passage none of whose sentences was kept is not shown; the rest are renumbered from 1
+    shown = [p.doc_id for p in prompt.passages]
+    assert shown[0] == "printers.md" or "printers.md" in shown
+    assert all(p.text in (TRAVEL, PRINTERS) for p in prompt.passages)
