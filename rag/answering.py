@@ -17,7 +17,7 @@ from rag.filters import Filter
 from rag.generate.base import Generation, Generator
 from rag.prompt import Prompt, PromptBuilder
 from rag.records import Hit
-from rag.verify import is_supported, support
+from rag.verify import adds_to, is_supported, support, unmentioned_names
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,27 @@ class Answerer:
                 warn.append(f"the best passage matches poorly ({relevance:.2f} < answer.min_relevance "
                             f"{self.min_relevance:.2f}), so the generator was not asked")
                 hits = []
+            hits = self._check_names(question, hits, warn)
             started = time.perf_counter()
             prompt = self.builder.build(question, hits, self.generator.style)
             prepared.append((prompt, {**share, "prompt": time.perf_counter() - started}, warn))
         return prepared
+
+    def _check_names(self, question: str, hits: list[Hit], warnings: list[str]) -> list[Hit]:
+        """Passages that never mention a name the question asks about (the MR-900, a Berlin
+        office) do not answer it: with answer.verify, the generator is not asked ("abstain") or
+        the answer carries a warning ("warn")."""
+        if not hits or self.verify == "off":
+            return hits
+        missing = unmentioned_names(question, [f"{h.metadata.get('title', '')} {h.text}" for h in hits])
+        if not missing:
+            return hits
+        names = ", ".join(repr(n) for n in missing)
+        if self.verify == "abstain":
+            warnings.append(f"no passage mentions {names}, so the generator was not asked (answer.verify)")
+            return []
+        warnings.append(f"no passage mentions {names}: check the answer against the sources (answer.verify)")
+        return hits
 
     def _finish(self, prompt: Prompt, generation: Generation, timings: dict[str, float],
                 warnings: list[str]) -> Answer:
@@ -98,6 +115,13 @@ class Answerer:
                   warnings: list[str]) -> tuple[str, list[Citation], bool, bool]:
         """The answer checked against its passages: cited to the passage that supports it when
         its own citations do not (or it has none); when none does, "I don't know" or a warning."""
+        if not adds_to(text, prompt.question):
+            problem = "the answer only repeats the question"
+            if self.verify == "abstain":
+                warnings.append(f"{problem}, so rag says it does not know instead of {text!r} (answer.verify)")
+                return prompt.idk, [], False, True
+            warnings.append(f"{problem} (answer.verify)")
+            return text, citations, False, False
         cited = {c.number for c in citations}
         if cited and is_supported(support(text, [p for p in prompt.passages if p.number in cited]),
                                   self.verify_min_words):

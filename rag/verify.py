@@ -22,7 +22,7 @@ _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _STOPWORDS = frozenset("""a an the of to in on at for by with from as is are was were be been it its this that
 these those and or but not no if then than so such can may must should will would do does did done has have
 had per each every any all there their they them he she his her you your we our i me my into over under about
-up down out off also only just very more most less least one""".split())
+up down out off also only just very more most less least one yes""".split())
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,50 @@ def support(answer: str, passages: list[Passage]) -> Support:
     return best
 
 
+def adds_to(answer: str, question: str) -> bool:
+    """The answer says something the question did not: a number, or a content word of its own.
+    "Yes, there is a company gym in Lisbon" asked "Is there a company gym in Lisbon?" does not."""
+    text, asked = _fold(CITATION_MARKER.sub(" ", answer)), _fold(question)
+    return bool(_numbers(text) - _numbers(asked)) or bool(_units(text) - _units(asked))
+
+
 def is_supported(found: Support, min_words: float) -> bool:
     """Every number in one passage, and enough of the words; a figure with at most one word of
     its own ("1980.00 euros") stands on its numbers, as models add units a passage leaves out."""
     if found.passage is None or not found.numbers:
         return False
     return found.words >= min_words or (found.figures > 0 and found.content <= 1)
+
+
+# A word written as a name: a code with letters and digits (MR-900, SEV1), an acronym (CEO,
+# APAC) or a capitalised word that does not start the question (Berlin, Okta).
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*")
+
+
+def _is_name(word: str, first: bool) -> bool:
+    has_digit, has_alpha = any(c.isdigit() for c in word), any(c.isalpha() for c in word)
+    if has_digit and has_alpha:
+        return True
+    if word.isupper():  # an acronym; HQ, IT, ID, US are too short and too often written out
+        return len(word) >= 3
+    return has_alpha and word[0].isupper() and not first and word.lower() not in _STOPWORDS
+
+
+def unmentioned_names(question: str, texts: list[str]) -> list[str]:
+    """The names of the question that no passage mentions (case-insensitive, as a substring).
+
+    Why: asked about the MR-900, a product the documents never name, a model copies the
+    MR-400's speed; asked about a Berlin office that does not exist, it describes Austin's. The
+    relevance floor cannot see this (the passages are about robots and offices), but a name
+    the question depends on and no passage holds is a sign the passages do not answer it.
+    """
+    body = " ".join(_fold(t) for t in texts)
+    names = []
+    for i, match in enumerate(_TOKEN.finditer(question)):
+        word = match.group().strip("-")
+        first = i == 0 or question[: match.start()].rstrip().endswith((".", "?", "!", ":"))
+        folded = word.lower()
+        mentioned = folded in body or (folded.endswith("s") and folded[:-1] in body)  # Grammys: Grammy
+        if word and _is_name(word, first) and not mentioned and word not in names:
+            names.append(word)
+    return names

@@ -115,3 +115,19 @@ def test_a_supported_answer_without_its_marker_is_cited_to_the_passage_that_hold
     (citation,) = answer.citations
     assert answer.grounded and answer.answer == f"27 days of paid vacation a year [{citation.number}]"
     assert citation.doc_id == "handbook.md"
+
+
+@pytest.mark.parametrize("mode", ["abstain", "warn"])
+def test_a_question_about_a_name_no_passage_mentions_is_not_answered_from_them(indexed, mode):
+    """E-999 is in no document: the model is not asked ("abstain") or its answer is flagged."""
+    with ChatServer(reply="the lidar sensor is blocked [1]") as server:
+        engine = indexed(**{"answer.generator": "openai", "generate.openai_base_url": server.base_url,
+                            "generate.openai_model": "tiny", "answer.verify": mode})
+        answer = engine.ask("What does error code E-999 mean?")
+        known = engine.ask("What does error code E-451 mean?")
+    assert any("no passage mentions 'E-999'" in w for w in answer.warnings)
+    if mode == "abstain":
+        assert answer.abstained and not answer.passages and len(server.requests) == 1, "only E-451 was asked"
+    else:
+        assert not answer.abstained and answer.answer.startswith("the lidar sensor") and len(server.requests) == 2
+    assert not known.abstained and not any("mentions" in w for w in known.warnings)

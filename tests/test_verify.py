@@ -4,7 +4,7 @@ answering pipeline does with it: re-cite a supported answer, refuse a made-up on
 from __future__ import annotations
 
 from rag.answer import Passage
-from rag.verify import is_supported, support
+from rag.verify import adds_to, is_supported, support, unmentioned_names
 
 LEAVE = Passage(1, "| Lisbon | 25 working days | 22 statutory days plus 3 Meridian days |", "handbook/leave.md",
                 "handbook/leave.md", "Leave", "", 0.9, (1,))
@@ -37,3 +37,24 @@ def test_grouping_separators_do_not_change_a_number():
     passage = Passage(1, "Hotels in Shanghai: up to CNY 1,100 per night.", "t", "t", "Travel", "", 1.0, (1,))
     assert is_supported(support("CNY 1100", [passage]), 0.5)
     assert is_supported(support("CNY 1,100 per night [1].", [passage]), 0.5)
+
+
+def test_names_of_the_question_that_no_passage_mentions():
+    texts = ["The MR-400 drives at 2.0 m/s.", "Austin office: Meridian's North American hub. The CEO signs off."]
+    assert unmentioned_names("What is the maximum speed of the MR-900?", texts) == ["MR-900"]
+    assert unmentioned_names("What does Meridian's Berlin office do?", texts) == ["Berlin"]
+    assert unmentioned_names("Who does the CFO report to?", texts) == ["CFO"]
+    # mentioned (in any case), sentence starts, short acronyms and Chinese are not names to check
+    assert unmentioned_names("How fast is the mr-400? What does the Austin office do?", texts) == []
+    assert unmentioned_names("Where is the HQ? Which IT ticket ID?", texts) == []
+    assert unmentioned_names("How many Grammys has she won?", ["six Grammy Awards"]) == []
+    assert unmentioned_names("上海办公室最大的会议室叫什么？", texts) == []
+
+
+def test_an_answer_that_only_repeats_the_question_says_nothing():
+    assert not adds_to("Yes, there is a company gym in Lisbon. [2]", "Is there a company gym in Lisbon?")
+    assert not adds_to("2025 [1]", "What date is Founders' Day in 2025?")
+    assert adds_to("The extended warranty is called CarePlus [1]", "What is the extended warranty called?")
+    assert adds_to("2025-09-19 [1]", "What date is Founders' Day in 2025?")
+    assert adds_to("泰山 [1]", "上海办公室最大的会议室叫什么？")
+    assert not adds_to("上海办公室最大的会议室", "上海办公室最大的会议室叫什么？")
