@@ -56,7 +56,7 @@ def main() -> None:
         f"| first `rag ask` of a fresh install (join, verify, de-quantize, load, answer) | {first:.1f} |",
         f"| second process (cached weights) | {second:.1f} |",
         f"| third process (cached weights) | {third:.1f} |",
-        "", f"Cache written: {cached / 1e9:.2f} GB. The answer to "{QUESTION}": {answer}"])
+        "", f"Cache written: {cached / 1e9:.2f} GB. The answer to '{QUESTION}': {answer}"])
     print(text)
     if not args.no_record:
         append_section("First answer of a fresh install", started,
