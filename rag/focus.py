@@ -66,6 +66,18 @@ def sentence_scores(encoder: SentenceEncoder, questions: list[str], sentences: l
     return scores
 
 
+def _table_header(sentences: list[str], j: int) -> int | None:
+    """The first line of the table a row belongs to (rows are lines with "|": Markdown tables,
+    and CSV row groups, whose chunks start with the header), so that a kept row keeps the line
+    that says what its columns are."""
+    if "|" not in sentences[j]:
+        return None
+    first = j
+    while first > 0 and "|" in sentences[first - 1]:
+        first -= 1
+    return first if first != j else None
+
+
 def focus_texts(encoder: SentenceEncoder, question: str, texts: list[str], keep: int) -> list[str]:
     """Each text cut to its sentences among the `keep` best of all texts, in reading order, with
     GAP where sentences were left out; a text none of whose sentences made it is left empty."""
@@ -75,6 +87,7 @@ def focus_texts(encoder: SentenceEncoder, question: str, texts: list[str], keep:
         return list(texts)
     scores = sentence_scores(encoder, [question], [[split[n][j] for n, j in flat]])[0]
     chosen = {flat[i] for i in np.argsort(-scores, kind="stable")[:keep]}
+    chosen |= {(n, header) for n, j in chosen if (header := _table_header(split[n], j)) is not None}
     focused = []
     for n, sentences in enumerate(split):
         kept = [j for j in range(len(sentences)) if (n, j) in chosen]

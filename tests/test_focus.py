@@ -45,3 +45,15 @@ def test_the_prompt_shows_excerpts_but_passages_and_citations_keep_whole_texts(e
     shown = [p.doc_id for p in prompt.passages]
     assert shown[0] == "printers.md" or "printers.md" in shown
     assert all(p.text in (TRAVEL, PRINTERS) for p in prompt.passages)
+
+
+def test_a_kept_table_row_keeps_its_tables_header(embedder):
+    leave = ("Annual leave by office:\n| Office | Annual leave | Made up of |\n|---|---|---|\n"
+             "| Lisbon | 25 working days | 22 statutory days plus 3 Meridian days |\n"
+             "| Austin | 20 working days | 20 company days |\n| Shanghai | 15 working days | 5 statutory days plus 10 |\n"
+             "Unused days may be carried over until 31 March.")
+    (focused,) = focus_texts(embedder, "How many statutory days and Meridian days do Lisbon staff get?", [leave], 1)
+    lines = [line for line in focused.split("\n") if line != GAP]
+    lisbon = next(i for i, line in enumerate(lines) if line.startswith("| Lisbon |"))
+    assert "| Office | Annual leave | Made up of |" in lines[:lisbon], "the header comes with the row"
+    assert len(lines) == 2 and "| Austin |" not in focused
