@@ -2,7 +2,7 @@
 """Answers on the sample corpus: the previous default generator and the current one, side by side.
 
 The sample knowledge base (corpora/) is indexed with rag's defaults into a temporary folder; its
-78 answerable questions (corpora/sample_qa.jsonl) and 30 unanswerable ones
+80 answerable questions (corpora/sample_qa.jsonl) and 28 unanswerable ones
 (corpora/unanswerable_qa.jsonl) are asked one at a time, as a user would, by each configuration
 in turn, in one run. Scores are those of `rag eval qa --answers` (rag.evaluate.run.answer_scores):
 answers containing the reference, EM and F1, answerable questions refused, answers citing the
@@ -98,7 +98,8 @@ def main() -> None:
         command = "python3 benchmarks/answer_bench.py" + (f" --limit {args.limit}" if args.limit else "")
         append_section("Answers on the sample corpus: previous and current default", started,
                        [f"Machine: {machine()}",
-                        "78 answerable questions (corpora/sample_qa.jsonl) and 30 unanswerable ones "
+                        f"{len(read_qa_jsonl(CORPUS / 'sample_qa.jsonl'))} answerable questions (corpora/sample_qa.jsonl) "
+                        f"and {len(read_qa_jsonl(CORPUS / 'unanswerable_qa.jsonl'))} unanswerable ones "
                         "(corpora/unanswerable_qa.jsonl), asked one at a time; k=5, hybrid retrieval; scores as "
                         "`rag eval qa --answers` computes them",
                         f"Reproduce: `{command}`"], text)

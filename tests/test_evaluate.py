@@ -377,7 +377,7 @@ def test_read_qa_jsonl_missing_file(tmp_path: Path):
 
 def test_the_sample_question_set_reads():
     questions = read_qa_jsonl(REPO / "corpora" / "sample_qa.jsonl")
-    assert len(questions) == 78
+    assert len(questions) == 80
     assert questions[0] == EvalQuestion("qa-001", "I work at the Lisbon HQ. How much annual leave am I entitled to "
                                         "each year?", ("25 working days",), "handbook/leave-policy.md")
     assert all(q.answers and q.doc_id for q in questions)
@@ -498,7 +498,7 @@ def test_read_qa_jsonl_reads_the_unanswerable_mark(tmp_path: Path):
                                    EvalQuestion("a", "Leave?", ("25 days",)),
                                    EvalQuestion("n", "No answer, no mark?")]
     questions = read_qa_jsonl(REPO / "corpora" / "unanswerable_qa.jsonl")
-    assert len(questions) == 30 and all(q.unanswerable and not q.answers and not q.doc_id for q in questions)
+    assert len(questions) == 28 and all(q.unanswerable and not q.answers and not q.doc_id for q in questions)
     assert not any(q.unanswerable for q in read_qa_jsonl(REPO / "corpora" / "sample_qa.jsonl"))
 
 
