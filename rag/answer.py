@@ -104,8 +104,9 @@ def resolve_citations(text: str, passages: list[Passage]) -> tuple[str, list[Cit
 
 def _tidy(text: str) -> str:
     """No space before punctuation, no double spaces: what removing markers leaves behind; no
-    Markdown bold (chat models like to write **CarePlus**, which a passage never holds)."""
-    text = re.sub(r"(\*\*|__)(.+?)\1", r"\2", text)
+    Markdown bold (chat models like to write **CarePlus**, which a passage never holds; `__`
+    is left alone, as names such as window.__init__ hold it)."""
+    text = re.sub(r"\*\*(?=\S)(.+?)(?<=\S)\*\*", r"\1", text)
     text = re.sub(r"[ \t]+([.,;:!?。，；！？])", r"\1", text)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 

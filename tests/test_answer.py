@@ -20,6 +20,7 @@ def passages(n: int) -> list[Passage]:
         ("No citation at all.", "No citation at all.", [], False),
         ("It is called **CarePlus** [1].", "It is called CarePlus [1].", [1], True),  # no Markdown bold
         ("2 * 3 = 6 [1]", "2 * 3 = 6 [1]", [1], True),
+        ("Call window.__init__ or __main__ [1]", "Call window.__init__ or __main__ [1]", [1], True),
     ],
 )
 def test_citations_are_checked_against_the_prompt(text, cleaned, cited, grounded):
