@@ -90,12 +90,17 @@ class Answerer:
         missing = unmentioned_names(question, [f"{h.metadata.get('title', '')} {h.text}" for h in hits])
         if not missing:
             return hits
-        names = ", ".join(repr(n) for n in missing)
+        problem = "no passage mentions " + ", ".join(repr(n) for n in missing)
+        return [] if self._refuses(problem, "the generator was not asked", warnings) else hits
+
+    def _refuses(self, problem: str, instead: str, warnings: list[str]) -> bool:
+        """What answer.verify does about a problem: "abstain" says so and refuses (True);
+        "warn" says so and lets the answer stand, ungrounded (False)."""
         if self.verify == "abstain":
-            warnings.append(f"no passage mentions {names}, so the generator was not asked (answer.verify)")
-            return []
-        warnings.append(f"no passage mentions {names}: check the answer against the sources (answer.verify)")
-        return hits
+            warnings.append(f"{problem}, so {instead} (answer.verify)")
+            return True
+        warnings.append(f"{problem}: check the answer against the sources (answer.verify)")
+        return False
 
     def _finish(self, prompt: Prompt, generation: Generation, timings: dict[str, float],
                 warnings: list[str]) -> Answer:
@@ -116,12 +121,7 @@ class Answerer:
         """The answer checked against its passages: cited to the passage that supports it when
         its own citations do not (or it has none); when none does, "I don't know" or a warning."""
         if not adds_to(text, prompt.question):
-            problem = "the answer only repeats the question"
-            if self.verify == "abstain":
-                warnings.append(f"{problem}, so rag says it does not know instead of {text!r} (answer.verify)")
-                return prompt.idk, [], False, True
-            warnings.append(f"{problem} (answer.verify)")
-            return text, citations, False, False
+            return self._unsupported("the answer only repeats the question", text, citations, prompt, warnings)
         cited = {c.number for c in citations}
         if cited and is_supported(support(text, [p for p in prompt.passages if p.number in cited]),
                                   self.verify_min_words):
@@ -133,10 +133,13 @@ class Answerer:
             return text, citations, grounded, False
         problem = ("no passage holds this answer" + ("'s numbers" if not found.numbers else "") +
                    f" (best support {found.words:.0%} of its words)")
-        if self.verify == "abstain":
-            warnings.append(f"{problem}, so rag says it does not know instead of {text!r} (answer.verify)")
+        return self._unsupported(problem, text, citations, prompt, warnings)
+
+    def _unsupported(self, problem: str, text: str, citations: list[Citation], prompt: Prompt,
+                     warnings: list[str]) -> tuple[str, list[Citation], bool, bool]:
+        """(text, citations, grounded, abstained) of an answer that failed the check."""
+        if self._refuses(problem, f"rag says it does not know instead of {text!r}", warnings):
             return prompt.idk, [], False, True
-        warnings.append(f"{problem}: check it against the sources (answer.verify)")
         return text, citations, False, False
 
     def ask(self, question: str, k: int | None = None, filters: list[Filter] | None = None,
