@@ -122,17 +122,27 @@ class Answerer:
         its own citations do not (or it has none); when none does, "I don't know" or a warning."""
         if not adds_to(text, prompt.question):
             return self._unsupported("the answer only repeats the question", text, citations, prompt, warnings)
-        cited = {c.number for c in citations}
-        if cited and is_supported(support(text, [p for p in prompt.passages if p.number in cited]),
-                                  self.verify_min_words):
-            return text, citations, grounded, False
-        found = support(text, prompt.passages)
+        cited = [p for p in prompt.passages if p.number in {c.number for c in citations}]
+        if cited and is_supported(support(text, cited, prompt.question), self.verify_min_words):
+            return self._about_question(text, citations, grounded, prompt, cited, warnings)
+        found = support(text, prompt.passages, prompt.question)
         if is_supported(found, self.verify_min_words):
             text, citations, grounded = resolve_citations(f"{strip_citations(text)} [{found.passage}]",
                                                           prompt.passages)
-            return text, citations, grounded, False
+            holder = [p for p in prompt.passages if p.number == found.passage]
+            return self._about_question(text, citations, grounded, prompt, holder, warnings)
         problem = ("no passage holds this answer" + ("'s numbers" if not found.numbers else "") +
                    f" (best support {found.words:.0%} of its words)")
+        return self._unsupported(problem, text, citations, prompt, warnings)
+
+    def _about_question(self, text: str, citations: list[Citation], grounded: bool, prompt: Prompt,
+                        holders: list[Passage], warnings: list[str]) -> tuple[str, list[Citation], bool, bool]:
+        """A supported answer whose passage never names what the question asks about (asked for
+        the Shanghai office's parking, the Lisbon page's "eight spaces") answers another question."""
+        missing = unmentioned_names(prompt.question, [f"{p.title} {p.text}" for p in holders])
+        if not missing:
+            return text, citations, grounded, False
+        problem = "the passage holding this answer does not mention " + ", ".join(repr(n) for n in missing)
         return self._unsupported(problem, text, citations, prompt, warnings)
 
     def _unsupported(self, problem: str, text: str, citations: list[Citation], prompt: Prompt,

@@ -40,9 +40,19 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 
 
+# Numbers passages write out in words ("six standard totes") that an answer gives in digits;
+# "one" is left out, as it is more often a pronoun ("no one", "one of") than a count.
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty".split()) if value > 1}
+_NUMBER_WORD = re.compile(r"\b(?:" + "|".join(_NUMBER_WORDS) + r")\b")
+
+
 def _numbers(text: str) -> set[str]:
-    """Numbers with their grouping separators removed: "1,100" and "1100" are the same number."""
-    return {re.sub(r"(?<=\d)[,](?=\d{3}\b)", "", n).rstrip(".,") for n in _NUMBER.findall(text)}
+    """Numbers with their grouping separators removed ("1,100" and "1100" are the same number),
+    and small numbers written as words as their digits ("six" is 6) for either side."""
+    found = {re.sub(r"(?<=\d)[,](?=\d{3}\b)", "", n).rstrip(".,") for n in _NUMBER.findall(text)}
+    return found | {_NUMBER_WORDS[w] for w in _NUMBER_WORD.findall(text)}
 
 
 def _units(text: str) -> set[str]:
@@ -54,15 +64,22 @@ def _units(text: str) -> set[str]:
     return units
 
 
-def support(answer: str, passages: list[Passage]) -> Support:
-    """The passage that best supports the answer (its citations aside) and how well."""
+def support(answer: str, passages: list[Passage], question: str = "") -> Support:
+    """The passage that best supports the answer (its citations aside) and how well.
+
+    Words the answer takes from the question ("上海办公室离……最近" asked which station is
+    nearest the Shanghai office) restate it rather than claim anything, so they count as
+    supported, and so do its numbers; `adds_to` is what refuses an answer with nothing of its own.
+    """
     text = _fold(CITATION_MARKER.sub(" ", answer))
-    numbers, units = _numbers(text), _units(text)
+    asked_text = _fold(question)
+    numbers, units = _numbers(text) - _numbers(asked_text), _units(text)
+    asked = units & _units(asked_text)
     best = Support(None, 0.0, False, len(numbers), len(units))
     for passage in passages:
         body = _fold(passage.text)
         has_numbers = numbers <= _numbers(body)
-        words = len(units & _units(body)) / len(units) if units else 1.0
+        words = len(units & (_units(body) | asked)) / len(units) if units else 1.0
         if (has_numbers, words) > (best.numbers, best.words):
             best = Support(passage.number, words, has_numbers, len(numbers), len(units))
     return best

@@ -131,3 +131,16 @@ def test_a_question_about_a_name_no_passage_mentions_is_not_answered_from_them(i
     else:
         assert not answer.abstained and answer.answer.startswith("the lidar sensor") and len(server.requests) == 2
     assert not known.abstained and not any("mentions" in w for w in known.warnings)
+
+
+def test_an_answer_from_a_passage_that_never_names_what_was_asked_about_is_refused(indexed):
+    """The CFO is in the procurement policy, the 27 days in the handbook: the handbook's figure
+    does not answer a question about the CFO."""
+    with ChatServer(reply="27 days [1]") as server:
+        engine = indexed(**{"answer.generator": "openai", "generate.openai_base_url": server.base_url,
+                            "generate.openai_model": "tiny", "answer.verify": "abstain", "answer.k": 8})
+        answer = engine.ask("How many vacation days does the CFO get?")
+        everyone = engine.ask("How many vacation days does an employee get?")
+    assert any("CFO" in p.text for p in answer.passages), "a passage names the CFO, so the model was asked"
+    assert answer.abstained and any("does not mention 'CFO'" in w for w in answer.warnings)
+    assert not everyone.abstained and everyone.citations[0].doc_id == "handbook.md"

@@ -58,3 +58,20 @@ def test_an_answer_that_only_repeats_the_question_says_nothing():
     assert adds_to("2025-09-19 [1]", "What date is Founders' Day in 2025?")
     assert adds_to("泰山 [1]", "上海办公室最大的会议室叫什么？")
     assert not adds_to("上海办公室最大的会议室", "上海办公室最大的会议室叫什么？")
+
+
+def test_numbers_written_as_words_match_their_digits():
+    totes = Passage(1, "The shelf top module carries six standard totes per level.", "p", "p", "MR-200", "", 1.0, (1,))
+    assert is_supported(support("6 totes per level [1]", [totes]), 0.75)
+    assert not is_supported(support("7 totes per level [1]", [totes]), 0.75)
+    assert is_supported(support("one module carries six totes", [totes]), 0.75), "'one' is not read as a count"
+
+
+def test_words_and_numbers_the_answer_takes_from_the_question_count_as_supported():
+    station = Passage(1, "最近的地铁站是2号线张江高科站，步行约8分钟。", "sh", "sh", "上海办公室指南", "", 1.0, (1,))
+    answer = "上海办公室离地铁站2号线张江高科站最近。"
+    assert not is_supported(support(answer, [station]), 0.75), "without the question, its words look unsupported"
+    assert is_supported(support(answer, [station], "上海办公室离哪个地铁站最近？"), 0.75)
+    quotes = Passage(1, "Purchases from 50,000 to 100,000 need 3 written quotes.", "p", "p", "Procurement", "", 1.0, (1,))
+    assert is_supported(support("For EUR 60,000 you need 3 written quotes", [quotes], "How many quotes for EUR 60,000?"), 0.75)
+    assert not is_supported(support("For EUR 60,000 you need 2 written quotes", [quotes], "How many quotes for EUR 60,000?"), 0.75)
