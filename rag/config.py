@@ -148,6 +148,7 @@ class GenerateSettings(_Section):
     local_focus_sentences: int = Field(ge=0, le=1000)
     span_stop_bonus: float = Field(ge=0, le=100)
     span_free_words: int = Field(ge=0, le=1000)
+    local_prompt_lookup: int = Field(ge=0, le=64)
     local_device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     local_precision: Literal["auto", "bf16", "fp16", "fp32"]
     cache_dir: str

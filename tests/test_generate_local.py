@@ -114,3 +114,27 @@ def test_a_chat_prompt_reuses_the_system_prompts_cache_and_answers_as_without_it
     assert [alone.text, other.text] == [g.text for g in batched]
     assert "".join(qwen.stream(first, max_new_tokens=12)).strip() == alone.text
     assert alone.text and other.text and alone.text != other.text
+
+
+def test_prompt_lookup_checks_copied_tokens_several_at_a_time(qwen):
+    """An answer copied from a passage needs fewer forward passes than it has tokens."""
+    text = ("Error code E-404 means the fleet server connection was lost because there was no Wi-Fi for more "
+            "than 120 seconds; the robot finishes its current task and waits at the nearest charger.")
+    prompt = _prompt(qwen, "What does error code E-404 mean?", [("errors.md", text)])
+    passes = []
+    hook = qwen._model.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        (plain,) = qwen.generate([prompt], max_new_tokens=40)
+        plain_passes = len(passes)
+        qwen.prompt_lookup = 10
+        passes.clear()
+        (looked_up,) = qwen.generate([prompt], max_new_tokens=40)
+        lookup_passes = len(passes)
+        streamed = "".join(qwen.stream(prompt, max_new_tokens=40)).strip()
+    finally:
+        qwen.prompt_lookup = 0
+        hook.remove()
+    assert plain_passes >= plain.completion_tokens >= 6, "without it: one pass per token"
+    assert lookup_passes < looked_up.completion_tokens * 0.7, (lookup_passes, looked_up.completion_tokens)
+    assert "120 seconds" in looked_up.text and streamed == looked_up.text
+    assert qwen.generate([prompt, prompt], max_new_tokens=4)[0].text, "a batch generates without it"

@@ -34,7 +34,8 @@ def make_generator(settings: Settings, embedder: Embedder, name: str | None = No
                               g.local_style, settings.answer.context_tokens, stop=("\n",)
                               if g.local_style != "chat" else (), decoding=g.local_decoding,
                               precision=g.local_precision, span_stop_bonus=g.span_stop_bonus,
-                              span_free_words=g.span_free_words)
+                              span_free_words=g.span_free_words,
+                              prompt_lookup=g.local_prompt_lookup)
     raise GeneratorError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
 
 

@@ -94,8 +94,11 @@ class LocalGenerator:
                  style: Literal["auto", "chat", "completion"] = "auto", context_tokens: int = 0,
                  stop: tuple[str, ...] = (), decoding: Literal["auto", "span", "free"] = "auto",
                  precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto", span_stop_bonus: float = 0.0,
-                 span_free_words: int = 3) -> None:
+                 span_free_words: int = 3, prompt_lookup: int = 0) -> None:
         self.span_stop_bonus = span_stop_bonus
+        # Prompt-lookup decoding: up to this many tokens that follow the answer's last words in
+        # the prompt are proposed at once and checked in one forward pass (0: off).
+        self.prompt_lookup = prompt_lookup
         self.span_free_words = span_free_words
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.model = model
@@ -223,12 +226,17 @@ class LocalGenerator:
 
     def _decoding(self, prompts: list[Prompt], prompt_length: int) -> tuple[dict[str, Any], list[SpanConstraint]]:
         """generate() arguments: our own stop check (transformers' stop_strings scans the whole
-        vocabulary on every call, 2.7 s for gemma's 262k tokens) and, for span decoding, the mask."""
+        vocabulary on every call, 2.7 s for gemma's 262k tokens); for span decoding, the mask;
+        for free decoding of one prompt, prompt lookup. An answer copied from a passage is what
+        prompt lookup drafts well: its next tokens are in the prompt, and on this CPU a forward
+        pass over ten tokens costs about what one does."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         kwargs: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList(
             [StopOnText(self._tokenizer, self.stop, prompt_length)])} if self.stop else {}
         if self.decoding != "span":
+            if self.prompt_lookup and len(prompts) == 1:  # transformers drafts for one row only
+                kwargs["prompt_lookup_num_tokens"] = self.prompt_lookup
             return kwargs, []
         if self._span_vocabulary is None:
             self._span_vocabulary = SpanVocabulary(self._tokenizer)
@@ -283,8 +291,13 @@ class LocalGenerator:
             return dict(inputs.to(self._model.device))
         prefix_ids, cache = self._cached_prefix(texts[0][:start])
         rest = self._tokenizer(texts[0][start:], return_tensors="pt", add_special_tokens=False)["input_ids"]
-        ids = torch.cat([prefix_ids, rest.to(self._model.device)], dim=1)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), self._cache_argument: copy.deepcopy(cache)}
+        rest = rest.to(self._model.device)
+        # Only the tokens after the cache are given as input_ids (the mask covers both): given
+        # the whole prompt, transformers' prompt-lookup decoding runs it again on top of the
+        # cache (5.24), and the answer goes wrong. Lookup then drafts from the passages and the
+        # question, which is where answers are copied from.
+        mask = torch.ones((1, prefix_ids.shape[1] + rest.shape[1]), dtype=torch.long, device=rest.device)
+        return {"input_ids": rest, "attention_mask": mask, self._cache_argument: copy.deepcopy(cache)}
 
     def generate(self, prompts: list[Prompt], max_new_tokens: int) -> list[Generation]:
         import torch
