@@ -34,6 +34,12 @@ def best_relevance(hits: list[Hit]) -> float | None:
     return max(scores) if scores else None
 
 
+def _named(passages: list[Passage]) -> list[str]:
+    """What a name check reads of each passage: its title (a product page is often named only
+    there) and its text."""
+    return [f"{p.title} {p.text}" for p in passages]
+
+
 class Answerer:
     def __init__(self, retrieve: Retrieve, generator: Generator, builder: PromptBuilder, k: int,
                  max_new_tokens: int, max_question_chars: int, min_relevance: float = -1.0,
@@ -75,23 +81,25 @@ class Answerer:
                 warn.append(f"the best passage matches poorly ({relevance:.2f} < answer.min_relevance "
                             f"{self.min_relevance:.2f}), so the generator was not asked")
                 hits = []
-            hits = self._check_names(question, hits, warn)
             started = time.perf_counter()
-            prompt = self.builder.build(question, hits, self.generator.style)
+            prompt = self._check_names(self.builder.build(question, hits, self.generator.style), warn)
             prepared.append((prompt, {**share, "prompt": time.perf_counter() - started}, warn))
         return prepared
 
-    def _check_names(self, question: str, hits: list[Hit], warnings: list[str]) -> list[Hit]:
+    def _check_names(self, prompt: Prompt, warnings: list[str]) -> Prompt:
         """Passages that never mention a name the question asks about (the MR-900, a Berlin
         office) do not answer it: with answer.verify, the generator is not asked ("abstain") or
-        the answer carries a warning ("warn")."""
-        if not hits or self.verify == "off":
-            return hits
-        missing = unmentioned_names(question, [f"{h.metadata.get('title', '')} {h.text}" for h in hits])
+        the answer carries a warning ("warn"). Checked on the passages the generator is given,
+        the same ones `_about_question` looks at after it."""
+        if not prompt.passages or self.verify == "off":
+            return prompt
+        missing = unmentioned_names(prompt.question, _named(prompt.passages))
         if not missing:
-            return hits
+            return prompt
         problem = "no passage mentions " + ", ".join(repr(n) for n in missing)
-        return [] if self._refuses(problem, "the generator was not asked", warnings) else hits
+        if self._refuses(problem, "the generator was not asked", warnings):
+            return self.builder.build(prompt.question, [], self.generator.style)
+        return prompt
 
     def _refuses(self, problem: str, instead: str, warnings: list[str]) -> bool:
         """What answer.verify does about a problem: "abstain" says so and refuses (True);
@@ -139,7 +147,9 @@ class Answerer:
                         holders: list[Passage], warnings: list[str]) -> tuple[str, list[Citation], bool, bool]:
         """A supported answer whose passage never names what the question asks about (asked for
         the Shanghai office's parking, the Lisbon page's "eight spaces") answers another question."""
-        missing = unmentioned_names(prompt.question, [f"{p.title} {p.text}" for p in holders])
+        # A name no passage mentions was already dealt with before generating (_check_names).
+        unseen = set(unmentioned_names(prompt.question, _named(prompt.passages)))
+        missing = [n for n in unmentioned_names(prompt.question, _named(holders)) if n not in unseen]
         if not missing:
             return text, citations, grounded, False
         problem = "the passage holding this answer does not mention " + ", ".join(repr(n) for n in missing)

@@ -126,6 +126,7 @@ def test_a_question_about_a_name_no_passage_mentions_is_not_answered_from_them(i
         answer = engine.ask("What does error code E-999 mean?")
         known = engine.ask("What does error code E-451 mean?")
     assert any("no passage mentions 'E-999'" in w for w in answer.warnings)
+    assert sum("E-999" in w for w in answer.warnings) == 1, "said once, not again after generating"
     if mode == "abstain":
         assert answer.abstained and not answer.passages and len(server.requests) == 1, "only E-451 was asked"
     else:

@@ -280,7 +280,8 @@ class LocalGenerator:
     def _inputs(self, prompts: list[Prompt]) -> dict[str, Any]:
         """generate()'s inputs. A single chat prompt reuses the KV cache of everything before its
         passages (the system prompt: about 110 of its 350 tokens, the same for every question),
-        which is not computed again; the tokens are the same as the whole text's."""
+        which is not computed again; input_ids then hold only the tokens after it, and the
+        output only those and the answer's."""
         import torch
 
         texts = [self._render(p) for p in prompts]
