@@ -211,5 +211,5 @@ class Answerer:
                        total=time.perf_counter() - started)
         count = self.generator.count_tokens
         generation = Generation(text, count(prompt.completion if self.generator.style == "completion"
-                                            else prompt.system + prompt.user), count(text))
+                                            else prompt.chat_text()), count(text))
         yield self._finish(prompt, generation, timings, warnings)

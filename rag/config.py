@@ -172,6 +172,10 @@ class PromptSettings(_Section):
     user_en: str
     system_zh: str
     user_zh: str
+    example_passages_en: str
+    examples_en: list[tuple[str, str]]
+    example_passages_zh: str
+    examples_zh: list[tuple[str, str]]
     completion_en: str
     completion_zh: str
 

@@ -39,6 +39,12 @@ class Templates:
     fence_close: str = ">>>"
     # How a passage is shown to chat models (None: as `passage`).
     chat_passage: str | None = None
+    # Worked examples for chat models, shown as earlier turns of the conversation: the first
+    # turn gives `example_passages` and the first question (in the `user` template), the later
+    # ones the question alone (what the `user` template says after its passages); answers may
+    # use {idk}.
+    example_passages: str = ""
+    examples: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,17 @@ class Prompt:
     completion: str
     passages: list[Passage]
     idk: str
+    # (user, assistant) turns before the question: the template's worked examples.
+    examples: tuple[tuple[str, str], ...] = ()
 
     def messages(self) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+        turns = [{"role": role, "content": content}
+                 for example in self.examples for role, content in zip(("user", "assistant"), example)]
+        return [{"role": "system", "content": self.system}, *turns, {"role": "user", "content": self.user}]
+
+    def chat_text(self) -> str:
+        """Everything a chat model reads, for counting its tokens."""
+        return "\n".join(message["content"] for message in self.messages())
 
 
 def _join_overlapping(first: str, second: str) -> str:
@@ -122,7 +136,21 @@ class PromptBuilder:
         completion = {**fields, "passages": "\n\n".join(self._render_passage(p, shown.get(p.number, p.text), t,
                                                                               t.passage) for p in passages)}
         return Prompt(question, language, t.system.format(**chat), t.user.format(**chat),
-                      t.completion.format(**completion), passages, t.idk)
+                      t.completion.format(**completion), passages, t.idk, self._examples(t))
+
+    @staticmethod
+    def _examples(t: Templates) -> tuple[tuple[str, str], ...]:
+        """The worked examples as (user, assistant) turns: passages with the first question,
+        then the questions alone, as a reader asks more about the same pages."""
+        fields = {"idk": t.idk, "open": t.fence_open, "close": t.fence_close}
+        passages = t.example_passages.format(**fields)
+        later = t.user.split("{passages}", 1)[-1].strip()  # the template after its passages
+        turns = []
+        for i, (question, answer) in enumerate(t.examples):
+            user = t.user.format(**fields, question=question, passages=passages) if i == 0 else \
+                later.format(**fields, question=question)
+            turns.append((user, answer.format(**fields)))
+        return tuple(turns)
 
     def build(self, question: str, hits: list[Hit], style: Literal["chat", "completion"] = "chat") -> Prompt:
         """Number the passages, then drop the lowest-ranked until the prompt leaves room for the answer."""
@@ -141,7 +169,7 @@ class PromptBuilder:
         budget = self.context_tokens - self.max_new_tokens
         while True:
             prompt = self._render(question, passages, t, language, shown)
-            text = prompt.completion if style == "completion" else prompt.system + "\n" + prompt.user
+            text = prompt.completion if style == "completion" else prompt.chat_text()
             if self.count_tokens(text) <= budget or not passages:
                 return prompt
             passages = passages[:-1]

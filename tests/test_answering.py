@@ -47,8 +47,11 @@ def test_openai_generator_answer_is_cited_and_validated(indexed):
         assert answer.citations[0].doc_id == answer.passages[0].doc_id
         assert answer.tokens == {"prompt": 42, "completion": 9}
         messages = server.requests[0]["body"]["messages"]
-        assert "[1] " in messages[1]["content"] and "<<<" in messages[1]["content"]
-        assert "Question: How many vacation days does an employee get?" in messages[1]["content"]
+        question = messages[-1]["content"]
+        assert messages[-1]["role"] == "user" and "[1] " in question and "<<<" in question
+        assert "Question: How many vacation days does an employee get?" in question
+        assert [m["role"] for m in messages[1:-1]] == ["user", "assistant"] * len(engine.settings.prompt.examples_en), \
+            "the worked examples come first"
 
 
 def test_openai_streaming_yields_pieces_then_the_answer(indexed):

@@ -1,5 +1,7 @@
 """What the local model reads: the passages' best sentences, in reading order, with the real embedder."""
 
+import numpy as np
+
 from rag.focus import GAP, focus_texts, split_sentences
 from rag.prompt import PromptBuilder
 from test_prompt import EN, ZH, hit
@@ -57,3 +59,27 @@ def test_a_kept_table_row_keeps_its_tables_header(embedder):
     lisbon = next(i for i, line in enumerate(lines) if line.startswith("| Lisbon |"))
     assert "| Office | Annual leave | Made up of |" in lines[:lisbon], "the header comes with the row"
     assert len(lines) == 2 and "| Austin |" not in focused
+
+
+def test_a_question_just_searched_for_is_not_embedded_again(embedder):
+    """Answering embeds its question to search and again to pick sentences: the second is the
+    first's vector, and only the last few questions are kept."""
+    from rag.embed import RECENT_QUERIES
+
+    question = "Who orders toner for printer PRN-7?"
+    first = embedder.embed_queries([question])
+    calls = []
+    encode = embedder._encode
+    embedder._encode = lambda texts, prefix: calls.append(list(texts)) or encode(texts, prefix)
+    try:
+        again = embedder.embed_queries(["Where is PRN-7?", question])
+        assert calls == [["Where is PRN-7?"]], "only the new question is encoded"
+        np.testing.assert_array_equal(again[1], first[0])
+        assert np.allclose(again[0], encode(["Where is PRN-7?"], embedder.settings.query_prefix)[0], atol=1e-6)
+        embedder.embed_queries([f"question {i}?" for i in range(RECENT_QUERIES)])
+        calls.clear()
+        embedder.embed_queries([question])
+        assert calls == [[question]], "an old question is embedded afresh"
+        assert embedder.embed_queries([]).shape == (0, embedder.dimension)
+    finally:
+        del embedder._encode

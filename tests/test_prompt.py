@@ -80,3 +80,25 @@ def test_chat_models_can_get_passages_of_their_own_shape():
     prompt = own.build("When?", [hit("a.md", 0, "Alpha text.", 0.9, 10, page=3)])
     assert "[1] A.MD\n<<<Alpha text.>>>" in prompt.user, "chat prompts: the title alone"
     assert "[1] A.MD (a.md, page 3)\n<<<Alpha text.>>>" in prompt.completion, "completion prompts keep the source"
+
+
+def test_worked_examples_are_earlier_turns_that_count_towards_the_window():
+    import dataclasses
+
+    taught = dataclasses.replace(EN, example_passages="[1] Oslo\n{open}Opened in 2019.{close}",
+                                 examples=(("When did it open?", "2019 [1]"), ("Who founded it?", "{idk}")))
+    words = lambda s: len(s.split())  # noqa: E731
+    hits = [hit(f"d{i}.md", 0, " ".join(["word"] * 50), 1 - i / 10, i) for i in range(6)]
+    prompt = PromptBuilder({"en": taught, "zh": ZH}, words, 200, max_new_tokens=20).build("Q?", hits)
+    messages = prompt.messages()
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert messages[1]["content"] == "Passages:\n[1] Oslo\n<<<Opened in 2019.>>>\nQuestion: When did it open?"
+    assert messages[3]["content"] == "Question: Who founded it?", "later turns ask about the same passages"
+    assert messages[4]["content"] == "I don't know."
+    assert messages[-1]["content"] == prompt.user and "Question: Q?" in prompt.user
+    assert words(prompt.chat_text()) <= 200 - 20, "the examples leave less room for passages"
+    untaught = builder(context=200).build("Q?", hits)
+    assert len(prompt.passages) < len(untaught.passages)
+    assert "Oslo" not in prompt.completion, "completion prompts have few-shot examples of their own"
+    zh = PromptBuilder({"en": taught, "zh": ZH}, words, 10_000, 20).build("食堂几点开门？", hits[:1])
+    assert len(zh.messages()) == 2, "a language without examples gets none"

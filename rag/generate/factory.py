@@ -43,7 +43,7 @@ def templates_from_settings(settings: Settings) -> dict[Language, Templates]:
     p = settings.prompt
     return {
         "en": Templates(p.system_en, p.user_en, p.completion_en, p.passage_en, p.idk_en, p.fence_open, p.fence_close,
-                        p.chat_passage_en),
+                        p.chat_passage_en, p.example_passages_en, tuple(p.examples_en)),
         "zh": Templates(p.system_zh, p.user_zh, p.completion_zh, p.passage_zh, p.idk_zh, p.fence_open, p.fence_close,
-                        p.chat_passage_zh),
+                        p.chat_passage_zh, p.example_passages_zh, tuple(p.examples_zh)),
     }
