@@ -190,8 +190,9 @@ class Embedder:
         fresh = iter(self._encode(missing, self.settings.query_prefix))
         vectors = [vector if vector is not None else next(fresh) for vector in known]
         with self._recent_lock:
-            for text, vector in zip(texts, vectors):
-                self._recent_queries[text] = vector
+            # Only the last few are kept, as copies: a row of a big batch would keep it all alive.
+            for text, vector in list(zip(texts, vectors))[-RECENT_QUERIES:]:
+                self._recent_queries[text] = vector.copy()
                 self._recent_queries.move_to_end(text)
             while len(self._recent_queries) > RECENT_QUERIES:
                 self._recent_queries.popitem(last=False)

@@ -109,6 +109,8 @@ class PromptBuilder:
                  context_tokens: int, max_new_tokens: int, max_passages: int = 0,
                  focus: Callable[[str, list[str]], list[str]] | None = None) -> None:
         self.templates = templates
+        # The same for every question: rendered once per language, not per prompt.
+        self.examples = {language: self._examples(t) for language, t in templates.items()}
         # (question, passage texts) -> what the generator reads of each ("" leaves it out); the
         # passages themselves, and so the citations, keep their whole text (rag/focus.py).
         self.focus = focus
@@ -136,7 +138,7 @@ class PromptBuilder:
         completion = {**fields, "passages": "\n\n".join(self._render_passage(p, shown.get(p.number, p.text), t,
                                                                               t.passage) for p in passages)}
         return Prompt(question, language, t.system.format(**chat), t.user.format(**chat),
-                      t.completion.format(**completion), passages, t.idk, self._examples(t))
+                      t.completion.format(**completion), passages, t.idk, self.examples[language])
 
     @staticmethod
     def _examples(t: Templates) -> tuple[tuple[str, str], ...]:
