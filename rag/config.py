@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from rag.errors import ConfigError
 
@@ -159,6 +160,15 @@ class GenerateSettings(_Section):
     retries: int = Field(ge=0, le=20)
 
 
+_FENCES = {"open", "close"}
+# What the prompt builder fills in each kind of template (rag/prompt.py).
+_TEMPLATE_FIELDS: dict[str, set[str]] = {
+    **{kind: {"passages", "question", "idk", *_FENCES} for kind in ("system", "user", "completion")},
+    **{kind: {"number", "title", "source", "location", "text", *_FENCES} for kind in ("passage", "chat_passage")},
+    **{kind: {"idk", *_FENCES} for kind in ("example_passages", "examples")},
+}
+
+
 class PromptSettings(_Section):
     fence_open: str = Field(min_length=1)
     fence_close: str = Field(min_length=1)
@@ -178,6 +188,23 @@ class PromptSettings(_Section):
     examples_zh: list[tuple[str, str]]
     completion_en: str
     completion_zh: str
+
+    @field_validator("*")
+    @classmethod
+    def _known_fields(cls, value: Any, info: ValidationInfo) -> Any:
+        """A template naming a field the prompt builder never fills fails here, with the setting's
+        name, rather than as a KeyError at the first question."""
+        name = info.field_name or ""
+        allowed = _TEMPLATE_FIELDS.get(name.rsplit("_", 1)[0])
+        if allowed is None:
+            return value
+        texts = [answer for _, answer in value] if name.startswith("examples_") else [value]
+        for text in texts:
+            unknown = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None and f not in allowed]
+            if unknown:
+                raise ValueError(f"unknown template field {{{unknown[0]}}} (use {', '.join(sorted(allowed))}; "
+                                 "a literal brace is written twice)")
+        return value
 
 
 class Settings(_Section):

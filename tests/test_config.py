@@ -70,3 +70,13 @@ def test_broken_toml_names_the_file(tmp_path):
     user.write_text("[search\nk=1")
     with pytest.raises(ConfigError, match="broken.toml: not valid TOML"):
         Settings.load(user, environ={})
+
+
+def test_a_template_field_the_prompt_never_fills_is_named_when_settings_load():
+    with pytest.raises(ConfigError, match=r"prompt\.examples_en .*unknown template field \{answer\}"):
+        Settings.load(overrides={"prompt.examples_en": [["Which room?", "room {answer} [1]"]]}, environ={})
+    with pytest.raises(ConfigError, match=r"prompt\.system_en .*unknown template field \{qestion\}"):
+        Settings.load(overrides={"prompt.system_en": "Answer {qestion} or say {idk}"}, environ={})
+    with pytest.raises(ConfigError, match=r"prompt\.chat_passage_zh"):
+        Settings.load(overrides={"prompt.chat_passage_zh": "[{number}] {title"}, environ={})
+    assert Settings.load(overrides={"prompt.examples_en": [["Q?", "{{literal}} {idk}"]]}, environ={})
