@@ -49,16 +49,20 @@ class HFTokenCounter:
     """
 
     def __init__(self, tokenizer: Any) -> None:
-        backend = getattr(tokenizer, "_tokenizer", None) or getattr(tokenizer, "backend_tokenizer", None)
-        if backend is not None:
-            from tokenizers import Tokenizer
+        from tokenizers import Tokenizer
 
+        # A transformers tokenizer (the torch backend) or the fast tokenizer itself (the ONNX ones).
+        backend = tokenizer if isinstance(tokenizer, Tokenizer) else (
+            getattr(tokenizer, "_tokenizer", None) or getattr(tokenizer, "backend_tokenizer", None))
+        if backend is not None:
             backend = Tokenizer.from_str(backend.to_str())
             backend.no_padding()
             backend.no_truncation()
+            self.special_tokens = len(backend.encode("").ids)
+        else:
+            self.special_tokens = len(tokenizer("")["input_ids"])
         self._backend = backend
         self._tokenizer = tokenizer
-        self.special_tokens = len(tokenizer("")["input_ids"])
 
     def count(self, text: str) -> int:
         if self._backend is not None:

@@ -33,7 +33,8 @@ class EmbeddingSettings(_Section):
     model: str = Field(min_length=1)
     batch_size: int = Field(ge=0, le=4096)
     device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"]
+    backend: Literal["auto", "torch", "openvino", "onnxruntime"]
     normalize: bool
     query_prefix: str
     passage_prefix: str
@@ -239,6 +240,11 @@ class Origin:
 
     def __str__(self) -> str:
         return f"{self.layer} ({self.detail})" if self.detail else self.layer
+
+
+def default_cache_dir() -> Path:
+    """Where prepared models are kept (de-quantized generators, exported encoders)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

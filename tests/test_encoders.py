@@ -1,0 +1,131 @@
+"""The embedding backends: the ONNX export run by OpenVINO and ONNX Runtime against torch's
+sentence-transformers, the export's cache and its checks, and what a fresh process imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag import Settings
+from rag.chunk import HFTokenCounter
+from rag.embed import Embedder
+from rag.encoders.onnx_export import export_folder
+from rag.errors import ConfigError
+
+TEXTS = [
+    "How many days of annual leave do employees in Lisbon get?",
+    "VPN",
+    "Chapter 2: error code E-451 means the lidar sensor is blocked; clean the lens with a dry cloth.",
+    "Oxidative phosphorylation couples electron transport to ATP synthesis. " * 50,  # truncated at 256
+    "员工每年有二十天带薪年假。",
+]
+
+
+def _embedder(cache: Path, **overrides: object) -> Embedder:
+    settings = Settings.load(overrides={f"embedding.{k}": v for k, v in overrides.items()}, environ={})
+    e = Embedder(settings.embedding, cache)
+    e.warm_up()
+    return e
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="module")
+def reference(cache: Path) -> np.ndarray:
+    return _embedder(cache, backend="torch", precision="fp32").embed_passages(TEXTS)
+
+
+@pytest.mark.parametrize("backend, precision, minimum", [
+    ("openvino", "fp32", 0.9999), ("openvino", "bf16", 0.999), ("onnxruntime", "fp32", 0.9999),
+])
+def test_compiled_backends_agree_with_torch(cache, reference, backend, precision, minimum):
+    e = _embedder(cache, backend=backend, precision=precision)
+    assert (e.backend, e.precision) == (backend, precision)
+    # one at a time and batched (padded to the longest): the same vectors either way
+    one_by_one = np.stack([e.embed_passages([t])[0] for t in TEXTS])
+    batched = e.embed_passages(TEXTS)
+    assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    assert (one_by_one * reference).sum(axis=1).min() >= minimum
+    assert (batched * reference).sum(axis=1).min() >= minimum
+    assert e.dimension == 384 and e.max_seq_length == 256
+
+
+def test_int8_is_opt_in_and_close(cache, reference):
+    e = _embedder(cache, precision="int8")
+    assert (e.backend, e.precision) == ("onnxruntime", "int8")
+    cosine = (e.embed_passages(TEXTS) * reference).sum(axis=1)
+    assert 0.95 <= cosine.min() < 0.99999  # quantized: close, and really not the fp32 model
+    record = json.loads((export_folder(e.name, e.path, cache) / "export.json").read_text())
+    assert set(record["files"]) == {"model.onnx", "model-int8.onnx"}
+
+
+def test_auto_picks_openvino_on_a_cpu(cache):
+    e = _embedder(cache)
+    assert e.backend == "openvino"
+
+
+def test_a_damaged_export_is_made_again_not_read(cache, reference):
+    e = _embedder(cache, backend="onnxruntime", precision="fp32")
+    onnx = export_folder(e.name, e.path, cache) / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights: still a loadable graph
+    onnx.write_bytes(bytes(data))
+    again = _embedder(cache, backend="onnxruntime", precision="fp32")
+    assert (again.embed_passages(TEXTS) * reference).sum(axis=1).min() >= 0.9999
+    assert json.loads((onnx.parent / "export.json").read_text())["files"]["model.onnx"]["size"] == onnx.stat().st_size
+
+
+def test_a_model_the_export_cannot_hold_stays_on_torch(tmp_path, cache):
+    """MiniLM with a Dense projection: auto keeps it on torch; naming openvino is refused."""
+    from sentence_transformers import SentenceTransformer, models
+
+    from rag.embed import resolve_model
+
+    minilm = SentenceTransformer(str(resolve_model("all-MiniLM-L6-v2")[1]), device="cpu", local_files_only=True)
+    dense = models.Dense(in_features=384, out_features=32, bias=False)
+    folder = tmp_path / "minilm-32"
+    SentenceTransformer(modules=[minilm[0], minilm[1], dense], device="cpu").save(str(folder))
+    e = _embedder(cache, model=str(folder))
+    assert e.backend == "torch" and e.dimension == 32
+    with pytest.raises(ConfigError, match=r"embedding.backend = 'openvino' cannot run minilm-32: its modules are"):
+        _embedder(cache, model=str(folder), backend="openvino")
+
+
+def test_int8_on_a_backend_without_it_is_refused(cache):
+    with pytest.raises(ConfigError, match="int8"):
+        _embedder(cache, backend="openvino", precision="int8")
+
+
+def test_token_counts_match_the_transformers_tokenizer(cache):
+    fast = HFTokenCounter(_embedder(cache, backend="openvino").tokenizer)
+    slow = HFTokenCounter(_embedder(cache, backend="torch").tokenizer)
+    assert fast.special_tokens == slow.special_tokens == 2
+    assert fast.count_many(TEXTS) == slow.count_many(TEXTS)
+    assert fast.offsets(TEXTS[2]) == slow.offsets(TEXTS[2])
+
+
+def _imported_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_help_and_a_search_import_nothing_heavy(make_engine, sample_docs, tmp_path):
+    """What keeps `rag --help` near 0.1 s and a fresh `rag search` near 1 s (benchmarks/startup_bench.py)."""
+    helped = _imported_after("import sys; sys.argv = ['rag', '--help']\nfrom rag.cli import main\n"
+                             "try:\n    main()\nexcept SystemExit:\n    pass")
+    assert not helped & {"rag.engine", "rag.config", "pydantic", "numpy", "torch", "rich.progress", "rich.markdown"}
+    make_engine().index([sample_docs])
+    searched = _imported_after(
+        "from rag import Engine, Settings\n"
+        f"Engine(Settings.load(overrides={{'index.path': {str(tmp_path / 'index')!r}}}, environ={{}}))"
+        ".search('paid vacation days')")
+    assert "rag.embed" in searched and not searched & {"torch", "transformers", "sentence_transformers"}
