@@ -107,10 +107,12 @@ class Retriever:
 
         started = time.perf_counter()
         fused = [self._fuse(d, s, mode) for d, s in zip(dense, sparse)]
+        spent["fuse"] = time.perf_counter() - started
+        started = time.perf_counter()
         keep = max(k, self.settings.rerank_top_n) if self.reranker else k
         rows = self.reader.chunks.get_chunks({cid for ranking in fused for cid, _ in ranking[:keep]})
         out = [self._hits(ranking[:keep], rows, d, s) for ranking, d, s in zip(fused, dense, sparse)]
-        spent["fuse"] = time.perf_counter() - started
+        spent["fetch"] = time.perf_counter() - started
         if self.reranker:
             started = time.perf_counter()
             out = [self._rerank(q, hits) for q, hits in zip(questions, out)]

@@ -222,3 +222,23 @@ def test_a_bad_jsonl_line_is_reported_at_its_line_without_repeating_the_file(mak
     (problem,) = report.problems
     assert problem.path == "faq.jsonl line 2"
     assert problem.reason.startswith("not valid JSON") and "faq.jsonl" not in problem.reason
+
+
+def test_copies_of_a_hit_are_found_through_an_index_and_listed_in_order(make_engine, tmp_path):
+    """Search results name the other ids of a hit's content; finding them once scanned every
+    document per hit (4 ms of a 9 ms SciFact search)."""
+    import sqlite3
+
+    docs = tmp_path / "copies"
+    docs.mkdir()
+    for name in ("m.txt", "a.txt", "z.txt", "b.txt"):
+        (docs / name).write_text("The loading dock closes at 17:00 on Fridays.\n", encoding="utf-8")
+    engine = make_engine()
+    engine.index([docs])
+    hit = engine.search("When does the loading dock close?", k=1)[0]
+    assert hit.doc_id == "a.txt" and hit.metadata["also_in"] == ["b.txt", "m.txt", "z.txt"]
+    database = next((tmp_path / "index").glob("v*/chunks.sqlite"))
+    with sqlite3.connect(database) as conn:
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT content_of, doc_id FROM documents "
+                            "WHERE collection = ? AND content_of IN (?, ?)", ("default", "a", "b")).fetchall()
+    assert "documents_by_content" in str(plan)

@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(collection, doc_id, ordinal);
 CREATE INDEX IF NOT EXISTS documents_by_sha ON documents(collection, sha256);
+-- The other ids of a hit's document (search results name them): without it, every search scanned
+-- every document once per hit (4 ms of a 9 ms SciFact search).
+CREATE INDEX IF NOT EXISTS documents_by_content ON documents(collection, content_of) WHERE content_of IS NOT NULL;
 -- Vectors still in a FAISS index that cannot remove ids in place (HNSW): skipped by every
 -- search until `rag compact` rebuilds it without them.
 CREATE TABLE IF NOT EXISTS masked (id INTEGER PRIMARY KEY);
@@ -298,12 +301,19 @@ class ChunkStore:
                 out[cid] = {"collection": collection, "doc_id": doc_id, "ordinal": ordinal, "text": text,
                             "metadata": {**fields, **json.loads(metadata), "collection": collection},
                             "source": source, "title": title}
-        holders = sorted({(c["collection"], c["doc_id"]) for c in out.values()})
+        holders: dict[str, set[str]] = {}
+        for c in out.values():
+            holders.setdefault(c["collection"], set()).add(c["doc_id"])
         aliases: dict[tuple[str, str], list[str]] = {}
-        for collection, doc_id in holders:
-            for (alias,) in self.conn.execute("SELECT doc_id FROM documents WHERE collection = ? AND content_of = ? "
-                                              "ORDER BY doc_id", (collection, doc_id)):
-                aliases.setdefault((collection, doc_id), []).append(alias)
+        for collection, doc_ids in holders.items():  # one query per collection, not one per hit
+            marks = ",".join("?" * len(doc_ids))
+            # No ORDER BY: SQLite would walk the primary key for its order instead of the index.
+            for holder, alias in self.conn.execute(
+                    f"SELECT content_of, doc_id FROM documents WHERE collection = ? AND content_of IN ({marks})",
+                    (collection, *sorted(doc_ids))):
+                aliases.setdefault((collection, holder), []).append(alias)
+        for also in aliases.values():
+            also.sort()
         for chunk in out.values():
             also = aliases.get((chunk["collection"], chunk["doc_id"]))
             if also:
