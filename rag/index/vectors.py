@@ -2,13 +2,19 @@
 
 Index types that cannot take ids (Flat, HNSW) are wrapped in IndexIDMap2; IVF types get a
 hash-table direct map so vectors can be reconstructed (for rebuilds) and removed. When
-faiss reports a GPU the index is searched and grown there and saved through a CPU copy.
+faiss reports a GPU the index is trained, grown and searched there and saved through a CPU copy,
+which is brought up to date only when something reads it (a save, a removal, a filtered search).
+Flat and IVF types go to the GPU; HNSW stays on the CPU (faiss has no GPU HNSW). CAGRA is not
+offered here: faiss's GpuIndexCagra builds its graph once, and a later add() is silently ignored
+(GpuIndexCagra::add_ex calls train_ex, which returns when already trained), so it cannot hold an
+index that grows a document at a time; benchmarks/gpu_bench.py measures it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,7 @@ _TEAM_THREADS = 0  # OpenMP's own default, read when faiss is first imported
 
 
 def gpu_count() -> int:
+    """GPUs faiss can use: 0 with faiss-cpu, whose module has no GPU functions at all."""
     faiss = _faiss()
     get = getattr(faiss, "get_num_gpus", None)
     return int(get()) if get else 0
@@ -50,6 +57,10 @@ def gpu_count() -> int:
 # reconstructed vectors) rather than through the approximate index.
 EXACT_SEARCH_LIMIT = 20_000
 
+# faiss's GPU k-selection limit (GPU_MAX_SELECTION_K; cuVS builds allow more): larger k, and
+# nprobe, are searched on the CPU copy instead.
+GPU_MAX_K = 2048
+
 
 class VectorIndex:
     def __init__(self, cpu_index: Any, factory: str, use_gpu: bool) -> None:
@@ -57,6 +68,13 @@ class VectorIndex:
         self._cpu = cpu_index
         self._gpu: Any = None
         self._gpu_resources: Any = None
+        # Training and adds on the GPU leave the CPU copy behind until something reads it; a
+        # removal (on the CPU) drops the GPU copy, copied over again at the next search.
+        self._cpu_stale = False
+        self._want_gpu = use_gpu
+        # GPU indexes are not thread-safe even for searches (their StandardGpuResources' scratch
+        # memory has one user at a time), and rag serve searches from several threads.
+        self._gpu_lock = threading.Lock()
         if use_gpu:
             self._to_gpu()
 
@@ -91,14 +109,18 @@ class VectorIndex:
         return cls(index, factory, use_gpu)
 
     def _to_gpu(self) -> None:
+        """Copy the CPU index to GPU 0; an index type the GPU lacks (HNSW), or faiss-cpu (no
+        StandardGpuResources), leaves it on the CPU for good, searched there as before."""
         faiss = _faiss()
         try:
             self._gpu_resources = faiss.StandardGpuResources()
             self._gpu = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._cpu)
+            self._cpu_stale = False
             log.info("FAISS index %s on GPU 0", self.factory)
         except (AttributeError, RuntimeError) as exc:
-            log.warning("FAISS index %s stays on the CPU: %s", self.factory, str(exc).splitlines()[-1])
-            self._gpu = None
+            log.warning("FAISS index %s stays on the CPU: %s", self.factory, (str(exc).splitlines() or [""])[-1])
+            self._gpu = self._gpu_resources = None
+            self._want_gpu = False
 
     @property
     def _active(self) -> Any:
@@ -106,11 +128,28 @@ class VectorIndex:
 
     @property
     def on_gpu(self) -> bool:
-        return self._gpu is not None
+        """Whether unfiltered searches run on the GPU."""
+        return self._want_gpu
 
     def _sync_to_cpu(self) -> None:
-        if self._gpu is not None:
-            self._cpu = _faiss().index_gpu_to_cpu(self._gpu)
+        """Bring the CPU copy up to date with the GPU's training and adds: it is the one saved,
+        filtered and changed by removals."""
+        if self._gpu is None or not self._cpu_stale:
+            return
+        faiss = _faiss()
+        cpu = faiss.index_gpu_to_cpu(self._gpu)
+        ivf = faiss.try_extract_index_ivf(cpu)
+        if ivf is not None:
+            # GPU IVF indexes keep no direct map and copy back without one; reconstruction
+            # (exact filtered search, rebuilds) needs the hash table create() set up.
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        self._cpu = cpu
+        self._cpu_stale = False
+
+    def _cpu_changed(self) -> None:
+        """The CPU copy was changed (a removal): the GPU copy is out of date and is dropped;
+        adds go to the CPU from now on, and the next search copies the index over again."""
+        self._gpu = self._gpu_resources = None
 
     # -- writes --------------------------------------------------------------------------
 
@@ -150,11 +189,13 @@ class VectorIndex:
                 "smaller index type ('Flat', 'HNSW32', or fewer IVF lists)."
             )
         self._active.train(np.ascontiguousarray(vectors, dtype=np.float32))
+        self._cpu_stale = self._gpu is not None
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         if len(vectors) == 0:
             return
         self._active.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+        self._cpu_stale = self._gpu is not None
 
     @property
     def removes_in_place(self) -> bool:
@@ -165,8 +206,7 @@ class VectorIndex:
         """A fresh index holding every vector but `drop` (what `rag compact` does)."""
         self._sync_to_cpu()
         removed = self._rebuild_without({int(i) for i in drop})
-        if self._gpu is not None:
-            self._to_gpu()
+        self._cpu_changed()
         return removed
 
     def remove(self, ids: list[int]) -> int:
@@ -186,8 +226,8 @@ class VectorIndex:
         except RuntimeError:
             log.info("%s cannot remove ids in place; rebuilding without them", self.factory)
             removed = self._rebuild_without(set(ids))
-        if self._gpu is not None:
-            self._to_gpu()
+        if removed:
+            self._cpu_changed()
         return removed
 
     def _all_ids(self) -> np.ndarray:
@@ -258,14 +298,13 @@ class VectorIndex:
             selector = None
         live = self.ntotal - (len(excluded) if excluded is not None else 0)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
+        if self._want_gpu and selector is None and k <= GPU_MAX_K:
+            found = self._gpu_search(queries, k, nprobe)
+            if found is not None:
+                return found
+        # GPU indexes take no ID selectors (not in every faiss-gpu): filtered searches run on the CPU copy.
+        self._sync_to_cpu()
         params = self._params(k, nprobe, ef_search, selector)
-        if self._gpu is not None and selector is None:
-            try:
-                faiss.GpuParameterSpace().set_index_parameter(self._gpu, "nprobe", nprobe)
-            except (AttributeError, RuntimeError):
-                pass
-            return self._gpu.search(queries, k)
-        # GPU indexes take no ID selectors; filtered searches run on the CPU copy.
         scores, ids = self._cpu.search(queries, k, params=params) if params is not None else self._cpu.search(queries, k)
         wanted = min(k, live if allowed is None else len(allowed))
         short = [row for row in range(len(ids)) if int((ids[row] >= 0).sum()) < wanted]
@@ -275,6 +314,26 @@ class VectorIndex:
             exact_scores, exact_ids = self._exact(queries[short], k, allowed)
             scores[short], ids[short] = exact_scores, exact_ids
         return scores, ids
+
+    def _gpu_search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Top k on the GPU copy, or None (searched on the CPU instead) where the GPU refuses."""
+        faiss = _faiss()
+        with self._gpu_lock:
+            if self._gpu is None:
+                self._to_gpu()  # dropped after a removal: copy the CPU index over again
+                if self._gpu is None:
+                    return None
+            try:
+                ivf = faiss.try_extract_index_ivf(self._cpu)
+                if ivf is not None:
+                    # GpuIndexIVF keeps an nprobe of its own (copied from the CPU index's, 1); capped
+                    # at nlist like the CPU's SearchParametersIVF, and at the GPU's selection limit.
+                    faiss.GpuParameterSpace().set_index_parameter(self._gpu, "nprobe",
+                                                                  max(1, min(nprobe, int(ivf.nlist), GPU_MAX_K)))
+                return self._gpu.search(queries, k)
+            except (AttributeError, RuntimeError) as exc:
+                log.warning("GPU search failed, searching on the CPU: %s", (str(exc).splitlines() or [""])[-1])
+                return None
 
     def _exact(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._sync_to_cpu()
