@@ -70,7 +70,7 @@ def _main(
     state.config_file = config
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("faiss", "sentence_transformers", "transformers", "httpx", "pypdf"):
+    for noisy in ("faiss", "sentence_transformers", "transformers", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
