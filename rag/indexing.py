@@ -12,8 +12,10 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
-from contextlib import closing
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Protocol
@@ -105,6 +107,8 @@ class IndexReport:
     # Documents a --sync found gone but did not delete, and why (empty when it deleted them).
     would_delete: int = 0
     sync_stopped: str = ""
+    # Seconds spent per stage: load (the model), parse, chunk, embed, write; the rest is lookups.
+    stages: dict[str, float] = field(default_factory=dict)
 
     @property
     def documents(self) -> int:
@@ -134,8 +138,74 @@ class IndexReport:
             "chunks": self.chunks,
             "skipped": self.skipped, "failed": self.failed, "seconds": round(self.seconds, 3),
             "would_delete": self.would_delete, "sync_stopped": self.sync_stopped or None,
+            "stages": {stage: round(seconds, 3) for stage, seconds in self.stages.items()},
             "problems": [{"path": p.path, "reason": p.reason, "kind": p.kind} for p in self.problems],
         }
+
+
+@dataclass
+class _Batch:
+    """Documents to embed and write together, and the documents sharing their content."""
+
+    documents: list[tuple[Document, list[Chunk], bool]] = field(default_factory=list)  # (doc, chunks, existed)
+    aliases: list[tuple[Document, bool]] = field(default_factory=list)
+    content: dict[str, str] = field(default_factory=dict)  # sha256 -> the id of the document holding it
+    chunks: int = 0
+    embedded_size: int = 0  # bytes whose progress the embedding reports (aliases may join later)
+
+    def add(self, document: Document, chunks: list[Chunk], existed: bool) -> None:
+        self.documents.append((document, chunks, existed))
+        self.content[document.metadata["sha256"]] = document.doc_id
+        self.chunks += len(chunks)
+
+    @property
+    def size(self) -> int:
+        return sum(d.size for d, _, _ in self.documents) + sum(d.size for d, _ in self.aliases)
+
+
+class _Serialized:
+    """A progress receiver called from the indexing thread and the embedding thread, one at a time."""
+
+    def __init__(self, progress: IndexProgress) -> None:
+        self._progress = progress
+        self._lock = threading.Lock()
+
+    def start(self, total_bytes: int, files: int) -> None:
+        with self._lock:
+            self._progress.start(total_bytes, files)
+
+    def advance(self, nbytes: int, documents: int, chunks: int) -> None:
+        with self._lock:
+            self._progress.advance(nbytes, documents, chunks)
+
+    def problem(self, problem: Problem) -> None:
+        with self._lock:
+            self._progress.problem(problem)
+
+
+class StageClock:
+    """Adds up the seconds spent in each stage of a run (IndexReport.stages)."""
+
+    def __init__(self, stages: dict[str, float]) -> None:
+        self.stages = stages
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - started
+
+    def iterate(self, items: Iterable[Item], stage: str) -> Iterator[Item]:
+        """Yields what `items` yields, counting the time spent producing it (parsing)."""
+        items = iter(items)
+        while True:
+            with self(stage):
+                item = next(items, None)
+            if item is None:
+                return
+            yield item
 
 
 class IndexProgress(Protocol):
@@ -298,15 +368,18 @@ class Indexer:
             log.debug("%s %s: %s", problem.kind, path, problem.reason)
 
         self.store.current_version()  # an unusable --index is named before the model loads
-        self.embedder.warm_up()
+        clock = StageClock(report.stages)
+        with clock("load"):
+            self.embedder.warm_up()
         chunker = make_chunker(self.settings, self.embedder)
+        progress = _Serialized(progress)  # the embedding thread reports too
         progress.start(total_bytes, files)
-        pending: list[tuple[Document, list[Chunk], bool]] = []
-        pending_content: dict[str, str] = {}  # sha256 -> id of the pending document that holds it
-        aliases: list[tuple[Document, bool]] = []  # same content as a pending document
-        pending_chunks = 0
+        pending = _Batch()
+        # The batch being embedded on the embedding thread while this one reads, chunks and
+        # writes: one at a time, so memory stays bounded.
+        embedding: tuple[Future, _Batch] | None = None
 
-        with closing(SeenIds()) as seen, \
+        with closing(SeenIds()) as seen, ThreadPoolExecutor(1, thread_name_prefix="rag-embed") as embedder_thread, \
                 self.store.open_writer(self.embedder.identity(), chunking_identity(self.settings, self.embedder)) as writer:
 
             def count(existed: bool) -> None:
@@ -315,27 +388,43 @@ class Indexer:
                 else:
                     report.added += 1
 
-            def flush() -> None:
-                nonlocal pending, pending_chunks, aliases
-                if not pending:
-                    return
-                log.info("stage: embedding %d chunks", pending_chunks)
-                vectors = self._embed([c.embed_text for _, chunks, _ in pending for c in chunks],
-                                      sum(d.size for d, _, _ in pending) + sum(d.size for d, _ in aliases), progress)
-                offset = 0
-                for document, chunks, existed in pending:
-                    writer.put_document(document, collection, chunks, vectors[offset:offset + len(chunks)])
-                    offset += len(chunks)
-                    count(existed)
-                    report.chunks += len(chunks)
-                for document, existed in aliases:
-                    writer.put_alias(document, collection, pending_content[document.metadata["sha256"]])
-                    count(existed)
-                progress.advance(0, len(pending) + len(aliases), 0)
-                pending, pending_chunks, aliases = [], 0, []
-                pending_content.clear()
+            def embed(batch: _Batch) -> np.ndarray:
+                with clock("embed"):
+                    return self._embed([c.embed_text for _, chunks, _ in batch.documents for c in chunks],
+                                       batch.embedded_size, progress)
 
-            for where, item in items:
+            def collect() -> None:
+                """Wait for the batch being embedded and write it."""
+                nonlocal embedding
+                if embedding is None:
+                    return
+                future, batch = embedding
+                vectors = future.result()
+                embedding = None
+                offset = 0
+                with clock("write"):
+                    for document, chunks, existed in batch.documents:
+                        writer.put_document(document, collection, chunks, vectors[offset:offset + len(chunks)])
+                        offset += len(chunks)
+                        count(existed)
+                        report.chunks += len(chunks)
+                    for document, existed in batch.aliases:
+                        writer.put_alias(document, collection, batch.content[document.metadata["sha256"]])
+                        count(existed)
+                progress.advance(batch.size - batch.embedded_size, len(batch.documents) + len(batch.aliases), 0)
+
+            def flush() -> None:
+                """Hand the pending batch to the embedding thread, once the one before is written."""
+                nonlocal pending, embedding
+                collect()
+                if not pending.documents:
+                    return
+                log.info("stage: embedding %d chunks", pending.chunks)
+                pending.embedded_size = pending.size
+                embedding = (embedder_thread.submit(embed, pending), pending)
+                pending = _Batch()
+
+            for where, item in clock.iterate(items, "parse"):
                 if isinstance(item, int):
                     progress.advance(item, 0, 0)
                     continue
@@ -365,8 +454,9 @@ class Indexer:
                     progress.advance(document.size, 1, 0)
                     continue
                 # Identical content under another id is stored once: no chunks, no embedding.
-                if sha in pending_content:
-                    aliases.append((document, stored is not None))
+                holding = next((b for b in (pending, embedding and embedding[1]) if b and sha in b.content), None)
+                if holding is not None:
+                    holding.aliases.append((document, stored is not None))
                     continue
                 holder = writer.document_with_content(collection, sha)
                 if holder is not None and holder != document.doc_id:
@@ -375,20 +465,21 @@ class Indexer:
                     report.deduplicated += 1
                     progress.advance(document.size, 1, 0)
                     continue
-                chunks = chunker.chunk(document)
+                with clock("chunk"):
+                    chunks = chunker.chunk(document)
                 if not chunks:
                     note(where, SkipDocument("no text left after chunking"))
                     progress.advance(document.size, 0, 0)
                     continue
-                pending.append((document, chunks, stored is not None))
-                pending_content[sha] = document.doc_id
-                pending_chunks += len(chunks)
-                if pending_chunks >= EMBED_FLUSH_CHUNKS:
+                pending.add(document, chunks, stored is not None)
+                if pending.chunks >= EMBED_FLUSH_CHUNKS:
                     flush()
             flush()
-            if scope is not None:
-                self._sync(writer, scope, seen, keep_origins, report)
-            report.version = writer.commit() or self.store.current_version()
+            collect()
+            with clock("write"):
+                if scope is not None:
+                    self._sync(writer, scope, seen, keep_origins, report)
+                report.version = writer.commit() or self.store.current_version()
 
         report.seconds = time.perf_counter() - started
         return report

@@ -242,3 +242,27 @@ def test_copies_of_a_hit_are_found_through_an_index_and_listed_in_order(make_eng
         plan = conn.execute("EXPLAIN QUERY PLAN SELECT content_of, doc_id FROM documents "
                             "WHERE collection = ? AND content_of IN (?, ?)", ("default", "a", "b")).fetchall()
     assert "documents_by_content" in str(plan)
+
+
+def test_a_run_reports_its_stages_and_dedupes_against_the_batch_being_embedded(make_engine, tmp_path, monkeypatch):
+    """Embedding runs on its own thread while the next batch is read and chunked: a document whose
+    content is in the batch being embedded is still stored once, and the report says where the
+    time went."""
+    import rag.indexing
+
+    monkeypatch.setattr(rag.indexing, "EMBED_FLUSH_CHUNKS", 2)  # a batch every two chunks
+    docs = tmp_path / "batches"
+    docs.mkdir()
+    texts = {"a.txt": "The loading dock closes at 17:00 on Fridays.",
+             "b.txt": "Visitors sign in at reception on the ground floor.",
+             "c.txt": "The loading dock closes at 17:00 on Fridays.",  # a's content, a's batch in flight
+             "d.txt": "Parking permits are renewed every January."}
+    for name, text in texts.items():
+        (docs / name).write_text(text + "\n", encoding="utf-8")
+    report = make_engine().index([docs])
+    assert report.documents == 4 and report.chunks == 3
+    assert set(report.stages) == {"load", "parse", "chunk", "embed", "write"}
+    assert all(seconds >= 0 for seconds in report.stages.values())
+    assert report.as_dict()["stages"].keys() == report.stages.keys()
+    hit = make_engine().search("When does the loading dock close?", k=1)[0]
+    assert (hit.doc_id, hit.metadata["also_in"]) == ("a.txt", ["c.txt"])

@@ -40,23 +40,47 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _openvino_runner(onnx_path: Path, precision: str, threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
-        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-        "INFERENCE_NUM_THREADS": threads,
-        "PERFORMANCE_HINT": "LATENCY",
-    })
-    request = compiled.create_infer_request()  # one at a time: the Embedder serializes calls
-
-    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return np.array(request.infer({"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)
-
-    return run
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows of the output, input_ids, attention_mask)
+Runner = Callable[[list[Batch], np.ndarray], None]
 
 
-def _onnxruntime_runner(onnx_path: Path, threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+class _OpenVINO:
+    """Two compilations of one model: for latency (one request on every core: a query), and, made
+    on first need, for throughput (a stream per core, requests in flight together: indexing),
+    which embedded rag's SciFact chunks 1.11x faster than the latency one."""
+
+    def __init__(self, onnx_path: Path, precision: str, threads: int) -> None:
+        import openvino as ov
+
+        self._ov = ov
+        self._core = ov.Core()
+        self._onnx_path = str(onnx_path)
+        self._config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                        "INFERENCE_NUM_THREADS": threads}
+        compiled = self._core.compile_model(self._onnx_path, "CPU", {**self._config, "PERFORMANCE_HINT": "LATENCY"})
+        self._request = compiled.create_infer_request()  # one at a time: the Embedder serializes calls
+        self._queue: Any = None
+
+    def __call__(self, batches: list[Batch], out: np.ndarray) -> None:
+        if len(batches) == 1:
+            rows, ids, mask = batches[0]
+            out[rows] = self._request.infer({"input_ids": ids, "attention_mask": mask})[0]
+            return
+        if self._queue is None:
+            compiled = self._core.compile_model(self._onnx_path, "CPU",
+                                                {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"})
+            self._queue = self._ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
+        def done(request: Any, rows: np.ndarray) -> None:
+            out[rows] = request.get_output_tensor(0).data
+
+        self._queue.set_callback(done)
+        for rows, ids, mask in batches:
+            self._queue.start_async({"input_ids": ids, "attention_mask": mask}, rows)
+        self._queue.wait_all()
+
+
+def _onnxruntime_runner(onnx_path: Path, threads: int) -> Runner:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -65,8 +89,9 @@ def _onnxruntime_runner(onnx_path: Path, threads: int) -> Callable[[np.ndarray, 
     options.log_severity_level = 3
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
-    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)
+    def run(batches: list[Batch], out: np.ndarray) -> None:
+        for rows, ids, mask in batches:
+            out[rows] = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
     return run
 
@@ -88,15 +113,16 @@ class CompiledEncoder:
         self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self._tokenizer.enable_truncation(self.max_seq_length)
         threads = threads or default_threads()
-        self._run = (_openvino_runner(onnx_path, self.precision, threads) if backend == "openvino"
-                     else _onnxruntime_runner(onnx_path, threads))
-        self.dimension = int(self._run(np.array([[0, 0]], dtype=np.int64), np.ones((1, 2), dtype=np.int64)).shape[1])
+        self._run: Runner = (_OpenVINO(onnx_path, self.precision, threads) if backend == "openvino"
+                             else _onnxruntime_runner(onnx_path, threads))
+        self.dimension = int(json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["hidden_size"])
 
     def encode(self, texts: list[str], batch_size: int, normalize: bool) -> np.ndarray:
         encodings = self._tokenizer.encode_batch([t.lower() for t in texts] if self._lower else texts)
         lengths = np.array([len(e.ids) for e in encodings])
         order = np.argsort(-lengths, kind="stable")  # longest first: the largest buffers are made once
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        batches = []
         for start in range(0, len(texts), batch_size):
             rows = order[start:start + batch_size]
             width = int(lengths[rows].max())
@@ -106,7 +132,8 @@ class CompiledEncoder:
                 n = lengths[row]
                 ids[i, :n] = encodings[row].ids
                 mask[i, :n] = 1
-            vectors[rows] = self._run(ids, mask)
+            batches.append((rows, ids, mask))
+        self._run(batches, vectors)
         if normalize:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
