@@ -36,6 +36,8 @@ class TokenCounter(Protocol):
 
     def count_many(self, texts: list[str]) -> list[int]: ...
 
+    def encode_many(self, texts: list[str]) -> list[list[int]]: ...
+
     def offsets(self, text: str) -> list[tuple[int, int]]: ...
 
 
@@ -71,12 +73,15 @@ class HFTokenCounter:
 
     def count_many(self, texts: list[str]) -> list[int]:
         """One call for many texts: the tokenizer's per-call overhead dominates short texts."""
+        return [len(ids) for ids in self.encode_many(texts)]
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        """Token ids without special tokens."""
         if not texts:
             return []
         if self._backend is not None:
-            return [len(e.ids) for e in self._backend.encode_batch(texts, add_special_tokens=False)]
-        encoded = self._tokenizer(texts, add_special_tokens=False, truncation=False, padding=False)
-        return [len(ids) for ids in encoded["input_ids"]]
+            return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
+        return list(self._tokenizer(texts, add_special_tokens=False, truncation=False, padding=False)["input_ids"])
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         if self._backend is not None:
@@ -129,16 +134,16 @@ class Chunker:
 
     def _enforce_limit(
         self, prefix: str, pieces: list[tuple[str, dict[str, Any]]]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Count each chunk exactly as it will be embedded; re-cut the rare one whose atom
-        counts did not add up (token counts are not always additive across a cut)."""
-        counts = self.counter.count_many([prefix + text for text, _ in pieces])
-        for (text, extra), count in zip(pieces, counts):
-            if count <= self.max_tokens:
-                yield text, extra
+    ) -> Iterator[tuple[str, dict[str, Any], list[int] | None]]:
+        """Tokenize each chunk exactly as it will be embedded (the ids go to the encoder); re-cut
+        the rare one whose atom counts did not add up (counts are not always additive across a cut)."""
+        encoded = self.counter.encode_many([prefix + text for text, _ in pieces])
+        for (text, extra), ids in zip(pieces, encoded):
+            if len(ids) <= self.max_tokens:
+                yield text, extra, ids
             else:
                 room = self.max_tokens - self.counter.count(prefix) - 2
-                yield from ((piece, extra) for piece in self._fit(text, room))
+                yield from ((piece, extra, None) for piece in self._fit(text, room))
 
     def _atoms(self, text: str, tokens: int, budget: int, level: int = 0) -> list[tuple[str, int]]:
         """(text, tokens) pieces, each within budget, that concatenate back to `text`."""
@@ -213,12 +218,12 @@ class Chunker:
                 pieces = list(self._table_chunks(section, budget))
             else:
                 pieces = [(text, {}) for text in self._split_text(section.text, budget)]
-            for text, extra in self._enforce_limit(prefix, pieces):
+            for text, extra, token_ids in self._enforce_limit(prefix, pieces):
                 embed_text = prefix + text
                 metadata = {**base, **extra}
                 if section.page is not None:
                     metadata["page"] = section.page
                 if section.headings:
                     metadata["headings"] = list(section.headings)
-                chunks.append(Chunk(document.doc_id, len(chunks), text, embed_text, metadata))
+                chunks.append(Chunk(document.doc_id, len(chunks), text, embed_text, metadata, token_ids))
         return chunks

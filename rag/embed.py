@@ -122,18 +122,27 @@ class Embedder:
         self.batch_size = self.settings.batch_size or (128 if device.startswith("cuda") else 16)
         log.info("loading embedding model %s on %s with %s (%s, batch %d)", self.name, device, backend, precision,
                  self.batch_size)
-        if backend == "torch":
-            from rag.encoders.torch_encoder import TorchEncoder
+        if backend != "torch":
+            from rag.encoders.compiled import CompiledEncoder
+            from rag.encoders.onnx_export import exported_model
 
-            if precision == "int8":
-                raise ConfigError("embedding.precision = 'int8' runs on backend 'onnxruntime' only")
-            return TorchEncoder(self.path, device, precision, self.settings.max_seq_length)
-        from rag.encoders.compiled import CompiledEncoder
-        from rag.encoders.onnx_export import exported_model
+            try:
+                pooling, _ = compiled_support(self.path)
+                onnx_path = exported_model(self.name, self.path, self.cache_dir, pooling or "mean",
+                                           int8=precision == "int8")
+                return CompiledEncoder(self.path, onnx_path, backend, precision, self.settings.max_seq_length)
+            except Exception as exc:  # noqa: BLE001 - an export that disagrees, an old CPU, a broken install
+                if self.settings.backend != "auto" or precision == "int8":
+                    if isinstance(exc, ConfigError):
+                        raise
+                    raise ConfigError(f"embedding.backend {backend!r} failed to load {self.name}: {exc}; "
+                                      "use embedding.backend = 'torch'") from exc
+                log.warning("embedding on torch: %s failed to load %s (%s)", backend, self.name, exc)
+        from rag.encoders.torch_encoder import TorchEncoder
 
-        pooling, _ = compiled_support(self.path)
-        onnx_path = exported_model(self.name, self.path, self.cache_dir, pooling or "mean", int8=precision == "int8")
-        return CompiledEncoder(self.path, onnx_path, backend, precision, self.settings.max_seq_length)
+        if precision == "int8":
+            raise ConfigError("embedding.precision = 'int8' runs on backend 'onnxruntime' only")
+        return TorchEncoder(self.path, device, precision, self.settings.max_seq_length)
 
     @property
     def encoder(self) -> Encoder:
@@ -180,19 +189,23 @@ class Embedder:
             "max_seq_length": self.max_seq_length,
         }
 
-    def _encode(self, texts: list[str], prefix: str) -> np.ndarray:
+    def _encode(self, texts: list[str], prefix: str, token_ids: list[list[int] | None] | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         encoder = self.encoder
         # One forward pass at a time: searches, answers and uploads run on threads of their own,
         # and two passes at once only fight over the same cores.
         with self._encoding:
-            vectors = encoder.encode([prefix + t for t in texts] if prefix else texts, self.batch_size,
-                                     self.settings.normalize)
+            if prefix:
+                vectors = encoder.encode([prefix + t for t in texts], self.batch_size, self.settings.normalize)
+            else:
+                vectors = encoder.encode(texts, self.batch_size, self.settings.normalize, token_ids)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def embed_passages(self, texts: list[str]) -> np.ndarray:
-        return self._encode(texts, self.settings.passage_prefix)
+    def embed_passages(self, texts: list[str], token_ids: list[list[int] | None] | None = None) -> np.ndarray:
+        """`token_ids`: the texts' ids as the chunker made them (no special tokens), or None;
+        used unless a passage prefix changes the text."""
+        return self._encode(texts, self.settings.passage_prefix, token_ids)
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         with self._recent_lock:

@@ -389,9 +389,10 @@ class Indexer:
                     report.added += 1
 
             def embed(batch: _Batch) -> np.ndarray:
+                chunks = [c for _, document_chunks, _ in batch.documents for c in document_chunks]
                 with clock("embed"):
-                    return self._embed([c.embed_text for _, chunks, _ in batch.documents for c in chunks],
-                                       batch.embedded_size, progress)
+                    return self._embed([c.embed_text for c in chunks], batch.embedded_size, progress,
+                                       [c.token_ids for c in chunks])
 
             def collect() -> None:
                 """Wait for the batch being embedded and write it."""
@@ -484,12 +485,14 @@ class Indexer:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _embed(self, texts: list[str], nbytes: int, progress: IndexProgress) -> np.ndarray:
+    def _embed(self, texts: list[str], nbytes: int, progress: IndexProgress,
+               token_ids: list[list[int] | None] | None = None) -> np.ndarray:
         """Embed in slices, reporting chunks (and a share of the bytes) as each slice is done, so
         one large document shows progress while its thousands of chunks are embedded."""
         parts, reported = [], 0
         for start in range(0, len(texts), EMBED_FLUSH_CHUNKS):
-            part = self.embedder.embed_passages(texts[start:start + EMBED_FLUSH_CHUNKS])
+            part = self.embedder.embed_passages(texts[start:start + EMBED_FLUSH_CHUNKS],
+                                                token_ids[start:start + EMBED_FLUSH_CHUNKS] if token_ids else None)
             parts.append(part)
             done = nbytes * min(len(texts), start + EMBED_FLUSH_CHUNKS) // len(texts)
             progress.advance(done - reported, 0, len(part))

@@ -53,6 +53,9 @@ class Chunk:
     # What is embedded: the text, with the heading path in front when configured.
     embed_text: str
     metadata: dict[str, Any]
+    # embed_text's token ids (no special tokens), as the chunker counted them: the encoder takes
+    # them instead of tokenizing the text again. Not stored.
+    token_ids: list[int] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,15 @@ def test_a_model_the_export_cannot_hold_stays_on_torch(tmp_path, cache):
         _embedder(cache, model=str(folder), backend="openvino")
 
 
+def test_an_unusable_cache_leaves_auto_on_torch_and_fails_a_named_backend(tmp_path):
+    """A cache folder that cannot be written (here: a file where the folder should be)."""
+    blocked = tmp_path / "cache"
+    blocked.write_text("not a folder")
+    assert _embedder(blocked).backend == "torch"
+    with pytest.raises(ConfigError, match="embedding.backend 'openvino' failed to load .*use embedding.backend = 'torch'"):
+        _embedder(blocked, backend="openvino")
+
+
 def test_int8_on_a_backend_without_it_is_refused(cache):
     with pytest.raises(ConfigError, match="int8"):
         _embedder(cache, backend="openvino", precision="int8")
@@ -110,6 +119,25 @@ def test_token_counts_match_the_transformers_tokenizer(cache):
     assert fast.special_tokens == slow.special_tokens == 2
     assert fast.count_many(TEXTS) == slow.count_many(TEXTS)
     assert fast.offsets(TEXTS[2]) == slow.offsets(TEXTS[2])
+
+
+def test_the_chunkers_token_ids_embed_as_their_text_does(cache):
+    """Indexing hands the encoder the ids the chunker already made: the same vectors, one
+    tokenization fewer. Headings, a table and a long section (cut into windows) among them."""
+    from rag.indexing import make_chunker
+    from rag.records import Document, Section
+
+    e = _embedder(cache, backend="openvino", precision="fp32")
+    document = Document("d", [
+        Section(TEXTS[2], headings=("Manual", "Errors")),
+        Section(TEXTS[3]),
+        Section("", table_header="part,price", table_rows=tuple(f"P-{i},{i}.50" for i in range(40))),
+        Section(TEXTS[4], page=3),
+    ])
+    chunks = make_chunker(Settings.load(environ={}), e).chunk(document)
+    assert len(chunks) > 4 and all(c.token_ids for c in chunks)
+    texts = [c.embed_text for c in chunks]
+    assert np.array_equal(e.embed_passages(texts, [c.token_ids for c in chunks]), e.embed_passages(texts))
 
 
 def _imported_after(code: str) -> set[str]:

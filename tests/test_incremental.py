@@ -25,9 +25,9 @@ class CountingEmbedder:
     def __getattr__(self, name):
         return getattr(self._embedder, name)
 
-    def embed_passages(self, texts):
+    def embed_passages(self, texts, token_ids=None):
         self.passages += len(texts)
-        return self._embedder.embed_passages(texts)
+        return self._embedder.embed_passages(texts, token_ids)
 
 
 def _tickets(root, n, departments=("ops",), start=0):

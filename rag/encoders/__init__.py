@@ -32,7 +32,8 @@ class Encoder(Protocol):
     # For counting tokens the way the encoder will (rag.chunk.HFTokenCounter).
     tokenizer: Any
 
-    def encode(self, texts: list[str], batch_size: int, normalize: bool) -> np.ndarray: ...
+    def encode(self, texts: list[str], batch_size: int, normalize: bool,
+               token_ids: list[list[int] | None] | None = None) -> np.ndarray: ...
 
 
 def sequence_limit(requested: int, native: int) -> int:

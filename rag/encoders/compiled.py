@@ -44,10 +44,17 @@ Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows of the output, input_
 Runner = Callable[[list[Batch], np.ndarray], None]
 
 
+# Calls with at most this many texts (a question) run on the latency compilation; more (passages,
+# a question's sentences) on the throughput one.
+FEW_TEXTS = 4
+
+
 class _OpenVINO:
-    """Two compilations of one model: for latency (one request on every core: a query), and, made
-    on first need, for throughput (a stream per core, requests in flight together: indexing),
-    which embedded rag's SciFact chunks 1.11x faster than the latency one."""
+    """Two compilations of one model, each made on first need: for latency (one request on every
+    core: a question), and for throughput (a stream per core, requests in flight together:
+    passages), which embedded rag's SciFact chunks 1.11x faster. Each holds its own copy of the
+    weights and buffers (160 and 260 MB for MiniLM), so `rag index` never makes the first and a
+    process that only searches never makes the second."""
 
     def __init__(self, onnx_path: Path, precision: str, threads: int) -> None:
         import openvino as ov
@@ -57,18 +64,21 @@ class _OpenVINO:
         self._onnx_path = str(onnx_path)
         self._config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                         "INFERENCE_NUM_THREADS": threads}
-        compiled = self._core.compile_model(self._onnx_path, "CPU", {**self._config, "PERFORMANCE_HINT": "LATENCY"})
-        self._request = compiled.create_infer_request()  # one at a time: the Embedder serializes calls
+        self._request: Any = None
         self._queue: Any = None
 
+    def _compile(self, hint: str) -> Any:
+        return self._core.compile_model(self._onnx_path, "CPU", {**self._config, "PERFORMANCE_HINT": hint})
+
     def __call__(self, batches: list[Batch], out: np.ndarray) -> None:
-        if len(batches) == 1:
-            rows, ids, mask = batches[0]
-            out[rows] = self._request.infer({"input_ids": ids, "attention_mask": mask})[0]
+        if sum(len(rows) for rows, _, _ in batches) <= FEW_TEXTS:
+            if self._request is None:  # one at a time: the Embedder serializes calls
+                self._request = self._compile("LATENCY").create_infer_request()
+            for rows, ids, mask in batches:
+                out[rows] = self._request.infer({"input_ids": ids, "attention_mask": mask})[0]
             return
         if self._queue is None:
-            compiled = self._core.compile_model(self._onnx_path, "CPU",
-                                                {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"})
+            compiled = self._compile("THROUGHPUT")
             self._queue = self._ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
         def done(request: Any, rows: np.ndarray) -> None:
@@ -112,14 +122,38 @@ class CompiledEncoder:
         self.tokenizer: Any = tokenizer  # counts, for the chunker
         self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self._tokenizer.enable_truncation(self.max_seq_length)
+        # The special tokens around a text ([CLS] ... [SEP]), to wrap ids the chunker made.
+        bare = tokenizer.encode("a", add_special_tokens=False).ids
+        full = tokenizer.encode("a").ids
+        at = next((i for i in range(len(full)) if full[i:i + len(bare)] == bare), None)
+        self._wrap = None if at is None or self._lower else (full[:at], full[at + len(bare):])
         threads = threads or default_threads()
         self._run: Runner = (_OpenVINO(onnx_path, self.precision, threads) if backend == "openvino"
                              else _onnxruntime_runner(onnx_path, threads))
         self.dimension = int(json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["hidden_size"])
 
-    def encode(self, texts: list[str], batch_size: int, normalize: bool) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch([t.lower() for t in texts] if self._lower else texts)
-        lengths = np.array([len(e.ids) for e in encodings])
+    def _token_ids(self, texts: list[str], known: list[list[int] | None] | None) -> list[list[int]]:
+        """Each text's ids with special tokens: `known` ids (the chunker's, no special tokens) where
+        given, the tokenizer's otherwise."""
+        if known is None or self._wrap is None:
+            known = [None] * len(texts)
+        missing = [i for i, ids in enumerate(known) if ids is None]
+        fresh = self._tokenizer.encode_batch([texts[i].lower() if self._lower else texts[i] for i in missing])
+        out: list[list[int]] = [[] for _ in texts]
+        for i, encoding in zip(missing, fresh):
+            out[i] = encoding.ids
+        if self._wrap is not None:
+            head, tail = self._wrap
+            room = self.max_seq_length - len(head) - len(tail)
+            for i, ids in enumerate(known):
+                if ids is not None:
+                    out[i] = [*head, *ids[:room], *tail]
+        return out
+
+    def encode(self, texts: list[str], batch_size: int, normalize: bool,
+               token_ids: list[list[int] | None] | None = None) -> np.ndarray:
+        encoded = self._token_ids(texts, token_ids)
+        lengths = np.array([len(ids) for ids in encoded])
         order = np.argsort(-lengths, kind="stable")  # longest first: the largest buffers are made once
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         batches = []
@@ -130,7 +164,7 @@ class CompiledEncoder:
             mask = np.zeros((len(rows), width), dtype=np.int64)
             for i, row in enumerate(rows):
                 n = lengths[row]
-                ids[i, :n] = encodings[row].ids
+                ids[i, :n] = encoded[row]
                 mask[i, :n] = 1
             batches.append((rows, ids, mask))
         self._run(batches, vectors)

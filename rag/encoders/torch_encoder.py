@@ -37,7 +37,9 @@ class TorchEncoder:
         self.dimension = int(getter())
         self.max_seq_length = int(model.max_seq_length)
 
-    def encode(self, texts: list[str], batch_size: int, normalize: bool) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int, normalize: bool,
+               token_ids: list[list[int] | None] | None = None) -> np.ndarray:
+        """`token_ids` is ignored: sentence-transformers tokenizes itself."""
         import torch
 
         # bf16 through autocast: weights stay fp32, so vectors stay within cosine 1e-4 of fp32.
