@@ -97,6 +97,9 @@ def _onnxruntime_runner(onnx_path: Path, threads: int) -> Runner:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # Its threads spin while waiting for work by default: beside a busy process a SciFact query
+    # took 8.0 ms instead of 3.7 at the median, and 12.9 at p95.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def run(batches: list[Batch], out: np.ndarray) -> None:

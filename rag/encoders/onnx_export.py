@@ -81,10 +81,10 @@ def exported_model(name: str, model_dir: Path, cache_dir: Path, pooling: str, in
         found = _verified(folder, name)
         if found is not None:
             return found
-        _export(model_dir, folder, pooling, int8)
+        _export(name, model_dir, folder, pooling, int8)
     found = _verified(folder, name)
     if found is None:
-        raise ConfigError(f"the ONNX export of {model_dir.name} in {folder} could not be verified after writing it")
+        raise ConfigError(f"the ONNX export of {name} in {folder} could not be verified after writing it")
     return found
 
 
@@ -96,10 +96,10 @@ def _reference_vectors(model_dir: Path) -> np.ndarray:
                         show_progress_bar=False)
 
 
-def _export(model_dir: Path, folder: Path, pooling: str, int8: bool) -> None:
+def _export(name: str, model_dir: Path, folder: Path, pooling: str, int8: bool) -> None:
     started = time.perf_counter()
     log.warning("exporting the embedding model %s to ONNX once (a few seconds); later runs load it from %s",
-                model_dir.name, folder)
+                name, folder)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     try:
         record = {"files": {}}
@@ -116,8 +116,14 @@ def _export(model_dir: Path, folder: Path, pooling: str, int8: bool) -> None:
             except ImportError:
                 raise ConfigError("embedding.precision = 'int8' needs the onnx package: pip install 'rag[int8]'") from None
 
-            quantize_dynamic(str(work / "model.onnx"), str(work / "model-int8.onnx"),
-                             weight_type=QuantType.QInt8, per_channel=True)
+            root = logging.getLogger()
+            quiet = _Without("pre-processing before quantization")  # its advice for image models
+            root.addFilter(quiet)
+            try:
+                quantize_dynamic(str(work / "model.onnx"), str(work / "model-int8.onnx"),
+                                 weight_type=QuantType.QInt8, per_channel=True)
+            finally:
+                root.removeFilter(quiet)
             record["files"]["model-int8.onnx"] = _check(model_dir, work / "model-int8.onnx", MIN_COSINE_INT8)
         (work / RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
         for path in work.iterdir():
@@ -128,7 +134,16 @@ def _export(model_dir: Path, folder: Path, pooling: str, int8: bool) -> None:
         os.replace(work, folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log.warning("exported %s in %.1f s", model_dir.name, time.perf_counter() - started)
+    log.warning("exported %s in %.1f s", name, time.perf_counter() - started)
+
+
+class _Without(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def _check(model_dir: Path, onnx_path: Path, minimum: float) -> dict:

@@ -301,6 +301,11 @@ class LocalGenerator:
         import torch
 
         self.warm_up()
+        if len(prompts) > 1 and not str(self._device).startswith("cuda"):
+            # One at a time on a CPU, where compute is the limit: each prompt then reuses the cached
+            # system prompt and prompt-lookup decoding, which a padded batch cannot. 24 SQuAD
+            # questions went through 3x faster so (0.34 against 0.11 questions/s in batches of 8).
+            return [self.generate([prompt], max_new_tokens)[0] for prompt in prompts]
         inputs = self._inputs(prompts)
         decoding, constraints = self._decoding(prompts, inputs["input_ids"].shape[1])
         started = time.perf_counter()
