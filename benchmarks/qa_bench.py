@@ -10,9 +10,14 @@ gold answer, normalised the same way; an abstention does not), "cites source" (t
 answered questions that cite their gold paragraph), abstention rate, grounded rate and answer
 latency p50/p95. Citation markers are removed before scoring.
 
+Then the local generator's speed on a few SQuAD questions: time to first token, decode tokens/s
+and questions/s, for the default and for each knob turned (fp32, no prompt-lookup decoding, one
+torch thread, batches of 8 as `rag ask --file` sends them), with how many answers stay the same.
+
     python3 benchmarks/qa_bench.py                                  # SQuAD 500 + CMRC 300, both generators
     python3 benchmarks/qa_bench.py --previous --generators local    # the previous default beside today's
     python3 benchmarks/qa_bench.py --squad 40 --cmrc 20 --no-record  # a quick look
+    python3 benchmarks/qa_bench.py --squad 0 --cmrc 0 --speed 24     # the speed table alone
 """
 
 from __future__ import annotations
@@ -75,6 +80,64 @@ def run_dataset(name: str, path: Path, n: int, generators: list[str], workdir: P
     return result
 
 
+# The default generator's speed, and what each knob is worth on this CPU: (label, settings, how).
+SPEED_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
+    ("default (bf16, cached system prompt, prompt lookup 10)", {}, "stream"),
+    ("fp32", {"generate.local_precision": "fp32"}, "stream"),
+    ("no prompt-lookup decoding", {"generate.local_prompt_lookup": 0}, "stream"),
+    ("one torch thread", {}, "stream-1-thread"),
+    ("default, batches of 8 (rag ask --file)", {}, "batch"),
+]
+
+
+def generation_speed(path: Path, n: int, workdir: Path, overrides: dict[str, str]) -> str:
+    """Time to first token, decode tokens/s and questions/s of the local generator on `n` SQuAD
+    questions, streamed one at a time as `rag ask` does (or in batches of 8 as `rag ask --file`
+    does), under each of SPEED_CONFIGS; "same answers" counts the answers equal to the default's."""
+    import torch
+
+    from rag import Engine, Settings
+    from rag.evaluate.metrics import percentile
+
+    settings = {"index.path": str(workdir / "squad-index"), **overrides}
+    base = Engine(Settings.load(overrides=settings))
+    questions = [q.question for q in prepare_squad(base, str(path), n, 0, None)[0]]
+    rows = ["| configuration | first token p50 s | decode tokens/s p50 | prompt tokens p50 | answer p50 s "
+            "| questions/s | same answers as default |", "|---|---:|---:|---:|---:|---:|---:|"]
+    reference: list[str] | None = None
+    threads = torch.get_num_threads()
+    for label, extra, how in SPEED_CONFIGS:
+        engine = Engine(Settings.load(overrides={**settings, **extra}), embedder=base.embedder) if extra else base
+        torch.set_num_threads(1 if how == "stream-1-thread" else threads)
+        engine.ask("warm-up question?", generator="local")
+        started = time.perf_counter()
+        if how == "batch":
+            answers = [a for i in range(0, len(questions), 8) for a in engine.ask_many(questions[i:i + 8])]
+        else:
+            answers = [list(engine.ask_stream(q))[-1] for q in questions]
+        seconds = time.perf_counter() - started
+        torch.set_num_threads(threads)
+        texts = [a.answer for a in answers]
+        reference = reference or texts
+        streamed = [a for a in answers if a.timings.get("first_token") and a.tokens.get("completion", 0) > 1]
+        first = [a.timings["first_token"] for a in streamed]
+        decode = [(a.tokens["completion"] - 1) / max(a.timings["total"] - a.timings["first_token"], 1e-6)
+                  for a in streamed]
+        prompt = [a.tokens.get("prompt", 0) for a in answers]
+        total = [a.timings.get("total", 0.0) for a in answers]
+        same = sum(a == b for a, b in zip(texts, reference))
+        rows.append(f"| {label} | {percentile(first, 50):.2f} | {percentile(decode, 50):.1f} | "
+                    f"{percentile(prompt, 50):.0f} | {percentile(total, 50):.2f} | {len(questions) / seconds:.2f} | "
+                    f"{same}/{len(questions)} |" if how != "batch" else
+                    f"| {label} | - | - | {percentile(prompt, 50):.0f} | {percentile(total, 50):.2f} | "
+                    f"{len(questions) / seconds:.2f} | {same}/{len(questions)} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+        if engine is not base:
+            engine.close()
+    base.close()
+    return "\n".join(rows)
+
+
 def _share(g: dict[str, Any], key: str) -> str:
     return f"{g[key]:.1%}" if key in g else "-"  # cites_source is absent when every question abstained
 
@@ -100,6 +163,8 @@ def main() -> int:
                    help="also the previous default local configuration (gemma-3-270m), side by side")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for this run, e.g. generate.local_decoding=free (repeatable)")
+    p.add_argument("--speed", type=int, default=24, metavar="N",
+                   help="SQuAD questions for the generator speed table (0 to skip; default 24)")
     p.add_argument("--no-record", action="store_true", help=f"do not append to {RECORD_FILE.relative_to(REPO_ROOT)}")
     args = p.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
@@ -114,12 +179,17 @@ def main() -> int:
         if args.cmrc:
             results["CMRC 2018 dev"] = run_dataset("cmrc", data / "cmrc2018" / "cmrc2018_dev_squad.json", args.cmrc,
                                                    generators, Path(tmp), overrides, args.previous)
-    text = table(results)
+        speed = generation_speed(data / "squad-v1.1-dev" / "dev-v1.1.json", args.speed, Path(tmp), overrides) \
+            if args.speed else ""
+    text = table(results) if results else ""
+    if speed:
+        text += ("\n\n" if text else "") + f"The local generator's speed, {args.speed} SQuAD questions (one at a " \
+            "time, streamed; or in batches of 8):\n\n" + speed
     print(text)
     if not args.no_record:
         command = "python3 benchmarks/qa_bench.py" + "".join(f" {a}" for a in sys.argv[1:] if a != "--no-record")
         settings = "".join(f", {k}={v}" for k, v in overrides.items())
-        append_section(f"Question answering: {', '.join(results)}", started, [
+        append_section(f"Question answering: {', '.join(results) or 'generator speed'}", started, [
             f"Machine: {machine()}, GPU: none; rag defaults (config.toml){settings}",
             "Questions: a fixed random sample (seed 0), asked one at a time; latency is per question",
             f"Reproduce: `{command}`"], text)

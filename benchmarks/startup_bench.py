@@ -51,6 +51,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVER_MEMORY: dict[str, float] = {}  # backend -> resident MB after /readyz and one answer
+
+
+def _answer_and_measure(port: int, pid: int, backend: str) -> None:
+    """One real question through the server, then its resident memory (the process and children)."""
+    import json
+
+    import psutil
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/ask", data=json.dumps({"question": QUESTION}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        response.read()
+    process = psutil.Process(pid)
+    rss = process.memory_info().rss + sum(c.memory_info().rss for c in process.children(recursive=True))
+    SERVER_MEMORY[backend] = max(SERVER_MEMORY.get(backend, 0.0), rss / 2**20)
+
+
 def server_ready(environ: dict[str, str]) -> float:
     """Seconds from `rag serve` starting to /readyz answering 200 (models and index loaded)."""
     port = _free_port()
@@ -64,7 +82,9 @@ def server_ready(environ: dict[str, str]) -> float:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
                     if response.status == 200:
-                        return time.perf_counter() - started
+                        ready = time.perf_counter() - started
+                        _answer_and_measure(port, server.pid, environ["RAG_EMBEDDING_BACKEND"])
+                        return ready
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("rag serve was not ready within 120 s")
@@ -99,7 +119,9 @@ def main() -> None:
             rows.append(f"| {name} | {backend} | {statistics.median(seconds):.2f} | {min(seconds):.2f} | "
                         f"{max(seconds):.2f} | {TARGETS[name]:g} |")
             print(rows[-1], flush=True)
-    text = "\n".join(rows)
+    text = "\n".join(rows) + "\n\nThe server's resident memory after /readyz and one answered question (default " \
+        "models: the embedding model and the local generator): " + \
+        ", ".join(f"{backend} {mb:,.0f} MB" for backend, mb in SERVER_MEMORY.items())
     print(text)
     if not args.no_record:
         append_section("Start-up", started,
