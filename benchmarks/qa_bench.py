@@ -126,10 +126,8 @@ def generation_speed(path: Path, n: int, workdir: Path, overrides: dict[str, str
         prompt = [a.tokens.get("prompt", 0) for a in answers]
         total = [a.timings.get("total", 0.0) for a in answers]
         same = sum(a == b for a, b in zip(texts, reference))
-        rows.append(f"| {label} | {percentile(first, 50):.2f} | {percentile(decode, 50):.1f} | "
-                    f"{percentile(prompt, 50):.0f} | {percentile(total, 50):.2f} | {len(questions) / seconds:.2f} | "
-                    f"{same}/{len(questions)} |" if how != "batch" else
-                    f"| {label} | - | - | {percentile(prompt, 50):.0f} | {percentile(total, 50):.2f} | "
+        streaming = f"{percentile(first, 50):.2f} | {percentile(decode, 50):.1f}" if how != "batch" else "- | -"
+        rows.append(f"| {label} | {streaming} | {percentile(prompt, 50):.0f} | {percentile(total, 50):.2f} | "
                     f"{len(questions) / seconds:.2f} | {same}/{len(questions)} |")
         print(rows[-1], file=sys.stderr, flush=True)
         if engine is not base:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.encoders import installed
 from rag.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def _check(model_dir: Path, onnx_path: Path, minimum: float) -> dict:
     from rag.encoders.compiled import CompiledEncoder
 
     backend = "onnxruntime" if "int8" in onnx_path.name else (
-        "openvino" if _installed("openvino") else "onnxruntime")
+        "openvino" if installed("openvino") else "onnxruntime")
     encoder = CompiledEncoder(model_dir, onnx_path, backend, "fp32", 0)
     cosine = float((encoder.encode(PROBES, 4, True) * _reference_vectors(model_dir)).sum(axis=1).min())
     if cosine < minimum:
@@ -159,12 +160,6 @@ def _check(model_dir: Path, onnx_path: Path, minimum: float) -> dict:
                           f"{cosine:.5f} < {minimum}); use embedding.backend = 'torch'")
     return {"size": onnx_path.stat().st_size, "sha256": _sha256(onnx_path), "min_cosine": round(cosine, 6),
             "runtime_checked": backend}
-
-
-def _installed(name: str) -> bool:
-    from rag.encoders import installed
-
-    return installed(name)
 
 
 def _write_onnx(model_dir: Path, path: Path, pooling: str) -> None:
