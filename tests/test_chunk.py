@@ -115,3 +115,45 @@ def test_counts_stay_exact_after_the_model_has_encoded(embedder):
     chunks = make_chunker(Settings.load(environ={}), embedder).chunk(doc(Section("Short intro.\n\n" + long_text)))
     assert all(counter.count(c.embed_text) <= embedder.max_seq_length - counter.special_tokens for c in chunks)
     assert sum(counter.count(c.text) for c in chunks) >= 600
+
+
+def test_chunk_ids_are_exactly_what_the_tokenizer_makes_of_the_embedded_text(embedder, counter):
+    """Chunks take their ids from a slice of their section's, tokenized once; that must be what
+    tokenizing the chunk alone gives, whatever sits at the cuts: control characters that BERT's
+    normalizer deletes (joining the words beside them), no-break and zero-width spaces, tabs,
+    accents, Chinese, words cut into token windows."""
+    random.seed(7)
+    pieces = ["Warehouse robots stop at 2 m.", "naïve café résumé", "第3条：员工食堂位于三号楼。", "x\x1cy",
+              "tab\tseparated", "no\u00a0break", "zero\u200bwidth", "e.g. (see §4.2); cf. [12].", "UPPER lower",
+              "\n\n", "\n", "  ", "a—b", "🙂 emoji"]
+    # Words longer than the budget, which the chunker cuts between word pieces.
+    pieces += ["".join(random.choice("abcdefghijé\x1c") for _ in range(random.randint(30, 95))) for _ in range(20)]
+    text = " ".join(random.choice(pieces) for _ in range(700))
+    chunker = chunker_with(embedder, **{"chunking.chunk_size": 16, "chunking.chunk_overlap": 4})
+    chunks = chunker.chunk(doc(Section(text, headings=("Manual", "Ch. 1"))))
+    assert len(chunks) > 50 and all(c.token_ids is not None for c in chunks)
+    assert [c.token_ids for c in chunks] == counter.encode_many([c.embed_text for c in chunks])
+    assert counter.context_free  # so most of those ids were sliced, not tokenized again
+
+
+def test_chunks_are_unchanged_text_of_their_section(embedder):
+    text = "Intro line.\n\n\n   \nSecond paragraph, which is long. " * 30
+    chunker = chunker_with(embedder, **{"chunking.chunk_size": 32, "chunking.chunk_overlap": 8})
+    for c in chunker.chunk(doc(Section(text))):
+        assert c.text in text and c.text == c.text.strip()
+
+
+def test_a_tokenizer_that_is_not_word_by_word_gets_every_chunk_tokenized(embedder):
+    """A byte-level or SentencePiece tokenizer may tokenize a word by its neighbours: its chunks
+    are tokenized alone, never sliced."""
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    backend = Tokenizer.from_str(embedder.tokenizer.to_str() if hasattr(embedder.tokenizer, "to_str")
+                                 else embedder.tokenizer.backend_tokenizer.to_str())
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    counter = HFTokenCounter(backend)
+    assert not counter.context_free
+    chunker = Chunker(Settings.load(environ={}).chunking, counter, max_tokens=64)
+    text = "Warehouse robots stop at two metres from people. " * 40
+    chunks = chunker.chunk(doc(Section(text)))
+    assert [c.token_ids for c in chunks] == counter.encode_many([c.embed_text for c in chunks])
