@@ -266,3 +266,23 @@ def test_a_run_reports_its_stages_and_dedupes_against_the_batch_being_embedded(m
     assert report.as_dict()["stages"].keys() == report.stages.keys()
     hit = make_engine().search("When does the loading dock close?", k=1)[0]
     assert (hit.doc_id, hit.metadata["also_in"]) == ("a.txt", ["c.txt"])
+
+
+def test_a_small_search_leaves_the_threads_of_its_caller_as_they_were():
+    """FAISS searches a few queries on one OpenMP thread; torch reads the same per-thread setting,
+    and a generator answering on that thread after a search ran on one core at half the speed."""
+    import faiss
+    import numpy as np
+    import torch
+
+    from rag.index.vectors import VectorIndex
+
+    index = VectorIndex.create("Flat", 8, use_gpu=False)
+    vectors = np.random.default_rng(0).standard_normal((50, 8)).astype("float32")
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index.add(vectors, np.arange(50, dtype=np.int64))
+    torch.set_num_threads(2)
+    before = (faiss.omp_get_max_threads(), torch.get_num_threads())
+    scores, ids = index.search(vectors[:1], 3, nprobe=1, ef_search=16)
+    assert ids[0][0] == 0
+    assert (faiss.omp_get_max_threads(), torch.get_num_threads()) == before == (2, 2)

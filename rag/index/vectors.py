@@ -41,7 +41,9 @@ def _faiss() -> Any:
 # A search of fewer queries than this runs on its own thread alone. An OpenMP team gains nothing
 # on one query, and beside a busy process its barrier waits out a descheduled thread: a SciFact
 # search took 21 ms instead of 0.9 next to one CPU-bound process. OpenMP keeps the thread count
-# per thread, so this touches neither concurrent batch searches nor index builds.
+# per thread, so this touches neither concurrent batch searches nor index builds; it is restored
+# after the search, because torch reads the same setting (the generator that answered after a
+# search on the same thread ran on one core, at half the speed).
 SMALL_SEARCH = 16
 _TEAM_THREADS = 0  # OpenMP's own default, read when faiss is first imported
 
@@ -284,7 +286,16 @@ class VectorIndex:
         ids) are applied inside the search, so a narrow filter still finds k results when k exist."""
         faiss = _faiss()
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1 if len(queries) < SMALL_SEARCH else _TEAM_THREADS)
+        try:
+            return self._search(queries, k, nprobe, ef_search, allowed, excluded)
+        finally:
+            faiss.omp_set_num_threads(threads)
+
+    def _search(self, queries: np.ndarray, k: int, nprobe: int, ef_search: int,
+                allowed: np.ndarray | None, excluded: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _faiss()
         excluded = excluded if excluded is not None and len(excluded) else None
         if allowed is not None:
             if excluded is not None:
