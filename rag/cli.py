@@ -779,9 +779,13 @@ def info(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
               + (" (" + ", ".join(f"{shown(c)} {n}" for c, n in data["collections"].items()) + ")"
                  if len(data["collections"]) > 1 else ""))
     out.print(f"chunks     {m['counts']['chunks']} (vectors {m['counts']['vectors']})")
+    if data["segments"]:
+        out.print(f"segments   {len(data['segments'])} ("
+                  + ", ".join(f"{s['name']} {s['chunks']} chunks" for s in data["segments"]) + ")")
     if data["masked"]:
-        out.print(f"masked     {data['masked']} deleted vectors still in the HNSW index "
-                  f"({data['masked'] / max(m['counts']['vectors'], 1):.1%}); `rag compact` drops them")
+        out.print(f"deleted    {data['masked']} vectors of deleted or replaced chunks still on disk, skipped by "
+                  f"searches ({data['masked'] / max(m['counts']['vectors'], 1):.1%}); merges and `rag compact` "
+                  "drop them")
     out.print(f"size       {data['disk_bytes'] / 2**20:.2f} MB on disk "
               + ", ".join(f"{k} {v / 2**20:.2f} MB" for k, v in data["files"].items()))
     e = m["embedding"]

@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
+
 from rag.answer import Answer, Passage
 from rag.answering import Answerer
 from pydantic import ValidationError
@@ -15,9 +17,10 @@ from rag.config import IngestSettings, Settings
 from rag.embed import Embedder
 from rag.generate.factory import make_generator, templates_from_settings
 from rag.errors import ConfigError, RagError
-from rag.index.chunkstore import CHUNKS_FILE, ChunkStore
+from rag.index.chunkstore import CHUNKS_FILE
 from rag.index.manifest import Manifest, check_embedding
-from rag.index.store import IndexReader, IndexStore, IndexWriter, file_digest, manifest_problems
+from rag.index.segments import file_digest
+from rag.index.store import IndexReader, IndexStore, IndexWriter, is_segmented, version_problems
 from rag.index.vectors import VECTORS_FILE
 from rag.filters import Filter, parse_filters
 from rag.indexing import Indexer, IndexProgress, IndexReport
@@ -239,77 +242,78 @@ class Engine:
                 for doc in found]
 
     def info(self) -> dict[str, Any]:
-        """The manifest of the live version, with counts and size on disk."""
+        """The manifest of the live version, with counts, its segments and size on disk."""
         name = self._live_version()
         manifest = Manifest.read(self.store.path / name)
+        files: dict[str, int] = {}
+        for file, path in self.store.version_files(name).items():
+            base = file.rsplit("/", 1)[-1]
+            if base in (CHUNKS_FILE, VECTORS_FILE):
+                files[base] = files.get(base, 0) + path.stat().st_size
+        segments = manifest.model_extra.get("segments", []) if is_segmented(manifest) else []
         return {
             "path": str(self.store.path),
             "version": name,
             "disk_bytes": self.store.disk_bytes(),
-            "files": {f: (self.store.path / name / f).stat().st_size for f in (CHUNKS_FILE, VECTORS_FILE)},
-            # Deleted vectors an HNSW index still holds (skipped by searches; `rag compact` drops them).
+            "files": files,
+            "segments": [{k: r[k] for k in ("name", "chunks", "masked", "vectors")} for r in segments],
+            # Vectors no live chunk owns (deleted, in older segments or an HNSW graph), skipped by
+            # searches until a merge or `rag compact` drops them.
             "masked": int(manifest.counts.get("masked", 0)),
-            "collections": self._collection_counts(name),
+            "collections": self._collection_counts(),
             "manifest": manifest.model_dump(mode="json"),
         }
 
-    def _collection_counts(self, name: str) -> dict[str, int]:
-        chunks = ChunkStore.open_readonly(self.store.path / name / CHUNKS_FILE)
+    def _collection_counts(self) -> dict[str, int]:
+        reader = self.store.open_reader()
         try:
-            return chunks.collection_counts()
+            return reader.chunks.collection_counts()
         finally:
-            chunks.close()
+            reader.close()
 
     def check(self) -> list[str]:
-        """Problems with the live version (empty when sound): every file the manifest lists is
-        there with its checksum, the manifest agrees with FAISS, and ids agree everywhere."""
+        """Problems with the live version (empty when sound): every file of it (the manifest's,
+        and each segment's) is there with its checksum, the manifest agrees with FAISS, and ids
+        agree everywhere, segment by segment."""
         try:
             name = self._live_version()
             manifest = Manifest.read(self.store.path / name)
+            files = self.store.version_files(name)
         except RagError as exc:
             return [str(exc)]
-        directory = self.store.path / name
         problems: list[str] = []
-        for file, expected in manifest.files.items():
-            path = directory / file
+        for file, path in files.items():
+            if "/" in file:
+                segment, base = file.split("/", 1)
+                record = next((r for r in manifest.model_extra.get("segments", []) if r["name"] == segment), None)
+                expected = record["files"][base] if record else None
+            else:
+                expected = manifest.files[file]
             try:
                 actual = file_digest(path)
             except FileNotFoundError:
-                problems.append(f"{file} is missing from {directory}")
+                problems.append(f"{file} is missing from {path.parent}")
                 continue
             except OSError as exc:
                 problems.append(f"{file} cannot be read ({exc.strerror or exc})")
                 continue
-            if actual != expected:
+            if expected is not None and actual != expected:
                 problems.append(f"{file}: size or checksum differs from the manifest")
+        if problems:
+            return problems
         try:
             reader = self.store.open_reader()
         except RagError as exc:
             return problems + [str(exc)]
         try:
-            problems.extend(manifest_problems(reader.manifest, reader.vectors))
+            problems.extend(version_problems(reader.manifest, reader.segments))
             problems.extend(reader.chunks.integrity_problems())
             counts = reader.chunks.counts()
             if counts["documents"] != manifest.counts.get("documents"):
                 problems.append(f"{counts['documents']} documents in SQLite, manifest says {manifest.counts.get('documents')}")
             if counts["chunks"] != manifest.counts.get("chunks"):
                 problems.append(f"{counts['chunks']} chunks in SQLite, manifest says {manifest.counts.get('chunks')}")
-            faiss_ids = set(int(i) for i in reader.vectors.contains_ids())
-            if len(faiss_ids) != reader.vectors.ntotal:
-                problems.append("FAISS holds duplicate ids")
-            masked = set(int(i) for i in reader.masked)
-            if masked - faiss_ids:
-                problems.append(f"{len(masked - faiss_ids)} masked ids are not in FAISS")
-            faiss_ids -= masked
-            chunk_ids = set(reader.chunks.chunk_ids())
-            if masked & chunk_ids:
-                problems.append(f"{len(masked & chunk_ids)} masked ids still have chunks")
-            if faiss_ids - chunk_ids:
-                problems.append(f"{len(faiss_ids - chunk_ids)} FAISS ids have no chunk")
-            if chunk_ids - faiss_ids:
-                problems.append(f"{len(chunk_ids - faiss_ids)} chunks have no vector")
-            if reader.lexical is not None and set(reader.lexical.ids.tolist()) != chunk_ids:
-                problems.append("the BM25 index and the chunk rows hold different chunk ids")
+            problems.extend(_id_problems(reader))
         finally:
             reader.close()
         return problems
@@ -318,3 +322,28 @@ class Engine:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+def _id_problems(reader: IndexReader) -> list[str]:
+    """Where FAISS, the chunk rows and BM25 disagree about which chunk ids exist."""
+    problems = []
+    seen: set[int] = set()
+    for segment in reader.segments:
+        ids = segment.vectors.contains_ids() if segment.vectors is not None else np.zeros(0, np.int64)
+        if len(set(ids.tolist())) != len(ids):
+            problems.append(f"segment {segment.name}: FAISS holds duplicate ids")
+        if seen & set(ids.tolist()):
+            problems.append(f"segment {segment.name}: FAISS holds ids another segment holds too")
+        seen |= set(ids.tolist())
+    masked = set(int(i) for i in reader.masked)
+    faiss_ids = seen - masked
+    chunk_ids = set(reader.chunks.chunk_ids())
+    if masked & chunk_ids:
+        problems.append(f"{len(masked & chunk_ids)} masked ids still have chunks")
+    if faiss_ids - chunk_ids:
+        problems.append(f"{len(faiss_ids - chunk_ids)} FAISS ids have no chunk")
+    if chunk_ids - faiss_ids:
+        problems.append(f"{len(chunk_ids - faiss_ids)} chunks have no vector")
+    if reader.lexical is not None and set(reader.lexical.ids.tolist()) != chunk_ids:
+        problems.append("the BM25 index and the chunk rows hold different chunk ids")
+    return problems

@@ -173,17 +173,29 @@ CREATE TABLE masked (id INTEGER PRIMARY KEY);
 
 
 def write_format1_index(engine: Engine, folder: Path) -> Path:
-    """Index `folder` and rewrite the version as format 1, as the previous release wrote it: its
-    chunks.sqlite schema and rows, and a manifest saying format 1 with that file's checksum."""
+    """Index `folder` and rewrite the version as format 1, as the previous release wrote it: one
+    folder holding its chunks.sqlite (that release's schema and rows), vectors.faiss and BM25
+    files, and a manifest saying format 1 with their checksums. No segments."""
+    import shutil
     import sqlite3
 
+    import numpy as np
+
     from rag.index.chunkstore import CHUNKS_FILE
-    from rag.index.store import file_digest
+    from rag.index.segments import SEGMENTS_DIR
+    from rag.index.segments import file_digest
+    from rag.index.store import make_tokenizer
+    from rag.index.vectors import VECTORS_FILE
+    from rag.lexical import BM25Index, deserialize_tokens
+    from rag.lexical.bm25 import FILES as BM25_FILES
 
     engine.index([folder])
     version = engine.store.path / engine.store.current_version()
     engine.close()
-    new, old = version / CHUNKS_FILE, version / "format1.sqlite"
+    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    (segment,) = manifest.pop("segments")
+    segment_dir = engine.store.path / SEGMENTS_DIR / segment["name"]
+    new, old = segment_dir / CHUNKS_FILE, version / CHUNKS_FILE
     with sqlite3.connect(old) as target, sqlite3.connect(new) as source:
         target.executescript(FORMAT1_SCHEMA)
         target.executemany("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", source.execute(
@@ -191,10 +203,16 @@ def write_format1_index(engine: Engine, folder: Path) -> Path:
         target.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", source.execute(
             "SELECT id, doc_id, ordinal, text, metadata, tokens FROM chunks"))
         target.executemany("INSERT INTO masked VALUES (?)", source.execute("SELECT id FROM masked"))
-    old.replace(new)
-    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+        rows = source.execute("SELECT id, tokens FROM chunks ORDER BY id").fetchall()
+    shutil.copy(segment_dir / VECTORS_FILE, version / VECTORS_FILE)
+    lexical = BM25Index(make_tokenizer(engine.settings.index), **manifest["index"]["bm25"])
+    lexical.build(np.array([i for i, _ in rows], dtype=np.int64), (deserialize_tokens(t) for _, t in rows))
+    lexical.save(version)
+    shutil.rmtree(engine.store.path / SEGMENTS_DIR)
+    for key in ("template", "next_chunk_id", "next_segment"):
+        manifest.pop(key, None)
     manifest["format_version"] = 1
-    manifest["files"][CHUNKS_FILE] = file_digest(new)
+    manifest["files"] = {f: file_digest(version / f) for f in (CHUNKS_FILE, VECTORS_FILE, *BM25_FILES)}
     (version / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return engine.store.path
 

@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 
 from rag import Engine
+from rag.index.manifest import Manifest
 
 pytestmark = pytest.mark.slow
 
 # Log lines the writer prints (with -v) just before each step; the test kills right after one.
 STAGES = [
-    "stage: writing into",        # staging folder created, SQLite being copied
-    "stage: embedding",           # model busy, chunks going into staging SQLite
+    "stage: writing into",        # the new segment's staging folder created, older segments attached
+    "stage: embedding",           # model busy, chunks going into the new segment's SQLite
+    "stage: building the BM25 postings",
     "stage: writing FAISS index",
+    "stage: merging",             # the new segment renamed into place, a merged one being written
     "stage: syncing files to disk",
     "stage: swapping CURRENT",
 ]
@@ -59,6 +62,7 @@ def test_sigkill_at_every_stage_leaves_a_working_index(make_engine, sample_docs,
     base_version = engine.store.current_version()
     _more_docs(sample_docs, 60)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env["RAG_INDEX_MAX_SEGMENTS"] = "1"  # every write then merges its segment with the older one
     cmd = [sys.executable, "-m", "rag", "-v", "index", str(sample_docs), "--index", str(engine.store.path)]
     rng = random.Random(7)
     # Every stage's start, then 15 random moments across the run (model load, embedding, FAISS
@@ -80,6 +84,10 @@ def test_sigkill_at_every_stage_leaves_a_working_index(make_engine, sample_docs,
     report = final.index([sample_docs])
     assert report.failed == 0 and final.info()["manifest"]["counts"]["documents"] == 69
     assert not [p for p in final.store.path.iterdir() if p.name.startswith(".staging")]
+    named = {s["name"] for s in final.info()["segments"]}
+    assert {p.name for p in final.store.segments_root.iterdir()} <= named | {
+        s["name"] for v in final.store.versions() for s in Manifest.read(final.store.path / v).model_extra["segments"]}, \
+        "segments left by killed writers are removed"
     assert final.check() == []
     check = subprocess.run([sys.executable, "-m", "rag", "check", "--index", str(engine.store.path)], env=env,
                            capture_output=True, text=True, timeout=120)

@@ -137,7 +137,7 @@ def _manifest_dimension(c: Ctx) -> Outcome:
 
 def _check_missing_file(c: Ctx) -> Outcome:
     engine = c.built()
-    (c.live(engine) / "bm25.json").unlink()
+    (c.live(engine).parent / "segments" / "s000001" / "postings.json").unlink()
     problems = c.make_engine().check()
     return Outcome(1 if problems else 0, "; ".join(problems))
 
@@ -180,9 +180,9 @@ CASES: list[tuple[str, Callable[[Ctx], Outcome], str]] = [
      r"^export\.jsonl line 1: not valid JSON: Expecting ',' delimiter at column 12$"),
     ("jsonl: not UTF-8", _jsonl_line(b'{"id": "a", "text": "caf\xe9"}\n'), r"^export\.jsonl line 1: not UTF-8 text"),
     ("manifest dimension disagrees with FAISS", _manifest_dimension,
-     r"the manifest says embedding dimension 768, FAISS holds 384-dimensional vectors; nothing was written.*"
+     r"the manifest says embedding dimension 768, FAISS holds 384-dimensional vectors( \(segment s000001\))?; nothing was written.*"
      r"\| check: .*dimension 768"),
-    ("check: a file of the version is missing", _check_missing_file, r"^bm25\.json is missing from .*v000001"),
+    ("check: a file of the version is missing", _check_missing_file, r"^s000001/postings\.json is missing from .*segments/s000001"),
     ("sync over index.sync_max_delete", _sync_over_the_limit,
      r"--sync stopped: it would delete 8 of the 9 documents of collection 'default' read from stdin \(89%\)"),
     ("sync of a cut stream", _cut_stream, r"stdin line 2: the last line has no newline.*--sync deleted nothing"),

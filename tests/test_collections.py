@@ -187,10 +187,13 @@ def test_an_index_of_the_previous_release_is_read_as_it_is_and_migrated_by_the_n
     cafeteria = engine.search("cafeteria opening time", k=1)[0]
     assert {cafeteria.doc_id, *cafeteria.metadata["also_in"]} == {"notes.txt", "notes-copy.txt"}
 
-    # The same files, from the folder they were indexed from: unchanged, and now format 2.
+    # The same files, from the folder they were indexed from: unchanged, and now format 3, the
+    # old version rewritten as one segment.
     report = engine.index([Path("docs")])
     assert (report.unchanged, report.added, report.updated, report.failed) == (4, 0, 0, 0)
-    assert engine.info()["manifest"]["format_version"] == 2 and engine.check() == []
+    info = engine.info()
+    assert info["manifest"]["format_version"] == 3 and len(info["segments"]) == 1 and engine.check() == []
+    assert engine.search("cafeteria opening time", k=1)[0].metadata["also_in"]
     # Origins are known from now on: another folder's travel.md is refused.
     other = _folder(tmp_path / "other", {"travel.md": "Travel is booked through the portal."})
     assert engine.index([other]).failed == 1

@@ -1,7 +1,12 @@
 """Chunk texts and document metadata in SQLite; chunk ids are the FAISS ids.
 
-Ids come from AUTOINCREMENT, so an id is never reused after a delete and a stale FAISS
-entry can never point at another chunk's text.
+Ids come from AUTOINCREMENT, continued from segment to segment, so an id is never reused after
+a delete and a stale FAISS entry can never point at another chunk's text.
+
+Each segment of an index version has its own chunks.sqlite: the documents and chunks written
+with it, and the tombstones it recorded against older segments' rows (`deleted_documents`,
+`deleted_chunks`). `SegmentedChunks` reads a version's segments as one store, through temporary
+views that leave the tombstoned rows out, so every query below runs on any number of segments.
 """
 
 from __future__ import annotations
@@ -61,7 +66,20 @@ CREATE INDEX IF NOT EXISTS documents_by_content ON documents(collection, content
 -- Vectors still in a FAISS index that cannot remove ids in place (HNSW): skipped by every
 -- search until `rag compact` rebuilds it without them.
 CREATE TABLE IF NOT EXISTS masked (id INTEGER PRIMARY KEY);
+-- Tombstones: rows of older segments that this segment's write deleted or replaced.
+CREATE TABLE IF NOT EXISTS deleted_documents (
+    segment    TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    doc_id     TEXT NOT NULL,
+    PRIMARY KEY (segment, collection, doc_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deleted_chunks (id INTEGER PRIMARY KEY);
 """
+DOCUMENT_COLUMNS = ("collection, doc_id, source, origin, title, mtime, sha256, format, metadata, indexed_at, "
+                    "content_of")
+CHUNK_COLUMNS = "id, collection, doc_id, ordinal, text, metadata, tokens"
+# SQLite attaches at most 10 databases to a connection: a version has at most this many segments.
+MAX_SEGMENTS = 10
 
 DEFAULT_COLLECTION = "default"
 # Columns of the documents table, in order, as format 1 (rag 0.1, one id space) lacked them.
@@ -122,6 +140,10 @@ def _v1_views(conn: sqlite3.Connection) -> None:
 
 
 class ChunkStore:
+    # Where rows are written: the connection's own tables (for SegmentedChunks, the new
+    # segment's, not the views of the same names).
+    _writes = ""
+
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
@@ -201,8 +223,7 @@ class ChunkStore:
         meta = document.metadata
         extra = {k: v for k, v in meta.items() if k not in ("source", "title", "mtime", "sha256", "format")}
         self.conn.execute(
-            "INSERT OR REPLACE INTO documents (collection, doc_id, source, origin, title, mtime, sha256, format, "
-            "metadata, indexed_at, content_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO {self._writes}documents ({DOCUMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (collection, document.doc_id, meta.get("source", ""), document.origin or None, meta.get("title"),
              meta.get("mtime"), meta["sha256"], meta.get("format"), json.dumps(extra, ensure_ascii=False),
              utc_now(), content_of),
@@ -236,7 +257,7 @@ class ChunkStore:
     # -- masked vectors --------------------------------------------------------------------
 
     def mask(self, ids: Iterable[int]) -> None:
-        self.conn.executemany("INSERT OR IGNORE INTO masked (id) VALUES (?)", ((int(i),) for i in ids))
+        self.conn.executemany(f"INSERT OR IGNORE INTO {self._writes}masked (id) VALUES (?)", ((int(i),) for i in ids))
 
     def masked_ids(self) -> np.ndarray:
         if not self._has("masked"):
@@ -260,7 +281,8 @@ class ChunkStore:
         ids = []
         for chunk, chunk_tokens in zip(chunks, tokens):
             cur = self.conn.execute(
-                "INSERT INTO chunks (collection, doc_id, ordinal, text, metadata, tokens) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO {self._writes}chunks (collection, doc_id, ordinal, text, metadata, tokens) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (collection, chunk.doc_id, chunk.ordinal, chunk.text, json.dumps(chunk.metadata, ensure_ascii=False),
                  chunk_tokens),
             )
@@ -270,8 +292,9 @@ class ChunkStore:
     def fill_tokens(self, tokenize: Callable[[str], str], every: bool = False) -> None:
         """Store BM25 tokens for the chunks that have none (or, with `every`, for all)."""
         where = "" if every else " WHERE tokens IS NULL"
-        rows = self.conn.execute(f"SELECT id, text FROM chunks{where}").fetchall()
-        self.conn.executemany("UPDATE chunks SET tokens = ? WHERE id = ?", ((tokenize(t), i) for i, t in rows))
+        rows = self.conn.execute(f"SELECT id, text FROM {self._writes}chunks{where}").fetchall()
+        self.conn.executemany(f"UPDATE {self._writes}chunks SET tokens = ? WHERE id = ?",
+                              ((tokenize(t), i) for i, t in rows))
 
     def stored_tokens(self) -> Iterator[str]:
         """Every chunk's BM25 tokens, in id order (the order of chunk_ids)."""
@@ -418,7 +441,10 @@ class ChunkStore:
             "SELECT collection, COUNT(*) FROM documents GROUP BY collection ORDER BY collection")}
 
     def integrity_problems(self) -> list[str]:
-        problems = [row[0] for row in self.conn.execute("PRAGMA quick_check") if row[0] != "ok"]
+        return [row[0] for row in self.conn.execute("PRAGMA quick_check") if row[0] != "ok"] + self._row_problems()
+
+    def _row_problems(self) -> list[str]:
+        problems = []
         orphans = self.conn.execute(
             "SELECT COUNT(*) FROM chunks c LEFT JOIN documents d ON d.collection = c.collection "
             "AND d.doc_id = c.doc_id WHERE d.doc_id IS NULL"
@@ -432,3 +458,192 @@ class ChunkStore:
         if dangling:
             problems.append(f"{dangling} documents share the content of a document that does not hold it")
         return problems
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class SegmentedChunks(ChunkStore):
+    """The rows of several segments as one store: `documents`, `chunks` and `masked` are
+    temporary views over the segments' tables, less the rows any segment's tombstones name.
+
+    Opened for reading, the connection's own database is in memory. Opened for writing, it is
+    the new segment's chunks.sqlite: new rows go there, and a change to an older segment's row
+    is a tombstone there plus, for a changed row, its new version.
+    """
+
+    _writes = "main."
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, segments: list[tuple[str, str]],
+                 new_segment: str | None) -> None:
+        super().__init__(conn, path)
+        self.segments = segments  # (name, schema) of each attached segment, oldest first
+        self.new_segment = new_segment
+        # (old id, new id) of chunks copied into the new segment when their document was deleted
+        # and another id sharing its content took them over; the writer copies their vectors.
+        self.moved_chunks: list[tuple[int, int]] = []
+
+    @classmethod
+    def open(cls, segments: list[tuple[str, Path]], new: tuple[str, Path] | None = None) -> "SegmentedChunks":
+        """`segments`: (name, chunks.sqlite) of a version's segments, oldest first; `new`: the
+        segment being written, created here when missing."""
+        limit = MAX_SEGMENTS
+        if len(segments) > limit:
+            raise IndexCorruptError(f"{len(segments)} segments in one version, at most {limit} can be read; "
+                                    "run `rag compact`")
+        for _, path in segments:
+            if not path.is_file():
+                raise IndexCorruptError(f"{path} is missing; run `rag check`, or rebuild the index")
+        main = str(new[1]) if new else ":memory:"
+        conn = sqlite3.connect(main, uri=True, check_same_thread=new is not None)
+        try:
+            if new:
+                conn.execute("PRAGMA journal_mode=OFF")
+                conn.execute("PRAGMA synchronous=OFF")
+                conn.executescript(_SCHEMA)
+            attached = []
+            for i, (name, path) in enumerate(segments):
+                conn.execute(f"ATTACH DATABASE ? AS s{i}", (f"file:{path}?mode=ro&immutable=1",))
+                attached.append((name, f"s{i}"))
+            store = cls(conn, Path(main), attached, new[0] if new else None)
+            store._create_views()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if new is not None:
+                raise  # storage giving out (disk full, read-only): the writer says so
+            raise IndexCorruptError(f"a segment of the index cannot be read ({exc}); run `rag check`, or "
+                                    "rebuild the index") from None
+        return store
+
+    def _create_views(self) -> None:
+        conn = self.conn
+        conn.execute("CREATE TEMP TABLE gone_chunks (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TEMP TABLE gone_documents (segment TEXT, collection TEXT, doc_id TEXT, "
+                     "PRIMARY KEY (segment, collection, doc_id)) WITHOUT ROWID")
+        for _, schema in self.segments:
+            conn.execute(f"INSERT OR IGNORE INTO gone_chunks SELECT id FROM {schema}.deleted_chunks")
+            conn.execute(f"INSERT OR IGNORE INTO gone_documents SELECT segment, collection, doc_id "
+                         f"FROM {schema}.deleted_documents")
+        documents, chunks, masked = [], [], []
+        for name, schema in self.segments:
+            documents.append(
+                f"SELECT {_quoted(name)} AS segment, {DOCUMENT_COLUMNS} FROM {schema}.documents d WHERE NOT EXISTS "
+                f"(SELECT 1 FROM gone_documents g WHERE g.segment = {_quoted(name)} AND g.collection = d.collection "
+                "AND g.doc_id = d.doc_id)")
+            chunks.append(f"SELECT {_quoted(name)} AS segment, {CHUNK_COLUMNS} FROM {schema}.chunks "
+                          "WHERE id NOT IN (SELECT id FROM gone_chunks)")
+            masked.append(f"SELECT id FROM {schema}.masked")
+        if self.new_segment is not None:
+            documents.append(f"SELECT {_quoted(self.new_segment)} AS segment, {DOCUMENT_COLUMNS} FROM main.documents")
+            chunks.append(f"SELECT {_quoted(self.new_segment)} AS segment, {CHUNK_COLUMNS} FROM main.chunks")
+            masked.append("SELECT id FROM main.masked")
+        conn.execute("CREATE TEMP VIEW documents AS " + " UNION ALL ".join(documents))
+        conn.execute("CREATE TEMP VIEW chunks AS " + " UNION ALL ".join(chunks))
+        conn.execute("CREATE TEMP VIEW masked AS " + " UNION ALL ".join(masked))
+
+    def _has(self, table: str, column: str | None = None) -> bool:
+        return True  # every segment has every table: the views always exist
+
+    def dead_ids(self) -> np.ndarray:
+        """Chunk ids whose rows are tombstoned, and masked ids: vectors searches must skip."""
+        rows = self.conn.execute("SELECT id FROM gone_chunks UNION SELECT id FROM masked ORDER BY 1")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def dead_vector_count(self) -> int:
+        """Vectors no live chunk owns: masked ones, and those of rows a tombstone hides."""
+        count = self.conn.execute("SELECT COUNT(*) FROM masked").fetchone()[0]
+        for _, schema in self.segments:
+            count += self.conn.execute(f"SELECT COUNT(*) FROM {schema}.chunks WHERE id IN "
+                                       "(SELECT id FROM gone_chunks)").fetchone()[0]
+        return int(count)
+
+    def integrity_problems(self) -> list[str]:
+        problems = []
+        for name, schema in self.segments:
+            problems.extend(f"segment {name}: {row[0]}" for row in self.conn.execute(f"PRAGMA {schema}.quick_check")
+                            if row[0] != "ok")
+        twice = self.conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM documents GROUP BY collection, doc_id "
+                                  "HAVING COUNT(*) > 1)").fetchone()[0]
+        if twice:
+            problems.append(f"{twice} documents are live in two segments")
+        return problems + self._row_problems()
+
+    # -- writing a new segment ------------------------------------------------------------
+
+    def continue_ids(self, next_id: int) -> None:
+        """New chunk ids start at `next_id`: ids are never reused, across segments too."""
+        self.conn.execute("DELETE FROM main.sqlite_sequence WHERE name = 'chunks'")
+        self.conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES ('chunks', ?)", (next_id - 1,))
+
+    def next_id(self) -> int:
+        row = self.conn.execute("SELECT seq FROM main.sqlite_sequence WHERE name = 'chunks'").fetchone()
+        return int(row[0]) + 1 if row else 1
+
+    def _tombstone_document(self, segment: str, collection: str, doc_id: str) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO main.deleted_documents (segment, collection, doc_id) VALUES (?, ?, ?)",
+                          (segment, collection, doc_id))
+        self.conn.execute("INSERT OR IGNORE INTO gone_documents (segment, collection, doc_id) VALUES (?, ?, ?)",
+                          (segment, collection, doc_id))
+
+    def _tombstone_chunks(self, ids: list[int]) -> None:
+        self.conn.executemany("INSERT OR IGNORE INTO main.deleted_chunks (id) VALUES (?)", ((i,) for i in ids))
+        self.conn.executemany("INSERT OR IGNORE INTO gone_chunks (id) VALUES (?)", ((i,) for i in ids))
+
+    def _rewrite_documents(self, where: str, params: tuple[Any, ...], changes: dict[str, Any]) -> None:
+        """Change the documents matching `where`: in place in the new segment, and as a new row
+        there (the old one tombstoned) where an older segment holds them."""
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        self.conn.execute(f"UPDATE main.documents SET {assignments} WHERE {where}", (*changes.values(), *params))
+        rows = self.conn.execute(f"SELECT segment, {DOCUMENT_COLUMNS} FROM documents WHERE {where} AND segment != ?",
+                                 (*params, self.new_segment)).fetchall()
+        columns = DOCUMENT_COLUMNS.split(", ")
+        for segment, *values in rows:
+            row = dict(zip(columns, values)) | changes
+            self._tombstone_document(segment, row["collection"], row["doc_id"])
+            self.conn.execute(f"INSERT INTO main.documents ({DOCUMENT_COLUMNS}) VALUES ({', '.join('?' * len(columns))})",
+                              [row[c] for c in columns])
+
+    def relocate(self, collection: str, document: Document) -> None:
+        self._rewrite_documents("collection = ? AND doc_id = ?", (collection, document.doc_id),
+                                {"source": document.metadata.get("source", ""), "origin": document.origin or None,
+                                 "mtime": document.metadata.get("mtime")})
+
+    def delete_document(self, collection: str, doc_id: str) -> list[int]:
+        """Remove a document. Returns the ids of its chunks in the new segment, whose vectors the
+        writer drops; its chunks in older segments are tombstoned. When other ids share its
+        content, the chunks pass to the first of them instead (`moved_chunks` then says which
+        older chunks were copied into the new segment, under which new ids)."""
+        key = (collection, doc_id)
+        row = self.conn.execute("SELECT segment FROM documents WHERE collection = ? AND doc_id = ?", key).fetchone()
+        if row is None:
+            return []
+        aliases = [r[0] for r in self.conn.execute(
+            "SELECT doc_id FROM documents WHERE collection = ? AND content_of = ? ORDER BY doc_id", key)]
+        if row[0] == self.new_segment:
+            self.conn.execute("DELETE FROM main.documents WHERE collection = ? AND doc_id = ?", key)
+        else:
+            self._tombstone_document(row[0], collection, doc_id)
+        if aliases:
+            heir = aliases[0]
+            self._rewrite_documents("collection = ? AND doc_id = ?", (collection, heir), {"content_of": None})
+            self._rewrite_documents("collection = ? AND content_of = ?", key, {"content_of": heir})
+            self.conn.execute("UPDATE main.chunks SET doc_id = ? WHERE collection = ? AND doc_id = ?", (heir, *key))
+            older = self.conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE collection = ? AND doc_id = ? "
+                                      "AND segment != ? ORDER BY id", (*key, self.new_segment)).fetchall()
+            self._tombstone_chunks([r[0] for r in older])
+            for old_id, coll, _, ordinal, text, metadata, tokens in older:
+                cur = self.conn.execute("INSERT INTO main.chunks (collection, doc_id, ordinal, text, metadata, tokens) "
+                                        "VALUES (?, ?, ?, ?, ?, ?)", (coll, heir, ordinal, text, metadata, tokens))
+                self.moved_chunks.append((int(old_id), int(cur.lastrowid)))
+            return []
+        ids = [r[0] for r in self.conn.execute("SELECT id FROM main.chunks WHERE collection = ? AND doc_id = ?", key)]
+        self.conn.execute("DELETE FROM main.chunks WHERE collection = ? AND doc_id = ?", key)
+        self._tombstone_chunks([r[0] for r in self.conn.execute(
+            "SELECT id FROM chunks WHERE collection = ? AND doc_id = ? AND segment != ?", (*key, self.new_segment))])
+        return ids
+
+    def new_rows(self) -> tuple[np.ndarray, Iterator[str]]:
+        """The new segment's chunk ids, ascending, and their stored BM25 tokens in that order."""
+        ids = np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM main.chunks ORDER BY id")), dtype=np.int64)
+        return ids, (r[0] for r in self.conn.execute("SELECT tokens FROM main.chunks ORDER BY id"))

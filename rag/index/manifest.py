@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rag.errors import IndexCorruptError, IndexMismatchError
 
-# 2: documents are (collection, doc_id) and remember their origin; format 1 is read as it is
-# and migrated by the next write.
-FORMAT_VERSION = 2
+# 2: documents are (collection, doc_id) and remember their origin. 3: a version is a list of
+# segments (rag.index.segments). Older formats are read as they are and migrated by the next write.
+FORMAT_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 
 

@@ -1,21 +1,33 @@
-"""The index folder: immutable versions, a CURRENT pointer swapped atomically, one writer.
+"""The index folder: immutable versions made of immutable segments, a CURRENT pointer swapped
+atomically, one writer.
 
     <index>/CURRENT          names the live version, e.g. "v000007"
     <index>/LOCK             flock()ed by the one writer; holds its process id
-    <index>/v000007/         manifest.json, chunks.sqlite, vectors.faiss (never modified)
+    <index>/v000007/         manifest.json: the version's segments (with their files' checksums),
+                             settings and counts (never modified)
+    <index>/segments/        the segments versions are made of (rag.index.segments)
     <index>/.staging-*/      a version being written; deleted if its writer died
 
-A writer copies the live version into a staging folder, applies its changes there, fsyncs
-every file, renames the folder to its version name and only then replaces CURRENT (write a
-temporary file, fsync, rename, fsync the folder). A process killed at any moment leaves
-CURRENT naming a complete version, so readers never see a half-written index.
+A write costs what it changes, as in Lucene or Tantivy: its new documents go to a new small
+segment, and what it deletes or replaces in older segments is recorded there as tombstones.
+Searches run over every segment of the version and merge the results; BM25 statistics are
+those of the whole version. When a version would have more than `index.max_segments`, the
+writer merges the smallest neighbours; `rag compact` merges everything into one.
+
+The writer fsyncs each new segment and renames it into place, then writes the version's
+manifest into a staging folder, fsyncs it, renames it to its version name, and only then
+replaces CURRENT (write a temporary file, fsync, rename, fsync the folder). A process killed at
+any moment leaves CURRENT naming a complete version, so readers never see a half-written
+index. Segments no kept version names are deleted by the next writer.
+
+Versions written before segments (format 2 and older: chunks.sqlite, vectors.faiss and BM25
+in the version folder) are read as they are and rewritten as one segment by the next write.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -29,10 +41,13 @@ import numpy as np
 from rag.config import IndexSettings
 from rag.filters import Filter
 from rag.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, RagError
-from rag.index.chunkstore import CHUNKS_FILE, ChunkStore, StoredDocument
+from rag.index.chunkstore import CHUNKS_FILE, ChunkStore, SegmentedChunks, StoredDocument
 from rag.index.manifest import FORMAT_VERSION, Manifest, check_chunking, check_embedding, utc_now
+from rag.index.segments import (SEGMENT_NAME, SEGMENTS_DIR, TEMPLATE_FILE, Segment, finish_segment,
+                                fsync_path, merge_segments, plan_merges, segment_name)
 from rag.lexical import BM25Index, Tokenizer, deserialize_tokens, serialize_tokens
 from rag.lexical.bm25 import FILES as BM25_FILES
+from rag.lexical.segments import Postings, SegmentedBM25
 from rag.index.vectors import VECTORS_FILE, VectorIndex, gpu_count
 from rag.records import Chunk, Document
 
@@ -41,26 +56,13 @@ log = logging.getLogger(__name__)
 CURRENT_FILE = "CURRENT"
 LOCK_FILE = "LOCK"
 _VERSION = re.compile(r"^v(\d{6,})$")
+# The first format whose versions are lists of segments.
+SEGMENTED_FORMAT = 3
+
 
 
 def _version_name(number: int) -> str:
     return f"v{number:06d}"
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def file_digest(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 # What FAISS (RuntimeError), SQLite and the OS raise when storage gives out.
@@ -94,25 +96,40 @@ def _not_a_folder(path: Path) -> RagError | None:
     return None
 
 
-def manifest_problems(manifest: Manifest, vectors: VectorIndex) -> list[str]:
-    """Where the manifest and the FAISS index of one version disagree (empty when they agree)."""
+def version_problems(manifest: Manifest, segments: list[Segment]) -> list[str]:
+    """Where the manifest and the FAISS indexes of a version's segments disagree (empty when they agree)."""
     problems = []
     dimension = manifest.embedding.get("dimension")
-    if dimension != vectors.dimension:
-        problems.append(f"the manifest says embedding dimension {dimension}, FAISS holds {vectors.dimension}-"
-                        "dimensional vectors")
-    count = manifest.counts.get("vectors")
-    if count is not None and count != vectors.ntotal:
-        problems.append(f"the manifest says {count} vectors, FAISS holds {vectors.ntotal}")
     metric = manifest.index.get("metric", "inner_product")
-    if metric != vectors.metric:
-        problems.append(f"the manifest says metric {metric}, FAISS uses {vectors.metric}")
+    for segment in segments:
+        vectors = segment.vectors
+        if vectors is None:
+            continue
+        where = f"segment {segment.name}: " if len(segments) > 1 or segment.name != "legacy" else ""
+        if dimension != vectors.dimension:
+            problems.append(f"{where}the manifest says embedding dimension {dimension}, FAISS holds "
+                            f"{vectors.dimension}-dimensional vectors")
+        if metric != vectors.metric:
+            problems.append(f"{where}the manifest says metric {metric}, FAISS uses {vectors.metric}")
+    count = manifest.counts.get("vectors")
+    held = sum(s.vectors.ntotal for s in segments if s.vectors is not None)
+    if count is not None and count != held:
+        problems.append(f"the manifest says {count} vectors, FAISS holds {held}")
     return problems
+
+
+def manifest_problems(manifest: Manifest, vectors: VectorIndex) -> list[str]:
+    """Where the manifest and one FAISS index disagree (a version written before segments)."""
+    return version_problems(manifest, [Segment("legacy", Path(), vectors, None, np.zeros(0, np.int64))])
 
 
 def make_tokenizer(settings: IndexSettings) -> Tokenizer:
     return Tokenizer(stem=settings.bm25_stem, stopwords=None if settings.bm25_stopwords == "none" else "en",
                      chinese=settings.bm25_chinese)
+
+
+def is_segmented(manifest: Manifest) -> bool:
+    return manifest.format_version >= SEGMENTED_FORMAT
 
 
 class IndexStore:
@@ -121,6 +138,10 @@ class IndexStore:
     def __init__(self, path: Path, settings: IndexSettings) -> None:
         self.path = Path(path)
         self.settings = settings
+
+    @property
+    def segments_root(self) -> Path:
+        return self.path / SEGMENTS_DIR
 
     def use_gpu(self) -> bool:
         return self.settings.device == "auto" and gpu_count() > 0
@@ -164,11 +185,39 @@ class IndexStore:
     def open_writer(self, embedding: dict[str, Any], chunking: dict[str, Any]) -> "IndexWriter":
         return IndexWriter(self, embedding, chunking)
 
+    def version_files(self, name: str) -> dict[str, Path]:
+        """Every file the version is made of, by its name in `rag check`'s messages."""
+        directory = self.path / name
+        manifest = Manifest.read(directory)
+        files = {f: directory / f for f in manifest.files}
+        for record in manifest.model_extra.get("segments", []) if is_segmented(manifest) else []:
+            for f in record.get("files", {}):
+                files[f"{record['name']}/{f}"] = self.segments_root / record["name"] / f
+        template = manifest.model_extra.get("template") if is_segmented(manifest) else None
+        if template:
+            files[f"{template}/{TEMPLATE_FILE}"] = self.segments_root / template / TEMPLATE_FILE
+        return files
+
     def disk_bytes(self) -> int:
         name = self.current_version()
         if name is None:
             return 0
-        return sum(p.stat().st_size for p in (self.path / name).iterdir() if p.is_file())
+        own = sum(p.stat().st_size for p in (self.path / name).iterdir() if p.is_file())
+        return own + sum(p.stat().st_size for f, p in self.version_files(name).items() if "/" in f and p.is_file())
+
+    def referenced_segments(self) -> set[str]:
+        """Segments (and training templates) some version on disk names."""
+        names: set[str] = set()
+        for version in self.versions():
+            try:
+                manifest = Manifest.read(self.path / version)
+            except RagError:
+                continue
+            if is_segmented(manifest):
+                names.update(r["name"] for r in manifest.model_extra.get("segments", []))
+                if manifest.model_extra.get("template"):
+                    names.add(manifest.model_extra["template"])
+        return names
 
 
 class IndexReader:
@@ -178,13 +227,33 @@ class IndexReader:
         self.directory = directory
         self.settings = settings
         self.manifest = Manifest.read(directory)
-        self.chunks = ChunkStore.open_readonly(directory / CHUNKS_FILE)
-        self.vectors = VectorIndex.load(directory / VECTORS_FILE, self.manifest.index["factory"], use_gpu)
-        self.masked = self.chunks.masked_ids()
-        # Indexes written before BM25 existed have none until their next write.
-        self.lexical = BM25Index.load(directory, make_tokenizer(settings)) \
-            if (directory / BM25_FILES[0]).is_file() else None
-        problems = manifest_problems(self.manifest, self.vectors)
+        tokenizer = make_tokenizer(settings)
+        if is_segmented(self.manifest):
+            root = directory.parent / SEGMENTS_DIR
+            records = self.manifest.model_extra.get("segments", [])
+            self.chunks: ChunkStore = SegmentedChunks.open([(r["name"], root / r["name"] / CHUNKS_FILE) for r in records])
+            try:
+                self.segments = [Segment.open(root / r["name"], r, self.manifest.index["factory"], use_gpu,
+                                              tokenizer.settings) for r in records]
+                dead = self.chunks.dead_ids()  # type: ignore[attr-defined]
+            except BaseException:
+                self.chunks.close()
+                raise
+            bm25 = self.manifest.index.get("bm25", {})
+            postings = [s.postings for s in self.segments if s.postings is not None]
+            self.lexical: BM25Index | SegmentedBM25 | None = SegmentedBM25(postings, [dead] * len(postings),
+                                                                           tokenizer, **bm25)
+        else:
+            self.chunks = ChunkStore.open_readonly(directory / CHUNKS_FILE)
+            vectors = VectorIndex.load(directory / VECTORS_FILE, self.manifest.index["factory"], use_gpu)
+            self.segments = [Segment("legacy", directory, vectors, None, np.sort(vectors.contains_ids()))]
+            dead = self.chunks.masked_ids()
+            # Indexes written before BM25 existed have none until their next write.
+            self.lexical = BM25Index.load(directory, tokenizer) if (directory / BM25_FILES[0]).is_file() else None
+        self.masked = dead
+        # Each segment's dead vectors: those its own search must skip.
+        self._dead = [segment.holds(dead) for segment in self.segments]
+        problems = version_problems(self.manifest, self.segments)
         if problems:
             self.chunks.close()
             raise IndexCorruptError(f"{directory}: {'; '.join(problems)}; run `rag check`, or rebuild the index")
@@ -193,13 +262,35 @@ class IndexReader:
     def version(self) -> str:
         return self.directory.name
 
+    @property
+    def vector_count(self) -> int:
+        return sum(s.vectors.ntotal for s in self.segments if s.vectors is not None)
+
     def search(self, query_vectors: np.ndarray, k: int,
                allowed: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
         """(chunk id, score) best first; `allowed` restricts the search to a filter's chunk ids."""
-        if self.vectors.ntotal == 0 or (allowed is not None and not len(allowed)):
-            return [[] for _ in range(len(query_vectors))]
-        scores, ids = self.vectors.search(query_vectors, k, self.settings.nprobe, self.settings.hnsw_ef_search,
-                                          allowed, self.masked)
+        empty: list[list[tuple[int, float]]] = [[] for _ in range(len(query_vectors))]
+        if allowed is not None:
+            if not len(allowed):
+                return empty
+            allowed = np.unique(np.asarray(allowed, dtype=np.int64))
+        found = []
+        for segment, dead in zip(self.segments, self._dead):
+            if segment.vectors is None or segment.vectors.ntotal == len(dead):
+                continue
+            mine = segment.holds(allowed) if allowed is not None else None
+            if mine is not None and not len(mine):
+                continue
+            found.append(segment.vectors.search(query_vectors, k, self.settings.nprobe, self.settings.hnsw_ef_search,
+                                                mine, dead))
+        if not found:
+            return empty
+        if len(found) == 1:
+            scores, ids = found[0]
+        else:
+            scores, ids = np.concatenate([f[0] for f in found], axis=1), np.concatenate([f[1] for f in found], axis=1)
+            order = np.lexsort((ids, -scores), axis=1)[:, :k]  # best score first, then the smaller id
+            scores, ids = np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
         return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
                 for row_ids, row_scores in zip(ids, scores)]
 
@@ -208,7 +299,11 @@ class IndexReader:
 
 
 class IndexWriter:
-    """Changes to a new version, committed all at once or not at all. Use as a context manager."""
+    """Changes to a new version, committed all at once or not at all. Use as a context manager.
+
+    The changes go to one new segment; rows of older segments it deletes or replaces are
+    tombstoned there. A version written before segments is rewritten into that segment whole.
+    """
 
     def __init__(self, store: IndexStore, embedding: dict[str, Any], chunking: dict[str, Any]) -> None:
         self.store = store
@@ -216,11 +311,16 @@ class IndexWriter:
         self.chunking = chunking
         self.changed = False
         self._lock_fd: int | None = None
-        self._staging: Path | None = None
+        self._staging: Path | None = None  # the new segment's staging folder
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # vectors held until the index is trained
         self._pending_count = 0
-        self._base_created_at: str | None = None
+        self._base: Manifest | None = None
         self._base_number = 0
+        self._segments: list[dict[str, Any]] = []  # the base version's segment records
+        self._template: str | None = None
+        self._next_segment = 1
+        self._merge_all = False
+        self._older: dict[str, VectorIndex] = {}  # older segments' vectors, loaded to copy some over
         self.tokenizer = make_tokenizer(store.settings)
         self._retokenize = False
 
@@ -286,7 +386,8 @@ class IndexWriter:
             self._lock_fd = None
 
     def _remove_leftovers(self, current: str | None) -> None:
-        """Staging folders and uncommitted versions left by a writer that was killed."""
+        """Staging folders, uncommitted versions and segments no version names, left by a
+        writer that was killed."""
         current_number = int(current[1:]) if current else 0
         for entry in self.store.path.iterdir():
             match = _VERSION.match(entry.name)
@@ -295,6 +396,17 @@ class IndexWriter:
                 shutil.rmtree(entry, ignore_errors=True)
             elif entry.name == CURRENT_FILE + ".tmp":
                 entry.unlink(missing_ok=True)
+        self._remove_unnamed_segments()
+
+    def _remove_unnamed_segments(self) -> None:
+        root = self.store.segments_root
+        if not root.is_dir():
+            return
+        named = self.store.referenced_segments()
+        for entry in root.iterdir():
+            if entry.name.startswith(".staging-") or (SEGMENT_NAME.match(entry.name) and entry.name not in named):
+                log.info("removing segment %s, which no version names", entry.name)
+                shutil.rmtree(entry, ignore_errors=True)
 
     def begin(self) -> None:
         self._lock()
@@ -310,8 +422,9 @@ class IndexWriter:
         self._remove_leftovers(current)
         base: Path | None = store.path / current if current else None
         self._base_number = int(current[1:]) if current else 0
+        next_id = 1
         if base is not None:
-            manifest = Manifest.read(base)
+            manifest = self._base = Manifest.read(base)
             check_embedding(store.path, manifest.embedding, self.embedding)
             check_chunking(store.path, manifest.chunking, self.chunking)
             if manifest.index.get("factory") != store.settings.factory:
@@ -319,29 +432,61 @@ class IndexWriter:
                     f"index {store.path} is a {manifest.index.get('factory')!r} index; index.factory is "
                     f"{store.settings.factory!r}. Use the same type, or build a new index in another folder."
                 )
-            self._base_created_at = manifest.created_at
             if manifest.index.get("bm25_tokenizer") != self.tokenizer.settings:
                 # New BM25 settings (or an index from before BM25): every chunk is tokenized again.
                 log.info("BM25 tokenizer settings changed: re-tokenizing every chunk at commit")
                 self._retokenize = self.changed = True
             elif manifest.index.get("bm25") != self._bm25_parameters():
-                log.info("BM25 parameters changed: rebuilding BM25 at commit")
+                log.info("BM25 parameters changed: searches use the new ones from the next version")
                 self.changed = True
-        self._staging = store.path / f".staging-{_version_name(self._base_number + 1)}-{os.getpid()}"
+            if is_segmented(manifest):
+                extra = manifest.model_extra
+                self._segments = list(extra.get("segments", []))
+                wrong = [f"FAISS holds {r['dimension']}-dimensional vectors (segment {r['name']})"
+                         for r in self._segments if r.get("dimension") not in (None, manifest.embedding.get("dimension"))]
+                if wrong:
+                    raise IndexCorruptError(
+                        f"{base}: the manifest says embedding dimension {manifest.embedding.get('dimension')}, "
+                        f"{'; '.join(wrong)}; nothing was written. Run `rag check`, and rebuild the index if it "
+                        "confirms the problem")
+                self._template = extra.get("template")
+                self._next_segment = int(extra.get("next_segment", 1))
+                next_id = int(extra.get("next_chunk_id", 1))
+        name = segment_name(self._next_segment)
+        root = store.segments_root
+        self._staging = root / f".staging-{name}-{os.getpid()}"
+        legacy = base is not None and not is_segmented(self._base)  # type: ignore[arg-type]
         try:
+            root.mkdir(exist_ok=True)
             self._staging.mkdir()
-            self.chunks = ChunkStore.open_staging(self._staging / CHUNKS_FILE, base / CHUNKS_FILE if base else None)
+            if legacy:
+                log.info("rewriting %s (written before segments) as one segment", current)
+                ChunkStore.open_staging(self._staging / CHUNKS_FILE, base / CHUNKS_FILE).close()  # type: ignore[operator]
+                self.changed = True
+            self.chunks = SegmentedChunks.open([(r["name"], root / r["name"] / CHUNKS_FILE) for r in self._segments],
+                                               new=(name, self._staging / CHUNKS_FILE))
+            if not legacy:
+                self.chunks.continue_ids(next_id)
         except STORAGE_ERRORS as exc:
             raise self._storage_error(exc) from None
-        if base is not None:
-            self.vectors = VectorIndex.load(base / VECTORS_FILE, store.settings.factory, store.use_gpu())
-            problems = manifest_problems(manifest, self.vectors)
+        if legacy:
+            self.vectors = VectorIndex.load(base / VECTORS_FILE, store.settings.factory, store.use_gpu())  # type: ignore[operator]
+            problems = manifest_problems(self._base, self.vectors)  # type: ignore[arg-type]
             if problems:
                 raise IndexCorruptError(f"{base}: {'; '.join(problems)}; nothing was written. Run `rag check`, "
                                         "and rebuild the index if it confirms the problem")
         else:
-            self.vectors = VectorIndex.create(store.settings.factory, int(self.embedding["dimension"]), store.use_gpu())
+            self.vectors = self._empty_vectors()
         log.info("stage: writing into %s", self._staging.name)
+
+    def _empty_vectors(self) -> VectorIndex:
+        """A new segment's vector index: trained already where the index type needs training and
+        an earlier write trained it."""
+        settings = self.store.settings
+        if self._template:
+            return VectorIndex.load(self.store.segments_root / self._template / TEMPLATE_FILE, settings.factory,
+                                    self.store.use_gpu())
+        return VectorIndex.create(settings.factory, int(self.embedding["dimension"]), self.store.use_gpu())
 
     def abort(self) -> None:
         if getattr(self, "chunks", None) is not None:
@@ -376,8 +521,30 @@ class IndexWriter:
         ids = self.chunks.delete_document(collection, doc_id)
         if ids:
             self._remove_vectors(ids)
+        self._copy_moved_vectors()
         self.changed = True
         return True
+
+    def _copy_moved_vectors(self) -> None:
+        """Chunks an older segment held for a deleted document pass, under new ids, to the
+        document that shared its content: their vectors come along."""
+        moved, self.chunks.moved_chunks = self.chunks.moved_chunks, []
+        if not moved:
+            return
+        old = np.array([o for o, _ in moved], dtype=np.int64)
+        new = np.array([n for _, n in moved], dtype=np.int64)
+        order = np.argsort(old)
+        old, new = old[order], new[order]
+        for record in self._segments:
+            if not record.get("vectors"):
+                continue
+            name = record["name"]
+            if name not in self._older:
+                self._older[name] = VectorIndex.load(self.store.segments_root / name / VECTORS_FILE,
+                                                     self.store.settings.factory, use_gpu=False)
+            held = np.isin(old, self._older[name].contains_ids())
+            if held.any():
+                self._add_vectors(self._older[name].reconstruct(old[held]), new[held])
 
     def put_alias(self, document: Document, collection: str, holder: str) -> None:
         """Index a document whose content `holder` already holds: no chunks, no vectors."""
@@ -391,16 +558,16 @@ class IndexWriter:
         self.changed = True
 
     def compact(self) -> int:
-        """Rebuild the vector index without its masked ids; returns how many were dropped."""
-        masked = self.chunks.masked_ids()
-        if not len(masked):
+        """Merge every segment into one, without deleted rows and vectors; returns how many
+        vectors that drops."""
+        dead = self.chunks.dead_vector_count()
+        if not dead and len(self._segments) <= 1 and not self._base_is_legacy():
             return 0
-        self._train_and_flush()
-        log.info("stage: rebuilding %s without %d masked vectors", self.store.settings.factory, len(masked))
-        removed = self.vectors.rebuild_without(masked)
-        self.chunks.clear_masked()
-        self.changed = True
-        return removed
+        self._merge_all = self.changed = True
+        return dead
+
+    def _base_is_legacy(self) -> bool:
+        return self._base is not None and not is_segmented(self._base)
 
     def _remove_vectors(self, ids: list[int]) -> None:
         drop = set(ids)
@@ -459,50 +626,38 @@ class IndexWriter:
             self.abort()
             return None
         store = self.store
+        root = store.segments_root
         try:
             if not self.vectors.is_trained:
                 self._train_and_flush()
-            log.info("stage: building the BM25 index")
-            self._build_lexical()
-            counts = self.chunks.counts()
+            if self._template is None and self._needs_training():
+                self._template = self._save_template()
+            log.info("stage: building the BM25 postings")
+            tokenize = lambda text: serialize_tokens(self.tokenizer.tokenize(text))  # noqa: E731
+            self.chunks.fill_tokens(tokenize, self._retokenize)
+            ids, tokens = self.chunks.new_rows()
+            postings = Postings.build(ids, (deserialize_tokens(t) for t in tokens), self.tokenizer.settings)
+            next_id = self.chunks.next_id()
             self.chunks.commit()
             self.chunks.close()
             self.chunks = None  # type: ignore[assignment]
-            counts["vectors"] = self.vectors.ntotal
-            if counts["vectors"] != counts["chunks"] + counts["masked"]:
-                raise IndexCorruptError(
-                    f"internal error: {counts['chunks']} chunks and {counts['masked']} masked vectors but "
-                    f"{counts['vectors']} vectors; nothing was committed"
-                )
-            log.info("stage: writing FAISS index (%d vectors)", counts["vectors"])
-            self.vectors.save(self._staging / VECTORS_FILE)
-            now = utc_now()
-            name = _version_name(self._base_number + 1)
-            manifest = Manifest(
-                format_version=FORMAT_VERSION,
-                version=self._base_number + 1,
-                created_at=self._base_created_at or now,
-                updated_at=now,
-                embedding=self.embedding,
-                chunking=self.chunking,
-                index={"factory": store.settings.factory, "metric": "inner_product",
-                       "faiss_version": _faiss_version(), "bm25_tokenizer": self.tokenizer.settings,
-                       "bm25": self._bm25_parameters()},
-                counts=counts,
-                files={f: file_digest(self._staging / f) for f in (CHUNKS_FILE, VECTORS_FILE, *BM25_FILES)},
-            )
-            problems = manifest_problems(manifest, self.vectors)
-            if problems:
-                raise IndexCorruptError(f"internal error: {'; '.join(problems)}; nothing was committed")
-            manifest.write(self._staging)
-            log.info("stage: syncing files to disk")
-            for entry in self._staging.iterdir():
-                _fsync_path(entry)
-            _fsync_path(self._staging)
-            final = store.path / name
-            os.replace(self._staging, final)
+            log.info("stage: writing FAISS index (%d vectors)", self.vectors.ntotal)
+            name = segment_name(self._next_segment)
+            records = [*self._segments, finish_segment(self._staging, root / name, self.vectors, postings, name)]
             self._staging = None
-            _fsync_path(store.path)
+            next_segment = self._next_segment + 1
+            records, next_segment = self._merge(records, next_segment)
+            version = self._base_number + 1
+            manifest = self._manifest(version, records, next_id, next_segment)
+            log.info("stage: syncing files to disk")
+            staging = store.path / f".staging-{_version_name(version)}-{os.getpid()}"
+            staging.mkdir()
+            fsync_path(manifest.write(staging))
+            fsync_path(staging)
+            final = store.path / _version_name(version)
+            os.replace(staging, final)
+            fsync_path(store.path)
+            name = _version_name(version)
             log.info("stage: swapping CURRENT to %s", name)
             tmp = store.path / (CURRENT_FILE + ".tmp")
             with tmp.open("w", encoding="utf-8") as fh:
@@ -510,30 +665,89 @@ class IndexWriter:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, store.path / CURRENT_FILE)
-            _fsync_path(store.path)
+            fsync_path(store.path)
             log.info("stage: committed %s", name)
             self._retire_old_versions(name)
+            self._remove_unnamed_segments()
             return name
         except STORAGE_ERRORS as exc:
             raise self._storage_error(exc) from exc
         finally:
             self.abort()
 
-    def _new_lexical(self) -> BM25Index:
-        return BM25Index(self.tokenizer, k1=self.store.settings.bm25_k1, b=self.store.settings.bm25_b)
+    def _needs_training(self) -> bool:
+        return VectorIndex.create(self.store.settings.factory, int(self.embedding["dimension"]),
+                                  use_gpu=False).is_trained is False and self.vectors.is_trained
+
+    def _save_template(self) -> str:
+        """The trained, empty index later segments start from, in a folder of its own."""
+        name = segment_name(self._next_segment, "t")
+        staging = self.store.segments_root / f".staging-{name}-{os.getpid()}"
+        staging.mkdir()
+        self.vectors.empty_copy().save(staging / TEMPLATE_FILE)
+        fsync_path(staging / TEMPLATE_FILE)
+        fsync_path(staging)
+        os.replace(staging, self.store.segments_root / name)
+        return name
+
+    def _merge(self, records: list[dict[str, Any]], next_segment: int) -> tuple[list[dict[str, Any]], int]:
+        """Merge segments as the policy says (or all of them, for `rag compact` and new BM25
+        tokenizer settings); returns the version's segments and the next segment number."""
+        settings = self.store.settings
+        if self._merge_all or self._retokenize:
+            runs = [(0, len(records))] if len(records) > 1 or self._retokenize or self._merge_all else []
+        else:
+            runs = plan_merges([r["chunks"] + r.get("masked", 0) for r in records], settings.max_segments)
+        if not runs:
+            return records, next_segment
+        template = self.store.segments_root / self._template / TEMPLATE_FILE if self._template else None
+        retokenize = (lambda text: serialize_tokens(self.tokenizer.tokenize(text))) if self._retokenize else None
+        out: list[dict[str, Any]] = []
+        at = 0
+        for start, end in runs:
+            out.extend(records[at:start])
+            name = segment_name(next_segment)
+            next_segment += 1
+            log.info("stage: merging %d segments into %s", end - start, name)
+            out.append(merge_segments(self.store.segments_root, records, records[start:end], name, settings.factory,
+                                      template, retokenize, settings.train_sample, self.tokenizer.settings))
+            at = end
+        out.extend(records[at:])
+        return out, next_segment
+
+    def _manifest(self, version: int, records: list[dict[str, Any]], next_id: int, next_segment: int) -> Manifest:
+        root = self.store.segments_root
+        view = SegmentedChunks.open([(r["name"], root / r["name"] / CHUNKS_FILE) for r in records])
+        try:
+            counts = view.counts()
+            counts["masked"] = view.dead_vector_count()
+        finally:
+            view.close()
+        counts["vectors"] = sum(r["vectors"] for r in records)
+        if counts["vectors"] != counts["chunks"] + counts["masked"]:
+            raise IndexCorruptError(f"internal error: {counts['chunks']} chunks and {counts['masked']} dead vectors but "
+                                    f"{counts['vectors']} vectors; nothing was committed")
+        now = utc_now()
+        return Manifest(
+            format_version=FORMAT_VERSION,
+            version=version,
+            created_at=self._base.created_at if self._base else now,
+            updated_at=now,
+            embedding=self.embedding,
+            chunking=self.chunking,
+            index={"factory": self.store.settings.factory, "metric": "inner_product",
+                   "faiss_version": _faiss_version(), "bm25_tokenizer": self.tokenizer.settings,
+                   "bm25": self._bm25_parameters()},
+            counts=counts,
+            files={},
+            segments=records,
+            template=self._template,
+            next_chunk_id=next_id,
+            next_segment=next_segment,
+        )
 
     def _bm25_parameters(self) -> dict[str, Any]:
-        return self._new_lexical().settings
-
-    def _build_lexical(self) -> None:
-        """BM25 over every chunk, from the tokens stored with it. Chunks written before BM25
-        existed (or under other tokenizer settings) are tokenized first; the build then streams
-        the stored tokens, so memory holds term ids, not every chunk's token strings."""
-        self.chunks.fill_tokens(lambda text: serialize_tokens(self.tokenizer.tokenize(text)), self._retokenize)
-        ids = np.fromiter(self.chunks.chunk_ids(), dtype=np.int64)
-        lexical = self._new_lexical()
-        lexical.build(ids, (deserialize_tokens(tokens) for tokens in self.chunks.stored_tokens()))
-        lexical.save(self._staging)
+        return BM25Index(self.tokenizer, k1=self.store.settings.bm25_k1, b=self.store.settings.bm25_b).settings
 
     def _retire_old_versions(self, current: str) -> None:
         keep = self.store.settings.keep_versions

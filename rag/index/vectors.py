@@ -270,6 +270,20 @@ class VectorIndex:
         self._sync_to_cpu()
         return self._all_ids()
 
+    def empty_copy(self) -> "VectorIndex":
+        """This index's training (IVF centroids, PQ codebooks) without its vectors."""
+        self._sync_to_cpu()
+        copy = _faiss().clone_index(self._cpu)
+        copy.reset()
+        return VectorIndex(copy, self.factory, use_gpu=False)
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of `ids` (all held by this index), for merging segments."""
+        self._sync_to_cpu()
+        if not len(ids):
+            return np.zeros((0, self.dimension), np.float32)
+        return self._cpu.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+
     def _params(self, k: int, nprobe: int, ef_search: int, selector: Any) -> Any:
         faiss = _faiss()
         ivf = faiss.try_extract_index_ivf(self._cpu)

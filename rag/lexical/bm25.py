@@ -14,7 +14,6 @@ filtered-out or unrelated chunk is never returned. BM25L and BM25+ give every ch
 
 from __future__ import annotations
 
-import array
 import json
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -39,17 +38,22 @@ METHODS = ("lucene", "robertson", "atire")
 Hits = tuple[np.ndarray, np.ndarray]
 
 
+def check_parameters(method: str, k1: float, b: float) -> None:
+    """Refuse a BM25 variant or parameter that would score wrongly, naming it."""
+    if method not in METHODS:
+        raise ConfigError(f"BM25 method must be one of {', '.join(METHODS)}, not {method!r}")
+    if not k1 > 0:
+        raise ConfigError(f"BM25 k1 must be above 0, not {k1}")
+    if not 0 <= b <= 1:
+        raise ConfigError(f"BM25 b must be between 0 and 1, not {b}")
+
+
 class BM25Index:
     """Chunk ids and their BM25 term scores; `build` replaces the contents, `search` reads them."""
 
     def __init__(self, tokenizer: Tokenizer | None = None, method: str = "lucene",
                  k1: float = 1.5, b: float = 0.75) -> None:
-        if method not in METHODS:
-            raise ConfigError(f"BM25 method must be one of {', '.join(METHODS)}, not {method!r}")
-        if not k1 > 0:
-            raise ConfigError(f"BM25 k1 must be above 0, not {k1}")
-        if not 0 <= b <= 1:
-            raise ConfigError(f"BM25 b must be between 0 and 1, not {b}")
+        check_parameters(method, k1, b)
         self.tokenizer = tokenizer or Tokenizer()
         self.method = method
         self.k1 = float(k1)
@@ -76,46 +80,19 @@ class BM25Index:
 
     def build(self, ids: np.ndarray, token_lists: Iterable[list[str]]) -> None:
         """Index `token_lists[i]` under chunk id `ids[i]`; one pass over `token_lists`."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.ndim != 1:
-            raise ValueError("ids must be a one-dimensional array of chunk ids")
-        if len(np.unique(ids)) != len(ids):
-            raise ValueError("ids must be unique")
-        vocab: dict[str, int] = {}
-        term_ids = array.array("i")
-        lengths = array.array("q")
-        for tokens in token_lists:
-            lengths.append(len(tokens))
-            term_ids.extend([vocab.setdefault(token, len(vocab)) for token in tokens])
-        if len(lengths) != len(ids):
-            raise ValueError(f"{len(ids)} ids but {len(lengths)} token lists")
-        matrix = self._score_matrix(np.frombuffer(term_ids, dtype=np.int32) if term_ids else np.zeros(0, np.int32),
-                                    np.frombuffer(lengths, dtype=np.int64) if lengths else np.zeros(0, np.int64),
-                                    len(vocab))
-        self._set(ids, vocab, matrix)
+        from rag.lexical.segments import Postings
 
-    def _score_matrix(self, terms: np.ndarray, doc_lengths: np.ndarray,
-                      n_terms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """BM25 weight of each (term, chunk) pair as a CSC matrix, chunks as rows (bm25s's layout)."""
-        import scipy.sparse as sp
+        postings = Postings.build(ids, token_lists, self.tokenizer.settings)
+        self._set(postings.ids, postings.vocab, self._score_matrix(postings))
 
-        n_docs = len(doc_lengths)
-        if n_terms == 0:
+    def _score_matrix(self, postings: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BM25 weight of each (term, chunk) pair as a CSC matrix, chunks as rows (bm25s's layout),
+        from the term counts. The arithmetic works in place in float32: at 200,000 chunks the
+        float64 temporaries were most of the indexing run's peak memory."""
+        if not postings.vocab:
             return _empty_matrix()
-        # A chunk's tokens are contiguous, so they are already a CSR row each (term ids as column
-        # indices); converting to CSC sums repeated (chunk, term) pairs into term frequencies. The
-        # arithmetic below works in place in float32: at 200,000 chunks the float64 temporaries
-        # were most of the indexing run's peak memory.
-        row_starts = np.zeros(n_docs + 1, dtype=np.int64)
-        np.cumsum(doc_lengths, out=row_starts[1:])
-        counts = sp.csr_matrix((np.ones(len(terms), np.float32), terms, row_starts),
-                               shape=(n_docs, n_terms)).tocsc()
-        counts.sum_duplicates()
-        # Copies: after summing, scipy's arrays are views into buffers sized for every token.
-        tf = counts.data.copy()
-        indices = counts.indices.astype(np.int32)
-        indptr = counts.indptr.astype(np.int64)
-        del counts
+        n_docs, doc_lengths = len(postings.ids), postings.lengths
+        tf, indices, indptr = postings.tf, postings.rows, postings.indptr
         df = np.diff(indptr).astype(np.float64)
         if self.method == "lucene":
             idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))

@@ -1,0 +1,210 @@
+"""Segments: the immutable parts an index version is made of.
+
+    <index>/segments/s000007/   chunks.sqlite   documents, chunks and tombstones written by one write
+                                vectors.faiss   the vectors of its chunks (absent when it has none)
+                                postings.*      BM25 postings of its chunks (absent when it has none)
+    <index>/segments/t000003/   trained.faiss   an empty index holding IVF/PQ training, shared by all
+
+A write adds one segment; a merge folds several into one, leaving out the rows their version's
+tombstones name. Segments are written into a staging folder, fsynced, and renamed into place
+before any version names them, and are deleted only once no version on disk names them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from rag.errors import IndexCorruptError
+from rag.index.chunkstore import CHUNK_COLUMNS, CHUNKS_FILE, DOCUMENT_COLUMNS, MAX_SEGMENTS, _SCHEMA
+from rag.index.vectors import VECTORS_FILE, VectorIndex
+from rag.lexical import deserialize_tokens
+from rag.lexical.segments import FILES as POSTINGS_FILES, Postings
+
+log = logging.getLogger(__name__)
+
+SEGMENTS_DIR = "segments"
+TEMPLATE_FILE = "trained.faiss"
+SEGMENT_NAME = re.compile(r"^[st](\d{6,})$")
+
+
+def segment_name(number: int, kind: str = "s") -> str:
+    return f"{kind}{number:06d}"
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+@dataclass
+class Segment:
+    """One committed segment, opened for reading: its vectors, BM25 postings and vector ids."""
+
+    name: str
+    directory: Path
+    vectors: VectorIndex | None
+    postings: Postings | None
+    ids: np.ndarray  # the chunk ids its vectors hold, ascending
+
+    @classmethod
+    def open(cls, directory: Path, record: dict[str, Any], factory: str, use_gpu: bool,
+             tokenizer_settings: dict[str, Any]) -> "Segment":
+        files = record.get("files", {})
+        vectors = VectorIndex.load(directory / VECTORS_FILE, factory, use_gpu) if VECTORS_FILE in files else None
+        postings = Postings.load(directory, tokenizer_settings) if POSTINGS_FILES[0] in files else None
+        ids = np.sort(vectors.contains_ids()) if vectors is not None else np.zeros(0, np.int64)
+        if vectors is not None and vectors.ntotal != record.get("vectors"):
+            raise IndexCorruptError(f"{directory}: the manifest says {record.get('vectors')} vectors, FAISS holds "
+                                    f"{vectors.ntotal}; run `rag check`, or rebuild the index")
+        return cls(record["name"], directory, vectors, postings, ids)
+
+    def holds(self, ids: np.ndarray) -> np.ndarray:
+        """Those of `ids` (ascending) whose vectors this segment holds."""
+        if not len(ids) or not len(self.ids):
+            return np.zeros(0, np.int64)
+        at = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+        return ids[self.ids[at] == ids]
+
+
+def finish_segment(staging: Path, final: Path, vectors: VectorIndex | None, postings: Postings | None,
+                   name: str) -> dict[str, Any]:
+    """Save a segment's vectors and postings beside its chunks.sqlite, fsync everything and
+    rename the folder into place; returns its manifest record."""
+    conn = sqlite3.connect(f"file:{staging / CHUNKS_FILE}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        masked = conn.execute("SELECT COUNT(*) FROM masked").fetchone()[0]
+    finally:
+        conn.close()
+    ntotal = vectors.ntotal if vectors is not None else 0
+    if ntotal != rows + masked:
+        raise IndexCorruptError(f"internal error: segment {name} has {rows} chunks and {masked} masked vectors "
+                                f"but {ntotal} vectors; nothing was committed")
+    if ntotal:
+        vectors.save(staging / VECTORS_FILE)  # type: ignore[union-attr]
+    if postings is not None and len(postings):
+        postings.save(staging)
+    files = {entry.name: file_digest(entry) for entry in sorted(staging.iterdir()) if entry.is_file()}
+    for entry in staging.iterdir():
+        fsync_path(entry)
+    fsync_path(staging)
+    os.replace(staging, final)
+    fsync_path(final.parent)
+    return {"name": name, "chunks": int(rows), "masked": int(masked), "vectors": int(ntotal),
+            "dimension": vectors.dimension if vectors is not None else None, "files": files}
+
+
+def plan_merges(sizes: list[int], max_segments: int) -> list[tuple[int, int]]:
+    """Runs of adjacent segments (start, end) to merge so that at most `max_segments` remain:
+    each time the adjacent pair with the fewest rows, so a write into a big index merges small
+    segments with each other and rarely rewrites a big one (the cost of a merge is its size)."""
+    runs = [[i, i + 1, size] for i, size in enumerate(sizes)]
+    while len(runs) > max(1, max_segments):
+        best = min(range(len(runs) - 1), key=lambda i: (runs[i][2] + runs[i + 1][2], i))
+        runs[best:best + 2] = [[runs[best][0], runs[best + 1][1], runs[best][2] + runs[best + 1][2]]]
+    return [(start, end) for start, end, _ in runs if end - start > 1]
+
+
+def merge_segments(root: Path, version: list[dict[str, Any]], merged: list[dict[str, Any]], name: str,
+                   factory: str, template: Path | None, retokenize: Callable[[str], str] | None,
+                   train_sample: int, tokenizer_settings: dict[str, Any]) -> dict[str, Any]:
+    """A new segment `name` holding the live rows of the `merged` records (a run of `version`'s
+    segments) and their vectors, and the tombstones they carry that still name a row of a
+    segment outside the run. With `retokenize`, BM25 tokens are made again from the texts."""
+    if len(version) > MAX_SEGMENTS:
+        raise IndexCorruptError(f"{len(version)} segments, at most {MAX_SEGMENTS} can be merged; rebuild the index")
+    staging = root / f".staging-{name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    merged_names = {r["name"] for r in merged}
+    conn = sqlite3.connect(str(staging / CHUNKS_FILE))
+    try:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.executescript(_SCHEMA)
+        schema = {}
+        for i, record in enumerate(version):
+            conn.execute(f"ATTACH DATABASE ? AS s{i}", (f"file:{root / record['name'] / CHUNKS_FILE}?mode=ro&immutable=1",))
+            schema[record["name"]] = f"s{i}"
+        conn.execute("CREATE TEMP TABLE gone_chunks (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TEMP TABLE gone_documents (segment TEXT, collection TEXT, doc_id TEXT, "
+                     "PRIMARY KEY (segment, collection, doc_id)) WITHOUT ROWID")
+        for s in schema.values():
+            conn.execute(f"INSERT OR IGNORE INTO gone_chunks SELECT id FROM {s}.deleted_chunks")
+            conn.execute(f"INSERT OR IGNORE INTO gone_documents SELECT * FROM {s}.deleted_documents")
+        outside = [schema[r["name"]] for r in version if r["name"] not in merged_names]
+        top = 0
+        for record in merged:
+            s, quoted = schema[record["name"]], "'" + record["name"].replace("'", "''") + "'"
+            conn.execute(f"INSERT INTO main.documents ({DOCUMENT_COLUMNS}) SELECT {DOCUMENT_COLUMNS} FROM {s}.documents d "
+                         f"WHERE NOT EXISTS (SELECT 1 FROM gone_documents g WHERE g.segment = {quoted} "
+                         "AND g.collection = d.collection AND g.doc_id = d.doc_id)")
+            conn.execute(f"INSERT INTO main.chunks ({CHUNK_COLUMNS}) SELECT {CHUNK_COLUMNS} FROM {s}.chunks "
+                         "WHERE id NOT IN (SELECT id FROM gone_chunks)")
+            # Tombstones against segments the merge leaves alone still apply to them.
+            names = ", ".join("'" + r["name"].replace("'", "''") + "'" for r in version if r["name"] not in merged_names)
+            if names:
+                conn.execute(f"INSERT OR IGNORE INTO main.deleted_documents SELECT * FROM {s}.deleted_documents "
+                             f"WHERE segment IN ({names})")
+            for other in outside:
+                conn.execute(f"INSERT OR IGNORE INTO main.deleted_chunks SELECT id FROM {s}.deleted_chunks "
+                             f"WHERE id IN (SELECT id FROM {other}.chunks)")
+            row = conn.execute(f"SELECT seq FROM {s}.sqlite_sequence WHERE name = 'chunks'").fetchone()
+            top = max(top, int(row[0]) if row else 0)
+        conn.execute("DELETE FROM main.sqlite_sequence WHERE name = 'chunks'")
+        conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES ('chunks', ?)", (top,))
+        if retokenize is not None:
+            rows = conn.execute("SELECT id, text FROM main.chunks").fetchall()
+            conn.executemany("UPDATE main.chunks SET tokens = ? WHERE id = ?", ((retokenize(t), i) for i, t in rows))
+        conn.commit()
+        live = np.fromiter((r[0] for r in conn.execute("SELECT id FROM main.chunks ORDER BY id")), dtype=np.int64)
+        postings = Postings.build(live, (deserialize_tokens(r[0]) for r in conn.execute(
+            "SELECT tokens FROM main.chunks ORDER BY id")), tokenizer_settings)
+    finally:
+        conn.close()
+    vectors = _merged_vectors(root, merged, live, factory, template, train_sample)
+    return finish_segment(staging, root / name, vectors, postings, name)
+
+
+def _merged_vectors(root: Path, merged: list[dict[str, Any]], live: np.ndarray, factory: str,
+                    template: Path | None, train_sample: int) -> VectorIndex | None:
+    parts, part_ids = [], []
+    for record in merged:
+        if not record.get("vectors"):
+            continue
+        source = VectorIndex.load(root / record["name"] / VECTORS_FILE, factory, use_gpu=False)
+        held = np.intersect1d(source.contains_ids(), live)
+        if len(held):
+            parts.append(source.reconstruct(held))
+            part_ids.append(held)
+    if not parts:
+        return None
+    vectors, ids = np.concatenate(parts), np.concatenate(part_ids)
+    index = VectorIndex.load(template, factory, use_gpu=False) if template is not None else \
+        VectorIndex.create(factory, vectors.shape[1], use_gpu=False)
+    if not index.is_trained:
+        index.train(vectors[:train_sample])
+    index.add(vectors, ids)
+    return index
