@@ -211,3 +211,16 @@ def test_vectors_are_the_ones_a_single_write_makes(make_engine, tmp_path):
     merged = engine.reader().segments[0]
     assert len(engine.reader().segments) == 1 and len(merged.ids) == 12
     assert np.array_equal(merged.vectors.reconstruct(first.ids), before)
+
+
+def test_a_new_version_reuses_the_segments_a_reader_already_loaded(make_engine, tmp_path):
+    """After a write, the server loads only the new segment, not every segment's vectors again."""
+    docs = _write(tmp_path / "docs", range(10))
+    engine = make_engine()
+    engine.index([docs])
+    first = engine.reader().segments[0]
+    _write(docs, range(10, 11))
+    engine.index([docs])
+    segments = engine.reader().segments
+    assert len(segments) == 2 and segments[0] is first
+    assert engine.search("fault code F010", k=1, mode="bm25")[0].doc_id == "note-010.txt"

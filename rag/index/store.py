@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import os
 import re
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -138,6 +140,29 @@ class IndexStore:
     def __init__(self, path: Path, settings: IndexSettings) -> None:
         self.path = Path(path)
         self.settings = settings
+        # Segments opened by this store's readers, kept for the next version's reader: after a
+        # write, a server then loads only the new segment, not every segment's vectors again.
+        self._open_segments: dict[tuple[str, str], Segment] = {}
+        self._segments_lock = threading.Lock()
+
+    def open_segment(self, record: dict[str, Any], tokenizer_settings: dict[str, Any]) -> Segment:
+        """A committed segment, opened once per store. Keyed by its files' checksums too: a name
+        comes back when an index folder is rebuilt from scratch."""
+        key = (record["name"], json.dumps(record.get("files", {}), sort_keys=True))
+        with self._segments_lock:
+            segment = self._open_segments.get(key)
+        if segment is None:
+            segment = Segment.open(self.segments_root / record["name"], record, self.settings.factory, self.use_gpu(),
+                                   tokenizer_settings)
+            with self._segments_lock:
+                segment = self._open_segments.setdefault(key, segment)
+        return segment
+
+    def forget_segments_but(self, names: set[str]) -> None:
+        """Drop cached segments the newest reader does not use (older readers keep their own)."""
+        with self._segments_lock:
+            for key in [k for k in self._open_segments if k[0] not in names]:
+                del self._open_segments[key]
 
     @property
     def segments_root(self) -> Path:
@@ -175,7 +200,7 @@ class IndexStore:
             if name is None:
                 raise IndexNotFoundError(f"no index at {self.path}; build one with `rag index PATH --index {self.path}`")
             try:
-                return IndexReader(self.path / name, self.settings, self.use_gpu())
+                return IndexReader(self.path / name, self.settings, self.use_gpu(), self)
             except IndexCorruptError:
                 # A writer may have retired this version between our read of CURRENT and the open.
                 if self.current_version() == name:
@@ -223,7 +248,8 @@ class IndexStore:
 class IndexReader:
     """A snapshot of one committed version; stays valid while writers commit newer ones."""
 
-    def __init__(self, directory: Path, settings: IndexSettings, use_gpu: bool) -> None:
+    def __init__(self, directory: Path, settings: IndexSettings, use_gpu: bool,
+                 store: IndexStore | None = None) -> None:
         self.directory = directory
         self.settings = settings
         self.manifest = Manifest.read(directory)
@@ -233,8 +259,9 @@ class IndexReader:
             records = self.manifest.model_extra.get("segments", [])
             self.chunks: ChunkStore = SegmentedChunks.open([(r["name"], root / r["name"] / CHUNKS_FILE) for r in records])
             try:
-                self.segments = [Segment.open(root / r["name"], r, self.manifest.index["factory"], use_gpu,
-                                              tokenizer.settings) for r in records]
+                store = store or IndexStore(directory.parent, settings)
+                self.segments = [store.open_segment(r, tokenizer.settings) for r in records]
+                store.forget_segments_but({r["name"] for r in records})
                 dead = self.chunks.dead_ids()  # type: ignore[attr-defined]
             except BaseException:
                 self.chunks.close()
@@ -638,6 +665,7 @@ class IndexWriter:
             ids, tokens = self.chunks.new_rows()
             postings = Postings.build(ids, (deserialize_tokens(t) for t in tokens), self.tokenizer.settings)
             next_id = self.chunks.next_id()
+            written = self.chunks.written()
             self.chunks.commit()
             self.chunks.close()
             self.chunks = None  # type: ignore[assignment]
@@ -648,7 +676,7 @@ class IndexWriter:
             next_segment = self._next_segment + 1
             records, next_segment = self._merge(records, next_segment)
             version = self._base_number + 1
-            manifest = self._manifest(version, records, next_id, next_segment)
+            manifest = self._manifest(version, records, written, next_id, next_segment)
             log.info("stage: syncing files to disk")
             staging = store.path / f".staging-{_version_name(version)}-{os.getpid()}"
             staging.mkdir()
@@ -715,18 +743,21 @@ class IndexWriter:
         out.extend(records[at:])
         return out, next_segment
 
-    def _manifest(self, version: int, records: list[dict[str, Any]], next_id: int, next_segment: int) -> Manifest:
-        root = self.store.segments_root
-        view = SegmentedChunks.open([(r["name"], root / r["name"] / CHUNKS_FILE) for r in records])
-        try:
-            counts = view.counts()
-            counts["masked"] = view.dead_vector_count()
-        finally:
-            view.close()
+    def _manifest(self, version: int, records: list[dict[str, Any]], written: dict[str, int], next_id: int,
+                  next_segment: int) -> Manifest:
+        """The new version's manifest. Its counts are the base version's plus what the new segment
+        added less what it tombstoned: counting a million rows through the segments' views took
+        most of a one-document write's time."""
+        base = self._base.counts if self._base is not None and is_segmented(self._base) else {}
+        counts = {"documents": base.get("documents", 0) + written["added.documents"] - written["deleted.documents"],
+                  "chunks": base.get("chunks", 0) + written["added.chunks"] - written["deleted.chunks"]}
         counts["vectors"] = sum(r["vectors"] for r in records)
-        if counts["vectors"] != counts["chunks"] + counts["masked"]:
-            raise IndexCorruptError(f"internal error: {counts['chunks']} chunks and {counts['masked']} dead vectors but "
-                                    f"{counts['vectors']} vectors; nothing was committed")
+        counts["masked"] = counts["vectors"] - counts["chunks"]
+        # Dead vectors only ever grow by what this write hid (merges drop some): more is a miscount.
+        most = base.get("masked", 0) + written["deleted.chunks"] + written["masked"]
+        if not 0 <= counts["masked"] <= most or min(counts["documents"], counts["chunks"]) < 0:
+            raise IndexCorruptError(f"internal error: {counts['chunks']} chunks, {counts['vectors']} vectors and "
+                                    f"{counts['documents']} documents do not add up; nothing was committed")
         now = utc_now()
         return Manifest(
             format_version=FORMAT_VERSION,

@@ -161,9 +161,11 @@ class Postings:
         mode = "r" if mmap else None
         ids = _read_array(directory / IDS_FILE, np.int64, None)
         lengths = _read_array(directory / LENGTHS_FILE, np.int32, None)
-        tf = _read_array(directory / TF_FILE, np.float32, mode)
-        rows = _read_array(directory / ROWS_FILE, np.int32, mode)
-        indptr = _read_array(directory / INDPTR_FILE, np.int64, mode)
+        # Plain arrays over the mapped files: a slice of an np.memmap costs a subclass instance,
+        # several microseconds per term and segment at every query.
+        tf = np.asarray(_read_array(directory / TF_FILE, np.float32, mode))
+        rows = np.asarray(_read_array(directory / ROWS_FILE, np.int32, mode))
+        indptr = np.asarray(_read_array(directory / INDPTR_FILE, np.int64, mode))
         vocab = {term: i for i, term in enumerate(terms)}
         problem = (_check(meta, terms, vocab, ids, tf, rows, indptr)
                    or _check_postings(meta, lengths, tf, rows, indptr))
@@ -239,11 +241,17 @@ class SegmentedBM25:
         self._n = len(self._ids)
         # As `BM25Index._score_matrix`: the same float64 expression per row, stored as float32.
         self._avgdl = total / self._n if self._n else 0.0
-        self._length_norm = [
-            (self.k1 * (1 - self.b + self.b * np.asarray(s.lengths) / self._avgdl)).astype(np.float32)
-            if self._avgdl > 0 else np.zeros(len(s), np.float32)
-            for s in self._segments
-        ]
+        # The segments' rows as one row space (segment i's rows start at _offsets[i]): a query
+        # scores one array, not one per segment (ten small segments cost 4x one big one).
+        self._offsets = np.cumsum([0, *(len(s) for s in self._segments)])
+        self._row_ids = np.concatenate([np.asarray(s.ids) for s in self._segments]) if self._segments \
+            else np.zeros(0, np.int64)
+        self._row_live = None if all(live is None for live in self._live) else np.concatenate(
+            [np.ones(len(s), bool) if live is None else live for s, live in zip(self._segments, self._live)])
+        lengths = np.concatenate([np.asarray(s.lengths) for s in self._segments]) if self._segments \
+            else np.zeros(0, np.int32)
+        self._length_norm = (self.k1 * (1 - self.b + self.b * lengths / self._avgdl)).astype(np.float32) \
+            if self._avgdl > 0 else np.zeros(len(lengths), np.float32)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -278,72 +286,57 @@ class SegmentedBM25:
             raise ValueError(f"k must be at least 1, not {k}")
         if self._n == 0:
             return [_no_hits() for _ in queries]
-        masks = self._live
+        mask = self._row_live
         if allowed is not None:
             wanted = _id_array(allowed)
-            masks = []
-            for i, live in enumerate(self._live):
-                mask = np.zeros(len(self._segments[i]), dtype=bool)
-                mask[self._positions(i, wanted)] = True
-                if live is not None:
-                    mask &= live
-                masks.append(mask)
-        return [self._top(self.tokenizer.tokenize(query), k, masks) for query in queries]
+            mask = np.zeros(len(self._row_ids), dtype=bool)
+            for i in range(len(self._segments)):
+                mask[self._offsets[i] + self._positions(i, wanted)] = True
+            if self._row_live is not None:
+                mask &= self._row_live
+        return [self._top(self.tokenizer.tokenize(query), k, mask) for query in queries]
 
-    def _top(self, tokens: list[str], k: int, masks: list[np.ndarray | None]) -> Hits:
-        # Live postings per segment of each distinct query term, and its df over all segments.
-        postings: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        df: dict[str, int] = {}
+    def _top(self, tokens: list[str], k: int, mask: np.ndarray | None) -> Hits:
+        # Each distinct query term's live postings over all segments (rows in the joint row
+        # space), and so its df over the whole version.
+        postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for term in dict.fromkeys(tokens):
-            per_segment = []
-            count = 0
-            for segment, live in zip(self._segments, self._live):
-                rows, tf = segment.term_postings(term)
-                if live is not None and len(rows):
-                    keep = live[rows]
-                    rows, tf = rows[keep], tf[keep]
-                per_segment.append((rows, tf))
-                count += len(rows)
-            if count:
-                postings[term] = per_segment
-                df[term] = count
+            found = [(rows, tf, self._offsets[i]) for i, segment in enumerate(self._segments)
+                     for rows, tf in (segment.term_postings(term),) if len(rows)]
+            if not found:
+                continue
+            rows = found[0][0] + found[0][2] if len(found) == 1 else \
+                np.concatenate([r.astype(np.int64) + offset for r, _, offset in found])
+            tf = found[0][1] if len(found) == 1 else np.concatenate([t for _, t, _ in found])
+            if self._row_live is not None:
+                keep = self._row_live[rows]
+                rows, tf = rows[keep], tf[keep]
+            if len(rows):
+                postings[term] = (rows, tf)
         # A term with no live posting is not in the vocabulary of a BM25Index over the live chunks.
-        known = [token for token in tokens if token in df]
+        known = [token for token in tokens if token in postings]
         if not known:
             return _no_hits()
-        idf = dict(zip(df, self._idf(np.array(list(df.values()), dtype=np.float64)).astype(np.float32)))
-        found_ids: list[np.ndarray] = []
-        found_scores: list[np.ndarray] = []
-        for i, segment in enumerate(self._segments):
-            weights = {}
-            for term in df:
-                rows, tf = postings[term][i]
-                if len(rows):
-                    weights[term] = (rows, self._weights(i, rows, tf, idf[term]))
-            if not weights:
-                continue
-            # Summed in float32 token by token, repeats included, as bm25s's get_scores sums them.
-            scores = np.zeros(len(segment), dtype=np.float32)
-            for token in known:
-                if token in weights:
-                    rows, weight = weights[token]
-                    scores[rows] += weight  # a term's rows are distinct, so no np.add.at is needed
-            # The rows the query's postings touch, when they are few; else one pass over the scores.
-            touched = [rows for rows, _ in weights.values()]
-            if sum(len(rows) for rows in touched) * 8 < len(segment):
-                candidates = touched[0] if len(touched) == 1 else np.unique(np.concatenate(touched))
-                candidates = candidates[scores[candidates] > 0]
-            else:
-                candidates = np.flatnonzero(scores > 0)
-            if masks[i] is not None:
-                candidates = candidates[masks[i][candidates]]
-            if len(candidates):
-                ids, best = _best(np.asarray(segment.ids)[candidates], scores[candidates], k)
-                found_ids.append(ids)
-                found_scores.append(best)
-        if not found_ids:
+        idf = self._idf(np.array([len(rows) for rows, _ in postings.values()], dtype=np.float64)).astype(np.float32)
+        weights = {term: (rows, self._weights(rows, tf, term_idf))
+                   for (term, (rows, tf)), term_idf in zip(postings.items(), idf)}
+        # Summed in float32 token by token, repeats included, as bm25s's get_scores sums them.
+        scores = np.zeros(len(self._row_ids), dtype=np.float32)
+        for token in known:
+            rows, weight = weights[token]
+            scores[rows] += weight  # a term's rows are distinct, so no np.add.at is needed
+        # The rows the query's postings touch, when they are few; else one pass over the scores.
+        touched = [rows for rows, _ in weights.values()]
+        if sum(len(rows) for rows in touched) * 8 < len(scores):
+            candidates = touched[0] if len(touched) == 1 else np.unique(np.concatenate(touched))
+            candidates = candidates[scores[candidates] > 0]
+        else:
+            candidates = np.flatnonzero(scores > 0)
+        if mask is not None:
+            candidates = candidates[mask[candidates]]
+        if not len(candidates):
             return _no_hits()
-        return _best(np.concatenate(found_ids), np.concatenate(found_scores), k)
+        return _best(self._row_ids[candidates], scores[candidates], k)
 
     def _idf(self, df: np.ndarray) -> np.ndarray:
         """The idf of `BM25Index._score_matrix`, with N and df over the live chunks."""
@@ -354,10 +347,10 @@ class SegmentedBM25:
             return np.log(np.maximum(1.0, (n_docs - df + 0.5) / (df + 0.5)))
         return np.log(n_docs / df)
 
-    def _weights(self, segment: int, rows: np.ndarray, tf: np.ndarray, idf: np.float32) -> np.ndarray:
+    def _weights(self, rows: np.ndarray, tf: np.ndarray, idf: np.float32) -> np.ndarray:
         """BM25 weight of each posting, with the float32 operations of `BM25Index._score_matrix`."""
         weight = tf.astype(np.float32, copy=True)  # never write into a mapped file
-        denominator = self._length_norm[segment][rows]
+        denominator = self._length_norm[rows]
         denominator += weight
         if self.method == "atire":
             weight *= self.k1 + 1
