@@ -169,8 +169,9 @@ def merge_segments(root: Path, version: list[dict[str, Any]], merged: list[dict[
                 conn.execute(f"INSERT OR IGNORE INTO main.deleted_documents SELECT * FROM {s}.deleted_documents "
                              f"WHERE segment IN ({names})")
             for other in outside:
-                conn.execute(f"INSERT OR IGNORE INTO main.deleted_chunks SELECT id FROM {s}.deleted_chunks "
-                             f"WHERE id IN (SELECT id FROM {other}.chunks)")
+                # EXISTS looks each id up; `id IN (SELECT id FROM ...)` built a set of every id there.
+                conn.execute(f"INSERT OR IGNORE INTO main.deleted_chunks SELECT t.id FROM {s}.deleted_chunks t "
+                             f"WHERE EXISTS (SELECT 1 FROM {other}.chunks c WHERE c.id = t.id)")
             row = conn.execute(f"SELECT seq FROM {s}.sqlite_sequence WHERE name = 'chunks'").fetchone()
             top = max(top, int(row[0]) if row else 0)
         conn.execute("DELETE FROM main.sqlite_sequence WHERE name = 'chunks'")
