@@ -224,3 +224,20 @@ def test_a_new_version_reuses_the_segments_a_reader_already_loaded(make_engine, 
     segments = engine.reader().segments
     assert len(segments) == 2 and segments[0] is first
     assert engine.search("fault code F010", k=1, mode="bm25")[0].doc_id == "note-010.txt"
+
+
+def test_the_most_segments_sqlite_can_read_together_still_merge(make_engine, tmp_path):
+    """With index.max_segments 10, a write makes an eleventh segment before merging: one more
+    than SQLite attaches at once. The merge reads them one at a time."""
+    docs = tmp_path / "docs"
+    engine = make_engine(**{"index.max_segments": 10})
+    for write in range(12):
+        _write(docs, range(write, write + 1))
+        if write == 6:
+            (docs / "note-002.txt").unlink()
+            engine.delete(["note-002.txt"])
+        engine.index([docs])
+        assert len(engine.info()["segments"]) <= 10
+    assert engine.check() == [] and engine.info()["manifest"]["counts"]["documents"] == 11
+    assert engine.search("F011", k=1, mode="bm25")[0].doc_id == "note-011.txt"
+    assert not [h for h in engine.search("F002", k=11, mode="bm25") if "F002" in h.text]

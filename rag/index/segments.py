@@ -12,6 +12,7 @@ before any version names them, and are deleted only once no version on disk name
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -19,12 +20,12 @@ import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from rag.errors import IndexCorruptError
-from rag.index.chunkstore import CHUNK_COLUMNS, CHUNKS_FILE, DOCUMENT_COLUMNS, MAX_SEGMENTS, _SCHEMA
+from rag.index.chunkstore import CHUNK_COLUMNS, CHUNKS_FILE, DOCUMENT_COLUMNS, _SCHEMA
 from rag.index.vectors import VECTORS_FILE, VectorIndex
 from rag.lexical import deserialize_tokens
 from rag.lexical.segments import FILES as POSTINGS_FILES, Postings
@@ -133,47 +134,59 @@ def merge_segments(root: Path, version: list[dict[str, Any]], merged: list[dict[
     """A new segment `name` holding the live rows of the `merged` records (a run of `version`'s
     segments) and their vectors, and the tombstones they carry that still name a row of a
     segment outside the run. With `retokenize`, BM25 tokens are made again from the texts."""
-    if len(version) > MAX_SEGMENTS:
-        raise IndexCorruptError(f"{len(version)} segments, at most {MAX_SEGMENTS} can be merged; rebuild the index")
     staging = root / f".staging-{name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     merged_names = {r["name"] for r in merged}
+    outside = [r["name"] for r in version if r["name"] not in merged_names]
     conn = sqlite3.connect(str(staging / CHUNKS_FILE))
+
+    @contextlib.contextmanager
+    def attached(segment: str) -> Iterator[None]:
+        """One segment attached as `s` at a time: a version may have more segments than SQLite
+        attaches at once (a write adds one to index.max_segments before merging). SQLite
+        detaches only outside a transaction, hence the commit (of a staging file)."""
+        conn.execute("ATTACH DATABASE ? AS s", (f"file:{root / segment / CHUNKS_FILE}?mode=ro&immutable=1",))
+        try:
+            yield
+        finally:
+            conn.commit()
+            conn.execute("DETACH DATABASE s")
+
     try:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.executescript(_SCHEMA)
-        schema = {}
-        for i, record in enumerate(version):
-            conn.execute(f"ATTACH DATABASE ? AS s{i}", (f"file:{root / record['name'] / CHUNKS_FILE}?mode=ro&immutable=1",))
-            schema[record["name"]] = f"s{i}"
         conn.execute("CREATE TEMP TABLE gone_chunks (id INTEGER PRIMARY KEY)")
         conn.execute("CREATE TEMP TABLE gone_documents (segment TEXT, collection TEXT, doc_id TEXT, "
                      "PRIMARY KEY (segment, collection, doc_id)) WITHOUT ROWID")
-        for s in schema.values():
-            conn.execute(f"INSERT OR IGNORE INTO gone_chunks SELECT id FROM {s}.deleted_chunks")
-            conn.execute(f"INSERT OR IGNORE INTO gone_documents SELECT * FROM {s}.deleted_documents")
-        outside = [schema[r["name"]] for r in version if r["name"] not in merged_names]
+        conn.execute("CREATE TEMP TABLE carried_chunks (id INTEGER PRIMARY KEY)")
+        for record in version:
+            with attached(record["name"]):
+                conn.execute("INSERT OR IGNORE INTO gone_chunks SELECT id FROM s.deleted_chunks")
+                conn.execute("INSERT OR IGNORE INTO gone_documents SELECT * FROM s.deleted_documents")
         top = 0
+        names = ", ".join("'" + n.replace("'", "''") + "'" for n in outside)
         for record in merged:
-            s, quoted = schema[record["name"]], "'" + record["name"].replace("'", "''") + "'"
-            conn.execute(f"INSERT INTO main.documents ({DOCUMENT_COLUMNS}) SELECT {DOCUMENT_COLUMNS} FROM {s}.documents d "
-                         f"WHERE NOT EXISTS (SELECT 1 FROM gone_documents g WHERE g.segment = {quoted} "
-                         "AND g.collection = d.collection AND g.doc_id = d.doc_id)")
-            conn.execute(f"INSERT INTO main.chunks ({CHUNK_COLUMNS}) SELECT {CHUNK_COLUMNS} FROM {s}.chunks "
-                         "WHERE id NOT IN (SELECT id FROM gone_chunks)")
-            # Tombstones against segments the merge leaves alone still apply to them.
-            names = ", ".join("'" + r["name"].replace("'", "''") + "'" for r in version if r["name"] not in merged_names)
-            if names:
-                conn.execute(f"INSERT OR IGNORE INTO main.deleted_documents SELECT * FROM {s}.deleted_documents "
-                             f"WHERE segment IN ({names})")
-            for other in outside:
+            quoted = "'" + record["name"].replace("'", "''") + "'"
+            with attached(record["name"]):
+                conn.execute(f"INSERT INTO main.documents ({DOCUMENT_COLUMNS}) SELECT {DOCUMENT_COLUMNS} FROM s.documents d "
+                             f"WHERE NOT EXISTS (SELECT 1 FROM gone_documents g WHERE g.segment = {quoted} "
+                             "AND g.collection = d.collection AND g.doc_id = d.doc_id)")
+                conn.execute(f"INSERT INTO main.chunks ({CHUNK_COLUMNS}) SELECT {CHUNK_COLUMNS} FROM s.chunks "
+                             "WHERE id NOT IN (SELECT id FROM gone_chunks)")
+                # Tombstones against segments the merge leaves alone still apply to them.
+                if names:
+                    conn.execute(f"INSERT OR IGNORE INTO main.deleted_documents SELECT * FROM s.deleted_documents "
+                                 f"WHERE segment IN ({names})")
+                conn.execute("INSERT OR IGNORE INTO carried_chunks SELECT id FROM s.deleted_chunks")
+                row = conn.execute("SELECT seq FROM s.sqlite_sequence WHERE name = 'chunks'").fetchone()
+                top = max(top, int(row[0]) if row else 0)
+        for segment in outside:
+            with attached(segment):
                 # EXISTS looks each id up; `id IN (SELECT id FROM ...)` built a set of every id there.
-                conn.execute(f"INSERT OR IGNORE INTO main.deleted_chunks SELECT t.id FROM {s}.deleted_chunks t "
-                             f"WHERE EXISTS (SELECT 1 FROM {other}.chunks c WHERE c.id = t.id)")
-            row = conn.execute(f"SELECT seq FROM {s}.sqlite_sequence WHERE name = 'chunks'").fetchone()
-            top = max(top, int(row[0]) if row else 0)
+                conn.execute("INSERT OR IGNORE INTO main.deleted_chunks SELECT t.id FROM carried_chunks t "
+                             "WHERE EXISTS (SELECT 1 FROM s.chunks c WHERE c.id = t.id)")
         conn.execute("DELETE FROM main.sqlite_sequence WHERE name = 'chunks'")
         conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES ('chunks', ?)", (top,))
         if retokenize is not None:

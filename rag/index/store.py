@@ -723,7 +723,7 @@ class IndexWriter:
         tokenizer settings); returns the version's segments and the next segment number."""
         settings = self.store.settings
         if self._merge_all or self._retokenize:
-            runs = [(0, len(records))] if len(records) > 1 or self._retokenize or self._merge_all else []
+            runs = [(0, len(records))]
         else:
             runs = plan_merges([r["chunks"] + r.get("masked", 0) for r in records], settings.max_segments)
         if not runs:
