@@ -276,12 +276,13 @@ def delete(
 
 @app.command()
 def compact(index_dir: IndexOpt = None) -> None:
-    """Rebuild the vector index without the deleted vectors an HNSW index still holds."""
+    """Merge every segment of the index into one, dropping the vectors of deleted chunks."""
     try:
         dropped = _engine(index_dir).compact()
     except RagError as exc:
         raise _fail(str(exc)) from None
-    out.print(f"{dropped} masked vectors dropped" if dropped else "nothing to compact")
+    out.print(f"segments merged into one; {dropped} vectors of deleted or replaced chunks dropped" if dropped
+              else "nothing to compact")
 
 
 @app.command()
@@ -781,7 +782,7 @@ def info(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     out.print(f"chunks     {m['counts']['chunks']} (vectors {m['counts']['vectors']})")
     if data["segments"]:
         out.print(f"segments   {len(data['segments'])} ("
-                  + ", ".join(f"{s['name']} {s['chunks']} chunks" for s in data["segments"]) + ")")
+                  + ", ".join(f"{s['name']} {s['chunks']} rows" for s in data["segments"]) + ")")
     if data["masked"]:
         out.print(f"deleted    {data['masked']} vectors of deleted or replaced chunks still on disk, skipped by "
                   f"searches ({data['masked'] / max(m['counts']['vectors'], 1):.1%}); merges and `rag compact` "

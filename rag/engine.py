@@ -148,7 +148,7 @@ class Engine:
         return matched
 
     def compact(self) -> int:
-        """Rebuild the vector index without masked (deleted) vectors; returns how many were dropped."""
+        """Merge every segment into one without the vectors of deleted chunks; returns how many were dropped."""
         with self._writer_for_removal() as writer:
             return writer.compact()
 
