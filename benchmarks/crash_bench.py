@@ -144,11 +144,19 @@ def _current(index: Path) -> str | None:
 
 
 def _index_state(index: Path) -> tuple[str | None, State]:
-    """The live version's documents, from its chunks.sqlite opened read-only."""
+    """The live version's documents, read through its segments' SQLite files opened read-only."""
+    from rag.index.chunkstore import CHUNKS_FILE, SegmentedChunks
+    from rag.index.manifest import Manifest
+    from rag.index.segments import SEGMENTS_DIR
+
     version = _current(index)
     if version is None:
         return None, {}
-    conn = sqlite3.connect(f"file:{index / version / 'chunks.sqlite'}?mode=ro", uri=True)
+    records = Manifest.read(index / version).model_extra.get("segments")
+    if records is None:  # a version written before segments
+        conn = sqlite3.connect(f"file:{index / version / CHUNKS_FILE}?mode=ro", uri=True)
+    else:
+        conn = SegmentedChunks.open([(r["name"], index / SEGMENTS_DIR / r["name"] / CHUNKS_FILE) for r in records]).conn
     try:
         return version, {doc_id: sha for doc_id, sha in conn.execute("SELECT doc_id, sha256 FROM documents")}
     finally:
@@ -156,7 +164,8 @@ def _index_state(index: Path) -> tuple[str | None, State]:
 
 
 def _leftovers(index: Path) -> list[str]:
-    """What a killed writer may leave: staging folders, versions past CURRENT, CURRENT.tmp."""
+    """What a killed writer may leave: staging folders (of versions and of segments), versions
+    past CURRENT, CURRENT.tmp."""
     if not index.is_dir():
         return []
     current = _current(index)
@@ -167,6 +176,9 @@ def _leftovers(index: Path) -> list[str]:
         newer = match is not None and int(match.group(1)) > number
         if entry.name.startswith(".staging-") or entry.name == "CURRENT.tmp" or newer:
             out.append(entry.name)
+    segments = index / "segments"
+    if segments.is_dir():
+        out.extend(f"segments/{entry.name}" for entry in sorted(segments.iterdir()) if entry.name.startswith(".staging-"))
     return out
 
 
