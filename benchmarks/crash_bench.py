@@ -145,18 +145,13 @@ def _current(index: Path) -> str | None:
 
 def _index_state(index: Path) -> tuple[str | None, State]:
     """The live version's documents, read through its segments' SQLite files opened read-only."""
-    from rag.index.chunkstore import CHUNKS_FILE, SegmentedChunks
-    from rag.index.manifest import Manifest
-    from rag.index.segments import SEGMENTS_DIR
+    from rag.config import Settings
+    from rag.index.store import IndexStore
 
     version = _current(index)
     if version is None:
         return None, {}
-    records = Manifest.read(index / version).model_extra.get("segments")
-    if records is None:  # a version written before segments
-        conn = sqlite3.connect(f"file:{index / version / CHUNKS_FILE}?mode=ro", uri=True)
-    else:
-        conn = SegmentedChunks.open([(r["name"], index / SEGMENTS_DIR / r["name"] / CHUNKS_FILE) for r in records]).conn
+    conn = IndexStore(index, Settings.load(environ={}).index).open_rows(version).conn
     try:
         return version, {doc_id: sha for doc_id, sha in conn.execute("SELECT doc_id, sha256 FROM documents")}
     finally:

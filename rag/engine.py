@@ -246,7 +246,7 @@ class Engine:
         name = self._live_version()
         manifest = Manifest.read(self.store.path / name)
         files: dict[str, int] = {}
-        for file, path in self.store.version_files(name).items():
+        for file, (path, _) in self.store.version_files(name).items():
             base = file.rsplit("/", 1)[-1]
             if base in (CHUNKS_FILE, VECTORS_FILE):
                 files[base] = files.get(base, 0) + path.stat().st_size
@@ -260,16 +260,16 @@ class Engine:
             # Vectors no live chunk owns (deleted, in older segments or an HNSW graph), skipped by
             # searches until a merge or `rag compact` drops them.
             "masked": int(manifest.counts.get("masked", 0)),
-            "collections": self._collection_counts(),
+            "collections": self._collection_counts(name),
             "manifest": manifest.model_dump(mode="json"),
         }
 
-    def _collection_counts(self) -> dict[str, int]:
-        reader = self.store.open_reader()
+    def _collection_counts(self, name: str) -> dict[str, int]:
+        rows = self.store.open_rows(name)
         try:
-            return reader.chunks.collection_counts()
+            return rows.collection_counts()
         finally:
-            reader.close()
+            rows.close()
 
     def check(self) -> list[str]:
         """Problems with the live version (empty when sound): every file of it (the manifest's,
@@ -282,13 +282,7 @@ class Engine:
         except RagError as exc:
             return [str(exc)]
         problems: list[str] = []
-        for file, path in files.items():
-            if "/" in file:
-                segment, base = file.split("/", 1)
-                record = next((r for r in manifest.model_extra.get("segments", []) if r["name"] == segment), None)
-                expected = record["files"][base] if record else None
-            else:
-                expected = manifest.files[file]
+        for file, (path, expected) in files.items():
             try:
                 actual = file_digest(path)
             except FileNotFoundError:
@@ -297,7 +291,7 @@ class Engine:
             except OSError as exc:
                 problems.append(f"{file} cannot be read ({exc.strerror or exc})")
                 continue
-            if expected is not None and actual != expected:
+            if actual != expected:
                 problems.append(f"{file}: size or checksum differs from the manifest")
         if problems:
             return problems

@@ -471,9 +471,8 @@ class SegmentedChunks(ChunkStore):
     def open(cls, segments: list[tuple[str, Path]], new: tuple[str, Path] | None = None) -> "SegmentedChunks":
         """`segments`: (name, chunks.sqlite) of a version's segments, oldest first; `new`: the
         segment being written, created here when missing."""
-        limit = MAX_SEGMENTS
-        if len(segments) > limit:
-            raise IndexCorruptError(f"{len(segments)} segments in one version, at most {limit} can be read; "
+        if len(segments) > MAX_SEGMENTS:
+            raise IndexCorruptError(f"{len(segments)} segments in one version, at most {MAX_SEGMENTS} can be read; "
                                     "run `rag compact`")
         for _, path in segments:
             if not path.is_file():

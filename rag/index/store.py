@@ -45,7 +45,7 @@ from rag.filters import Filter
 from rag.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, RagError
 from rag.index.chunkstore import CHUNKS_FILE, ChunkStore, SegmentedChunks, StoredDocument
 from rag.index.manifest import FORMAT_VERSION, Manifest, check_chunking, check_embedding, utc_now
-from rag.index.segments import (SEGMENT_NAME, SEGMENTS_DIR, TEMPLATE_FILE, Segment, finish_segment,
+from rag.index.segments import (SEGMENT_NAME, SEGMENTS_DIR, TEMPLATE_FILE, Segment, file_digest, finish_segment,
                                 fsync_path, merge_segments, plan_merges, segment_name)
 from rag.lexical import BM25Index, Tokenizer, deserialize_tokens, serialize_tokens
 from rag.lexical.bm25 import FILES as BM25_FILES
@@ -107,7 +107,7 @@ def version_problems(manifest: Manifest, segments: list[Segment]) -> list[str]:
         vectors = segment.vectors
         if vectors is None:
             continue
-        where = f"segment {segment.name}: " if len(segments) > 1 or segment.name != "legacy" else ""
+        where = "" if segment.name == "legacy" else f"segment {segment.name}: "
         if dimension != vectors.dimension:
             problems.append(f"{where}the manifest says embedding dimension {dimension}, FAISS holds "
                             f"{vectors.dimension}-dimensional vectors")
@@ -210,17 +210,16 @@ class IndexStore:
     def open_writer(self, embedding: dict[str, Any], chunking: dict[str, Any]) -> "IndexWriter":
         return IndexWriter(self, embedding, chunking)
 
-    def version_files(self, name: str) -> dict[str, Path]:
-        """Every file the version is made of, by its name in `rag check`'s messages."""
+    def version_files(self, name: str) -> dict[str, tuple[Path, dict[str, Any] | None]]:
+        """Every file the version is made of, by its name in `rag check`'s messages, with the
+        size and checksum its manifest records."""
         directory = self.path / name
         manifest = Manifest.read(directory)
-        files = {f: directory / f for f in manifest.files}
-        for record in manifest.model_extra.get("segments", []) if is_segmented(manifest) else []:
-            for f in record.get("files", {}):
-                files[f"{record['name']}/{f}"] = self.segments_root / record["name"] / f
-        template = manifest.model_extra.get("template") if is_segmented(manifest) else None
-        if template:
-            files[f"{template}/{TEMPLATE_FILE}"] = self.segments_root / template / TEMPLATE_FILE
+        files: dict[str, tuple[Path, dict[str, Any] | None]] = {
+            f: (directory / f, digest) for f, digest in manifest.files.items()}
+        for part in version_parts(manifest):
+            for f, digest in part.get("files", {}).items():
+                files[f"{part['name']}/{f}"] = (self.segments_root / part["name"] / f, digest)
         return files
 
     def disk_bytes(self) -> int:
@@ -228,7 +227,7 @@ class IndexStore:
         if name is None:
             return 0
         own = sum(p.stat().st_size for p in (self.path / name).iterdir() if p.is_file())
-        return own + sum(p.stat().st_size for f, p in self.version_files(name).items() if "/" in f and p.is_file())
+        return own + sum(p.stat().st_size for f, (p, _) in self.version_files(name).items() if "/" in f and p.is_file())
 
     def referenced_segments(self) -> set[str]:
         """Segments (and training templates) some version on disk names."""
@@ -238,11 +237,27 @@ class IndexStore:
                 manifest = Manifest.read(self.path / version)
             except RagError:
                 continue
-            if is_segmented(manifest):
-                names.update(r["name"] for r in manifest.model_extra.get("segments", []))
-                if manifest.model_extra.get("template"):
-                    names.add(manifest.model_extra["template"])
+            names.update(part["name"] for part in version_parts(manifest))
         return names
+
+    def open_rows(self, name: str) -> ChunkStore:
+        """A version's documents and chunks alone, read-only: for counts and listings that need
+        no vectors (`rag info` loaded every segment's FAISS index to count collections)."""
+        directory = self.path / name
+        manifest = Manifest.read(directory)
+        if not is_segmented(manifest):
+            return ChunkStore.open_readonly(directory / CHUNKS_FILE)
+        return SegmentedChunks.open([(r["name"], self.segments_root / r["name"] / CHUNKS_FILE)
+                                     for r in manifest.model_extra.get("segments", [])])
+
+
+def version_parts(manifest: Manifest) -> list[dict[str, Any]]:
+    """The segments a version names, and its training template as a record of the same shape."""
+    if not is_segmented(manifest):
+        return []
+    extra = manifest.model_extra
+    template = [{"name": extra["template"], "files": extra.get("template_files", {})}] if extra.get("template") else []
+    return [*extra.get("segments", []), *template]
 
 
 class IndexReader:
@@ -345,8 +360,10 @@ class IndexWriter:
         self._base_number = 0
         self._segments: list[dict[str, Any]] = []  # the base version's segment records
         self._template: str | None = None
+        self._template_files: dict[str, Any] = {}
         self._next_segment = 1
         self._merge_all = False
+        self._legacy = False  # the base version was written before segments
         self._older: dict[str, VectorIndex] = {}  # older segments' vectors, loaded to copy some over
         self.tokenizer = make_tokenizer(store.settings)
         self._retokenize = False
@@ -477,12 +494,13 @@ class IndexWriter:
                         f"{'; '.join(wrong)}; nothing was written. Run `rag check`, and rebuild the index if it "
                         "confirms the problem")
                 self._template = extra.get("template")
+                self._template_files = extra.get("template_files", {})
                 self._next_segment = int(extra.get("next_segment", 1))
                 next_id = int(extra.get("next_chunk_id", 1))
         name = segment_name(self._next_segment)
         root = store.segments_root
         self._staging = root / f".staging-{name}-{os.getpid()}"
-        legacy = base is not None and not is_segmented(self._base)  # type: ignore[arg-type]
+        legacy = self._legacy = base is not None and not is_segmented(self._base)  # type: ignore[arg-type]
         try:
             root.mkdir(exist_ok=True)
             self._staging.mkdir()
@@ -588,13 +606,10 @@ class IndexWriter:
         """Merge every segment into one, without deleted rows and vectors; returns how many
         vectors that drops."""
         dead = self.chunks.dead_vector_count()
-        if not dead and len(self._segments) <= 1 and not self._base_is_legacy():
+        if not dead and len(self._segments) <= 1 and not self._legacy:
             return 0
         self._merge_all = self.changed = True
         return dead
-
-    def _base_is_legacy(self) -> bool:
-        return self._base is not None and not is_segmented(self._base)
 
     def _remove_vectors(self, ids: list[int]) -> None:
         drop = set(ids)
@@ -619,7 +634,7 @@ class IndexWriter:
             raise ValueError("one vector per chunk")
         self.delete_document(collection, document.doc_id)
         self.chunks.put_document(document, collection)
-        tokens = [serialize_tokens(self.tokenizer.tokenize(c.embed_text)) for c in chunks]
+        tokens = [self._bm25_tokens(c.embed_text) for c in chunks]
         ids = np.asarray(self.chunks.add_chunks(chunks, tokens, collection), dtype=np.int64)
         self._add_vectors(vectors, ids)
         self.changed = True
@@ -660,8 +675,7 @@ class IndexWriter:
             if self._template is None and self._needs_training():
                 self._template = self._save_template()
             log.info("stage: building the BM25 postings")
-            tokenize = lambda text: serialize_tokens(self.tokenizer.tokenize(text))  # noqa: E731
-            self.chunks.fill_tokens(tokenize, self._retokenize)
+            self.chunks.fill_tokens(self._bm25_tokens, self._retokenize)
             ids, tokens = self.chunks.new_rows()
             postings = Postings.build(ids, (deserialize_tokens(t) for t in tokens), self.tokenizer.settings)
             next_id = self.chunks.next_id()
@@ -708,11 +722,13 @@ class IndexWriter:
                                   use_gpu=False).is_trained is False and self.vectors.is_trained
 
     def _save_template(self) -> str:
-        """The trained, empty index later segments start from, in a folder of its own."""
+        """The trained, empty index later segments start from, in a folder of its own; its
+        checksum goes into every manifest, for `rag check`."""
         name = segment_name(self._next_segment, "t")
         staging = self.store.segments_root / f".staging-{name}-{os.getpid()}"
         staging.mkdir()
         self.vectors.empty_copy().save(staging / TEMPLATE_FILE)
+        self._template_files = {TEMPLATE_FILE: file_digest(staging / TEMPLATE_FILE)}
         fsync_path(staging / TEMPLATE_FILE)
         fsync_path(staging)
         os.replace(staging, self.store.segments_root / name)
@@ -729,7 +745,7 @@ class IndexWriter:
         if not runs:
             return records, next_segment
         template = self.store.segments_root / self._template / TEMPLATE_FILE if self._template else None
-        retokenize = (lambda text: serialize_tokens(self.tokenizer.tokenize(text))) if self._retokenize else None
+        retokenize = self._bm25_tokens if self._retokenize else None
         out: list[dict[str, Any]] = []
         at = 0
         for start, end in runs:
@@ -773,9 +789,14 @@ class IndexWriter:
             files={},
             segments=records,
             template=self._template,
+            template_files=self._template_files,
             next_chunk_id=next_id,
             next_segment=next_segment,
         )
+
+    def _bm25_tokens(self, text: str) -> str:
+        """A chunk's BM25 tokens as stored with its row."""
+        return serialize_tokens(self.tokenizer.tokenize(text))
 
     def _bm25_parameters(self) -> dict[str, Any]:
         return BM25Index(self.tokenizer, k1=self.store.settings.bm25_k1, b=self.store.settings.bm25_b).settings
