@@ -267,6 +267,31 @@ def test_postings_hold_raw_term_counts() -> None:
     assert segment.indptr.tolist() == [0, 1, 3, 4] and segment.indptr.dtype == np.int64
 
 
+def test_joined_postings_equal_postings_built_over_all_their_chunks(corpus: Corpus, tmp_path: Path) -> None:
+    # Loaded from files (mapped arrays), as a reader joins them, and with an empty segment among them.
+    parts = []
+    for n, segment in enumerate([corpus.segments[0], Postings.build(np.zeros(0, np.int64), []), *corpus.segments[1:]]):
+        segment.save(tmp_path / str(n))
+        parts.append(Postings.load(tmp_path / str(n), TOKENIZER.settings))
+    # The last segment holds a new copy of chunk 1003, which `build` would refuse as a repeated id.
+    first = Postings.concat(parts[:-1])
+    texts = [t for part in corpus.texts[:-1] for t in part.items()]
+    built = Postings.build(np.array([i for i, _ in texts], dtype=np.int64), tokens([t for _, t in texts]))
+    assert first.vocab == built.vocab
+    for name in ("ids", "lengths", "tf", "rows", "indptr"):
+        got, want = getattr(first, name), getattr(built, name)
+        assert got.dtype == want.dtype and got.tolist() == want.tolist(), name
+    # Joined, the first segments' tombstones apply to all their rows: each keeps only its own ids.
+    dead = np.concatenate([np.intersect1d(d, list(t)) for d, t in zip(corpus.dead[:-1], corpus.texts[:-1])])
+    for method in ("lucene", "robertson"):
+        joined = SegmentedBM25([first, parts[-1]], [dead, None], TOKENIZER, method)
+        for query in QUERIES:
+            got, want = joined.search(query, 20), corpus.segmented(method).search(query, 20)
+            assert got[0].tolist() == want[0].tolist() and np.array_equal(got[1], want[1])
+    with pytest.raises(IndexMismatchError, match="different settings"):
+        Postings.concat([parts[0], Postings.build(np.array([1]), [["a"]], Tokenizer(chinese="bigrams").settings)])
+
+
 # -- files -------------------------------------------------------------------------------
 
 

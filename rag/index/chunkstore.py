@@ -145,6 +145,8 @@ class ChunkStore:
     # Where rows are written: the connection's own tables (for SegmentedChunks, the new
     # segment's, not the views of the same names).
     _writes = ""
+    # Where documents sharing another's content are looked up; None where there are none.
+    _aliases: str | None = "documents"
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
@@ -311,11 +313,11 @@ class ChunkStore:
         for c in out.values():
             holders.setdefault(c["collection"], set()).add(c["doc_id"])
         aliases: dict[tuple[str, str], list[str]] = {}
-        for collection, doc_ids in holders.items():  # one query per collection, not one per hit
+        for collection, doc_ids in holders.items() if self._aliases else ():  # one query per collection
             marks = ",".join("?" * len(doc_ids))
             # No ORDER BY: SQLite would walk the primary key for its order instead of the index.
             for holder, alias in self.conn.execute(
-                    f"SELECT content_of, doc_id FROM documents WHERE collection = ? AND content_of IN ({marks})",
+                    f"SELECT content_of, doc_id FROM {self._aliases} WHERE collection = ? AND content_of IN ({marks})",
                     (collection, *sorted(doc_ids))):
                 aliases.setdefault((collection, holder), []).append(alias)
         for also in aliases.values():
@@ -468,9 +470,11 @@ class SegmentedChunks(ChunkStore):
         self.moved_chunks: list[tuple[int, int]] = []
 
     @classmethod
-    def open(cls, segments: list[tuple[str, Path]], new: tuple[str, Path] | None = None) -> "SegmentedChunks":
+    def open(cls, segments: list[tuple[str, Path]], new: tuple[str, Path] | None = None,
+             joined: list[list[str]] | None = None) -> "SegmentedChunks":
         """`segments`: (name, chunks.sqlite) of a version's segments, oldest first; `new`: the
-        segment being written, created here when missing."""
+        segment being written, created here when missing; `joined`: groups of segments (by name)
+        whose live rows a reader copies into memory together and reads as one."""
         if len(segments) > MAX_SEGMENTS:
             raise IndexCorruptError(f"{len(segments)} segments in one version, at most {MAX_SEGMENTS} can be read; "
                                     "run `rag compact`")
@@ -489,7 +493,7 @@ class SegmentedChunks(ChunkStore):
                 conn.execute(f"ATTACH DATABASE ? AS s{i}", (f"file:{path}?mode=ro&immutable=1",))
                 attached.append((name, f"s{i}"))
             store = cls(conn, Path(main), attached, new[0] if new else None)
-            store._create_views()
+            store._create_views([group for group in joined or [] if len(group) > 1] if new is None else [])
         except sqlite3.DatabaseError as exc:
             conn.close()
             if new is not None:
@@ -498,7 +502,7 @@ class SegmentedChunks(ChunkStore):
                                     "rebuild the index") from None
         return store
 
-    def _create_views(self) -> None:
+    def _create_views(self, joined: list[list[str]]) -> None:
         conn = self.conn
         conn.execute("CREATE TEMP TABLE gone_chunks (id INTEGER PRIMARY KEY)")
         conn.execute("CREATE TEMP TABLE gone_documents (segment TEXT, collection TEXT, doc_id TEXT, "
@@ -507,22 +511,70 @@ class SegmentedChunks(ChunkStore):
             conn.execute(f"INSERT OR IGNORE INTO gone_chunks SELECT id FROM {schema}.deleted_chunks")
             conn.execute(f"INSERT OR IGNORE INTO gone_documents SELECT segment, collection, doc_id "
                          f"FROM {schema}.deleted_documents")
-        documents, chunks, masked = [], [], []
+        documents: dict[str, str] = {}
+        chunks: dict[str, str] = {}
+        has_aliases: dict[str, bool] = {}
+        # A writer adds tombstones as it goes; a reader's are fixed, so a segment no tombstone
+        # touches (most of them) is read without the check, which otherwise costs every lookup.
+        writing = self.new_segment is not None
         for name, schema in self.segments:
-            documents.append(
-                f"SELECT {_quoted(name)} AS segment, {DOCUMENT_COLUMNS} FROM {schema}.documents d WHERE NOT EXISTS "
-                f"(SELECT 1 FROM gone_documents g WHERE g.segment = {_quoted(name)} AND g.collection = d.collection "
-                "AND g.doc_id = d.doc_id)")
-            chunks.append(f"SELECT {_quoted(name)} AS segment, {CHUNK_COLUMNS} FROM {schema}.chunks "
-                          "WHERE id NOT IN (SELECT id FROM gone_chunks)")
-            masked.append(f"SELECT id FROM {schema}.masked")
+            gone_documents = writing or conn.execute("SELECT 1 FROM gone_documents WHERE segment = ? LIMIT 1",
+                                                     (name,)).fetchone() is not None
+            gone_chunks = writing or conn.execute(f"SELECT 1 FROM {schema}.chunks WHERE id IN "
+                                                  "(SELECT id FROM gone_chunks) LIMIT 1").fetchone() is not None
+            documents[name] = (
+                f"SELECT {_quoted(name)} AS segment, {DOCUMENT_COLUMNS} FROM {schema}.documents d" + (
+                    " WHERE NOT EXISTS (SELECT 1 FROM gone_documents g WHERE g.segment = "
+                    f"{_quoted(name)} AND g.collection = d.collection AND g.doc_id = d.doc_id)"
+                    if gone_documents else ""))
+            chunks[name] = (f"SELECT {_quoted(name)} AS segment, {CHUNK_COLUMNS} FROM {schema}.chunks"
+                            + (" WHERE id NOT IN (SELECT id FROM gone_chunks)" if gone_chunks else ""))
+            has_aliases[name] = writing or conn.execute(
+                f"SELECT 1 FROM {schema}.documents WHERE content_of IS NOT NULL LIMIT 1").fetchone() is not None
+        for n, group in enumerate(joined):
+            self._join(n, group, documents, chunks, has_aliases)
         if self.new_segment is not None:
-            documents.append(f"SELECT {_quoted(self.new_segment)} AS segment, {DOCUMENT_COLUMNS} FROM main.documents")
-            chunks.append(f"SELECT {_quoted(self.new_segment)} AS segment, {CHUNK_COLUMNS} FROM main.chunks")
+            name = self.new_segment
+            documents[name] = f"SELECT {_quoted(name)} AS segment, {DOCUMENT_COLUMNS} FROM main.documents"
+            chunks[name] = f"SELECT {_quoted(name)} AS segment, {CHUNK_COLUMNS} FROM main.chunks"
+            has_aliases[name] = True
+        masked = [f"SELECT id FROM {schema}.masked" for _, schema in self.segments]
+        if self.new_segment is not None:
             masked.append("SELECT id FROM main.masked")
-        conn.execute("CREATE TEMP VIEW documents AS " + " UNION ALL ".join(documents))
-        conn.execute("CREATE TEMP VIEW chunks AS " + " UNION ALL ".join(chunks))
+        aliases = [sql for name, sql in documents.items() if has_aliases[name]]
+        conn.execute("CREATE TEMP VIEW documents AS " + " UNION ALL ".join(documents.values()))
+        conn.execute("CREATE TEMP VIEW chunks AS " + " UNION ALL ".join(chunks.values()))
         conn.execute("CREATE TEMP VIEW masked AS " + " UNION ALL ".join(masked))
+        if aliases:
+            conn.execute("CREATE TEMP VIEW aliases AS " + " UNION ALL ".join(aliases))
+        self._aliases = "aliases" if aliases else None
+
+    def _join(self, n: int, group: list[str], documents: dict[str, str], chunks: dict[str, str],
+              has_aliases: dict[str, bool]) -> None:
+        """Copy the live rows of `group`'s segments into memory as one arm of the views.
+
+        Each arm of a view is a table of another attached database that every lookup visits:
+        with ten small segments, fetching a search's hits took 0.17 ms longer than with one.
+        """
+        conn = self.conn
+        conn.execute(f"CREATE TABLE main.documents_{n} AS " + " UNION ALL ".join(documents[g] for g in group))
+        conn.execute(f"CREATE TABLE main.chunks_{n} (segment TEXT, id INTEGER PRIMARY KEY, collection TEXT, "
+                     "doc_id TEXT, ordinal INTEGER, text TEXT, metadata TEXT, tokens TEXT)")
+        conn.execute(f"INSERT INTO main.chunks_{n} " + " UNION ALL ".join(chunks[g] for g in group))
+        # The segments' own indexes, for the lookups the views serve.
+        conn.execute(f"CREATE INDEX main.documents_{n}_by_key ON documents_{n}(collection, doc_id)")
+        conn.execute(f"CREATE INDEX main.documents_{n}_by_sha ON documents_{n}(collection, sha256)")
+        conn.execute(f"CREATE INDEX main.documents_{n}_by_id ON documents_{n}(doc_id)")
+        conn.execute(f"CREATE INDEX main.documents_{n}_by_content ON documents_{n}(collection, content_of) "
+                     "WHERE content_of IS NOT NULL")
+        conn.execute(f"CREATE INDEX main.chunks_{n}_by_document ON chunks_{n}(collection, doc_id, ordinal)")
+        aliases = any([has_aliases.pop(g) for g in group])
+        for g in group:
+            del documents[g], chunks[g]
+        key = f"joined {n}"
+        documents[key] = f"SELECT * FROM main.documents_{n}"
+        chunks[key] = f"SELECT * FROM main.chunks_{n}"
+        has_aliases[key] = aliases
 
     def _has(self, table: str, column: str | None = None) -> bool:
         return True  # every segment has every table: the views always exist

@@ -46,7 +46,8 @@ from rag.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, 
 from rag.index.chunkstore import CHUNKS_FILE, ChunkStore, SegmentedChunks, StoredDocument
 from rag.index.manifest import FORMAT_VERSION, Manifest, check_chunking, check_embedding, utc_now
 from rag.index.segments import (SEGMENT_NAME, SEGMENTS_DIR, TEMPLATE_FILE, Segment, file_digest, finish_segment,
-                                fsync_path, merge_segments, plan_merges, segment_name)
+                                fsync_path, joined_vectors, merge_segments, plan_merges, search_groups,
+                                segment_name)
 from rag.lexical import BM25Index, Tokenizer, deserialize_tokens, serialize_tokens
 from rag.lexical.bm25 import FILES as BM25_FILES
 from rag.lexical.segments import Postings, SegmentedBM25
@@ -272,29 +273,41 @@ class IndexReader:
         if is_segmented(self.manifest):
             root = directory.parent / SEGMENTS_DIR
             records = self.manifest.model_extra.get("segments", [])
-            self.chunks: ChunkStore = SegmentedChunks.open([(r["name"], root / r["name"] / CHUNKS_FILE) for r in records])
+            store = store or IndexStore(directory.parent, settings)
+            self.segments = [store.open_segment(r, tokenizer.settings) for r in records]
+            store.forget_segments_but({r["name"] for r in records})
+            # Small segments are searched as one: their rows, vectors and postings joined.
+            groups = [[self.segments[i] for i in group] for group in search_groups(self.segments)]
+            self.chunks: ChunkStore = SegmentedChunks.open(
+                [(r["name"], root / r["name"] / CHUNKS_FILE) for r in records],
+                joined=[[segment.name for segment in group] for group in groups])
             try:
-                store = store or IndexStore(directory.parent, settings)
-                self.segments = [store.open_segment(r, tokenizer.settings) for r in records]
-                store.forget_segments_but({r["name"] for r in records})
                 dead = self.chunks.dead_ids()  # type: ignore[attr-defined]
+                postings = []
+                self._searched: list[Segment] = []
+                for parts in groups:
+                    held = [p.postings for p in parts if p.postings is not None]
+                    if held:
+                        postings.append(held[0] if len(held) == 1 else Postings.concat(held))
+                    joined = joined_vectors(parts, dead, use_gpu) if len(parts) > 1 else None
+                    self._searched.extend([joined] if joined is not None else parts)
             except BaseException:
                 self.chunks.close()
                 raise
             bm25 = self.manifest.index.get("bm25", {})
-            postings = [s.postings for s in self.segments if s.postings is not None]
             self.lexical: BM25Index | SegmentedBM25 | None = SegmentedBM25(postings, [dead] * len(postings),
                                                                            tokenizer, **bm25)
         else:
             self.chunks = ChunkStore.open_readonly(directory / CHUNKS_FILE)
             vectors = VectorIndex.load(directory / VECTORS_FILE, self.manifest.index["factory"], use_gpu)
             self.segments = [Segment("legacy", directory, vectors, None, np.sort(vectors.contains_ids()))]
+            self._searched = self.segments
             dead = self.chunks.masked_ids()
             # Indexes written before BM25 existed have none until their next write.
             self.lexical = BM25Index.load(directory, tokenizer) if (directory / BM25_FILES[0]).is_file() else None
         self.masked = dead
-        # Each segment's dead vectors: those its own search must skip.
-        self._dead = [segment.holds(dead) for segment in self.segments]
+        # Each searched segment's dead vectors: those its own search must skip (none in a joined one).
+        self._dead = [segment.holds(dead) for segment in self._searched]
         problems = version_problems(self.manifest, self.segments)
         if problems:
             self.chunks.close()
@@ -317,7 +330,7 @@ class IndexReader:
                 return empty
             allowed = np.unique(np.asarray(allowed, dtype=np.int64))
         found = []
-        for segment, dead in zip(self.segments, self._dead):
+        for segment, dead in zip(self._searched, self._dead):
             if segment.vectors is None or segment.vectors.ntotal == len(dead):
                 continue
             mine = segment.holds(allowed) if allowed is not None else None

@@ -168,6 +168,13 @@ class VectorIndex:
         return int(self._active.d)
 
     @property
+    def exhaustive(self) -> bool:
+        """Whether this is a flat index: its vectors reconstruct exactly and need no training."""
+        faiss = _faiss()
+        inner = faiss.downcast_index(self._cpu.index) if hasattr(self._cpu, "index") else self._cpu
+        return isinstance(inner, faiss.IndexFlat)
+
+    @property
     def metric(self) -> str:
         """The manifest's name for the FAISS metric ("inner_product", "l2", or the raw number)."""
         faiss = _faiss()

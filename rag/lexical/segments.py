@@ -114,6 +114,51 @@ class Postings:
                    counts.indices.astype(np.int32, copy=True), counts.indptr.astype(np.int64, copy=True),
                    vocab, tokenizer_settings)
 
+    @classmethod
+    def concat(cls, parts: Sequence["Postings"]) -> "Postings":
+        """The postings of `parts` as one, rows in order: what `build` gives over all their chunks.
+
+        A reader joins small segments this way, since each segment a query visits costs a dict
+        lookup and array slices per query term, however few chunks it holds.
+        """
+        if not parts:
+            raise ValueError("nothing to join")
+        settings = parts[0].tokenizer_settings
+        if any(part.tokenizer_settings != settings for part in parts):
+            raise IndexMismatchError("BM25 segments tokenized with different settings cannot be joined")
+        # The joint vocabulary, in first-seen order as `build` makes it; set and map operations,
+        # not a Python loop per term (a reader joins tens of thousands of terms when it opens).
+        vocab: dict[str, int] = {}
+        joint_columns = []
+        for part in parts:
+            new = sorted(part.vocab.keys() - vocab.keys(), key=part.vocab.__getitem__)
+            vocab.update(zip(new, range(len(vocab), len(vocab) + len(new))))
+            joint = np.empty(len(part.vocab), np.int64)
+            joint[np.fromiter(part.vocab.values(), np.int64, len(part.vocab))] = np.fromiter(
+                map(vocab.__getitem__, part.vocab), np.int64, len(part.vocab))
+            joint_columns.append(joint)
+        # Each part's postings of a term go after those of the parts before it: a counting sort.
+        counts = np.zeros(len(vocab), np.int64)
+        for part, joint in zip(parts, joint_columns):
+            counts[joint] += np.diff(part.indptr)
+        indptr = np.zeros(len(vocab) + 1, np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        placed = indptr[:-1].copy()
+        rows = np.empty(int(indptr[-1]), np.int32)
+        tf = np.empty(int(indptr[-1]), np.float32)
+        offset = 0
+        for part, joint in zip(parts, joint_columns):
+            lengths = np.diff(part.indptr)
+            starts = placed[joint]
+            placed[joint] += lengths
+            at = np.arange(len(part.rows), dtype=np.int64) + np.repeat(starts - part.indptr[:-1], lengths)
+            rows[at] = np.asarray(part.rows) + offset
+            tf[at] = part.tf
+            offset += len(part)
+        return cls(np.concatenate([np.asarray(p.ids, dtype=np.int64) for p in parts]),
+                   np.concatenate([np.asarray(p.lengths, dtype=np.int32) for p in parts]),
+                   tf, rows, indptr, vocab, settings)
+
     # -- files ---------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
