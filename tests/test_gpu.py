@@ -208,11 +208,11 @@ def test_engine_indexes_on_the_gpu_and_a_cpu_engine_reads_the_same_index(make_en
     assert engine.check() == []
     questions = ["forklift battery replaced", "fault code F123 in aisle 123", "conveyor fault in aisle 42"]
     on_gpu = [[(h.chunk_id, h.doc_id) for h in engine.search(q, k=5, mode="dense")] for q in questions]
-    assert engine.reader().vectors.on_gpu
+    assert engine.reader().on_gpu  # the two segments, joined into one index on the GPU
     assert on_gpu[0][0][1] == "note-007.txt"
 
     cpu_engine = make_engine(**{"index.factory": factory, "index.nprobe": 4, "index.device": "cpu"})
-    assert not cpu_engine.reader().vectors.on_gpu
+    assert not cpu_engine.reader().on_gpu
     on_cpu = [[(h.chunk_id, h.doc_id) for h in cpu_engine.search(q, k=5, mode="dense")] for q in questions]
     # The same vectors and lists: the same passages (the order of near-equal scores may differ).
     for cpu_hits, gpu_hits in zip(on_cpu, on_gpu):

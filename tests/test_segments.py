@@ -265,6 +265,7 @@ def test_small_segments_searched_as_one_rank_exactly_as_searched_one_by_one(make
     one_by_one = make_engine(**{"index.max_segments": 10})
     alone = one_by_one.reader()
     assert len(alone._searched) == len(alone.segments) == len(joined.segments)
+    assert not joined.on_gpu and not alone.on_gpu  # index.device auto, and faiss-cpu here
     assert joined._searched[0].ids.tolist() == np.setdiff1d(np.concatenate([s.ids for s in alone.segments]),
                                                             joined.masked).tolist()
     compared = 0

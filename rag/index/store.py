@@ -318,6 +318,12 @@ class IndexReader:
         return self.directory.name
 
     @property
+    def on_gpu(self) -> bool:
+        """Whether its vectors are searched on the GPU (every segment's, joined ones included)."""
+        held = [s.vectors for s in self._searched if s.vectors is not None]
+        return bool(held) and all(v.on_gpu for v in held)
+
+    @property
     def vector_count(self) -> int:
         return sum(s.vectors.ntotal for s in self.segments if s.vectors is not None)
 
