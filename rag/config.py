@@ -158,8 +158,17 @@ class GenerateSettings(_Section):
     openai_base_url: str
     openai_model: str
     openai_api_key: str
+    openai_concurrency: int
     timeout: float = Field(gt=0, le=3600)
     retries: int = Field(ge=0, le=20)
+
+    @field_validator("openai_concurrency")
+    @classmethod
+    def _concurrency_range(cls, value: int) -> int:
+        if not 1 <= value <= 256:
+            raise ValueError("must be 1 to 256 requests at once; set it near the OpenAI-compatible server's "
+                             "batch size (vLLM's --max-num-seqs)")
+        return value
 
 
 _FENCES = {"open", "close"}

@@ -49,6 +49,7 @@ class Engine:
         self._embedder = embedder
         self._reader: IndexReader | None = None
         self._answerers: dict[str, Answerer] = {}
+        self._answerers_lock = threading.Lock()  # one generator per name, however many threads ask
         self._reranker: Reranker | None = None
         self._lock = threading.Lock()
 
@@ -177,25 +178,26 @@ class Engine:
     def answerer(self, generator: str | None = None) -> Answerer:
         """The answering pipeline for a generator (the configured one by default); cached."""
         name = generator or self.settings.answer.generator
-        if name not in self._answerers:
-            gen = make_generator(self.settings, self.embedder, name)
-            builder = PromptBuilder(templates_from_settings(self.settings), gen.count_tokens,
-                                    self.settings.answer.context_tokens or gen.context_tokens,
-                                    self.settings.answer.max_new_tokens,
-                                    self.settings.generate.local_max_passages if name == "local" else 0,
-                                    self._focus() if name == "local" else None)
+        with self._answerers_lock:
+            if name not in self._answerers:
+                self._answerers[name] = self._new_answerer(name)
+            return self._answerers[name]
 
-            def retrieve(questions: list[str], k: int, timings: dict[str, float],
-                         filters: list[Filter] | None, mode: str | None) -> list[list[Hit]]:
-                return self.retriever().search_many(questions, k, timings, filters, mode)  # type: ignore[arg-type]
+    def _new_answerer(self, name: str) -> Answerer:
+        gen = make_generator(self.settings, self.embedder, name)
+        builder = PromptBuilder(templates_from_settings(self.settings), gen.count_tokens,
+                                self.settings.answer.context_tokens or gen.context_tokens,
+                                self.settings.answer.max_new_tokens,
+                                self.settings.generate.local_max_passages if name == "local" else 0,
+                                self._focus() if name == "local" else None)
 
-            self._answerers[name] = Answerer(retrieve, gen, builder, self.settings.answer.k,
-                                             self.settings.answer.max_new_tokens,
-                                             self.settings.answer.max_question_chars,
-                                             self.settings.answer.min_relevance,
-                                             verify_mode(self.settings.answer.verify, name),
-                                             self.settings.answer.verify_min_words)
-        return self._answerers[name]
+        def retrieve(questions: list[str], k: int, timings: dict[str, float],
+                     filters: list[Filter] | None, mode: str | None) -> list[list[Hit]]:
+            return self.retriever().search_many(questions, k, timings, filters, mode)  # type: ignore[arg-type]
+
+        return Answerer(retrieve, gen, builder, self.settings.answer.k, self.settings.answer.max_new_tokens,
+                        self.settings.answer.max_question_chars, self.settings.answer.min_relevance,
+                        verify_mode(self.settings.answer.verify, name), self.settings.answer.verify_min_words)
 
     def ask(self, question: str, k: int | None = None, generator: str | None = None,
             filters: list[str] | None = None, mode: Mode | None = None) -> Answer:

@@ -1,7 +1,9 @@
 """A tiny OpenAI-compatible chat-completions server for the tests, on 127.0.0.1.
 
 It answers from a script: `failures` is a list of status codes to return first (then it
-succeeds), `delay` makes it slow, and every request it received is kept for inspection.
+succeeds), `delay` makes it slow, and every request it received is kept for inspection, with
+the most it was answering at once (`max_in_flight`) and the client ports it saw (`connections`:
+it keeps connections alive, as vLLM does, so a pooling client reuses them).
 """
 
 from __future__ import annotations
@@ -20,13 +22,30 @@ class ChatServer:
         self.retry_after: str | None = None
         self.delay = 0.0
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.connections: set[int] = set()
+        self._counting = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive
+
             def log_message(self, *args: Any) -> None:
                 pass
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                with server._counting:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    server.connections.add(self.client_address[1])
+                try:
+                    self._answer()
+                finally:
+                    with server._counting:
+                        server.in_flight -= 1
+
+            def _answer(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 if server.delay:
@@ -40,7 +59,9 @@ class ChatServer:
                 if body.get("stream"):
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Connection", "close")  # no length: the stream ends with the connection
                     self.end_headers()
+                    self.close_connection = True
                     for piece in server.reply.split(" "):
                         event = {"choices": [{"index": 0, "delta": {"content": piece + " "}}]}
                         self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
@@ -68,7 +89,8 @@ class ChatServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
 
     def __enter__(self) -> "ChatServer":
         self._thread.start()

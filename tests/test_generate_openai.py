@@ -1,5 +1,6 @@
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -92,3 +93,51 @@ def test_timeout_is_a_clear_error():
 def test_missing_base_url_says_which_setting():
     with pytest.raises(GeneratorError, match="RAG_GENERATE_OPENAI_BASE_URL"):
         OpenAIGenerator("", "tiny")
+
+
+def test_a_batch_is_sent_at_once_up_to_the_concurrency_over_kept_connections():
+    with ChatServer() as server:
+        server.delay = 0.3
+        gen = OpenAIGenerator(server.base_url, "tiny", concurrency=3)
+        started = time.monotonic()
+        outs = gen.generate([prompt()] * 9, 16)
+        elapsed = time.monotonic() - started
+        gen.close()
+        assert [o.text for o in outs] == ["Lisbon staff get 25 working days [1]."] * 9
+        assert server.max_in_flight == 3 and 3 * 0.3 <= elapsed < 9 * 0.3 / 2, "three rounds of three, not nine"
+        assert len(server.connections) <= 3, "the pool keeps its connections alive for the next requests"
+
+
+def test_streams_and_completions_from_many_threads_share_one_limit():
+    with ChatServer() as server:
+        server.delay = 0.2
+        gen = OpenAIGenerator(server.base_url, "tiny", concurrency=2)
+        calls = [lambda: "".join(gen.stream(prompt(), 16)), lambda: gen.generate([prompt()], 16)[0].text] * 3
+        with ThreadPoolExecutor(len(calls)) as pool:
+            texts = list(pool.map(lambda call: call(), calls))
+        gen.close()
+        assert {t.strip() for t in texts} == {"Lisbon staff get 25 working days [1]."}
+        assert server.max_in_flight == 2 and len(server.requests) == 6
+
+
+def test_an_abandoned_stream_gives_its_slot_back():
+    with ChatServer() as server:
+        gen = OpenAIGenerator(server.base_url, "tiny", concurrency=1)
+        pieces = gen.stream(prompt(), 16)
+        assert next(pieces)
+        pieces.close()  # a client that went away
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(gen.generate, [prompt()], 16).result(5)[0].text.startswith("Lisbon")
+        gen.close()
+
+
+def test_the_concurrency_setting_is_checked_and_named():
+    from rag.config import Settings
+    from rag.errors import ConfigError
+
+    with pytest.raises(GeneratorError, match="generate.openai_concurrency is 0"):
+        OpenAIGenerator("http://127.0.0.1:1/v1", "tiny", concurrency=0)
+    for bad in (0, 257):
+        with pytest.raises(ConfigError, match=r"generate.openai_concurrency = \d+: .*1 to 256"):
+            Settings.load(overrides={"generate.openai_concurrency": bad}, environ={})
+    assert Settings.load(environ={"RAG_GENERATE_OPENAI_CONCURRENCY": "32"}).generate.openai_concurrency == 32

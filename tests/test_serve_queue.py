@@ -60,6 +60,41 @@ def test_a_full_queue_refuses_with_a_retry_time_and_one_bad_item_fails_alone():
         queue.close()
 
 
+def test_a_queue_with_concurrency_runs_that_many_items_at_once_streams_included_and_counts_the_rest_waiting():
+    gate = threading.Event()
+    lock = threading.Lock()
+    running, most, batches = 0, 0, []
+
+    def hold(count: int) -> None:
+        nonlocal running, most
+        with lock:
+            running += count
+            most = max(most, running)
+        gate.wait(10)
+        with lock:
+            running -= count
+
+    def run(key, items):
+        batches.append(list(items))
+        hold(len(items))
+        return items
+
+    queue = ModelQueue("remote", run, max_batch=2, max_waiting=20, concurrency=3)
+    try:
+        futures = [queue.submit("k", i) for i in range(6)] + [queue.submit_call(lambda: hold(1) or "stream")]
+        deadline = time.monotonic() + 5
+        while queue.running < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # no fourth item may start
+        assert (queue.running, queue.waiting, most) == (3, 4, 3)
+        gate.set()
+        assert [f.result(10) for f in futures] == [0, 1, 2, 3, 4, 5, "stream"]
+        assert most == 3 and all(len(batch) <= 2 for batch in batches), "equal keys still share batches"
+        assert (queue.running, queue.waiting) == (0, 0)
+    finally:
+        queue.close()
+
+
 @pytest.mark.parametrize("sent, stored", [
     ("report.pdf", "report.pdf"),
     ("../../etc/passwd.txt", "passwd.txt"),

@@ -26,7 +26,8 @@ def make_generator(settings: Settings, embedder: Embedder, name: str | None = No
             raise GeneratorError("generator 'openai' needs a model name: set generate.openai_model "
                                  "(RAG_GENERATE_OPENAI_MODEL)")
         return OpenAIGenerator(g.openai_base_url, g.openai_model, g.openai_api_key, timeout=g.timeout,
-                               retries=g.retries, context_tokens=settings.answer.context_tokens or 8192)
+                               retries=g.retries, context_tokens=settings.answer.context_tokens or 8192,
+                               concurrency=g.openai_concurrency)
     if name == "local":
         from rag.generate.local import LocalGenerator
 

@@ -2,6 +2,10 @@
 
 Streams over server-sent events, retries 429 and 5xx with exponential backoff (honouring
 Retry-After), and names the URL in every error so the user knows which server failed.
+
+Such a server is the scale-out path for answers: it batches whatever requests arrive together,
+so this generator keeps one pooled HTTP client and sends up to `concurrency` requests at once
+(`generate.openai_concurrency`), from any number of threads and from a batch of prompts alike.
 """
 
 from __future__ import annotations
@@ -9,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Literal
 
 import httpx
@@ -27,10 +33,13 @@ class OpenAIGenerator:
 
     def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 60.0, retries: int = 3,
                  backoff: float = 0.5, context_tokens: int = 8192, temperature: float = 0.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, concurrency: int = 8) -> None:
         if not base_url:
             raise GeneratorError("generator 'openai' needs a base URL: set generate.openai_base_url "
                                  "(RAG_GENERATE_OPENAI_BASE_URL), e.g. http://localhost:8000/v1")
+        if not 1 <= concurrency <= 256:
+            raise GeneratorError(f"generate.openai_concurrency is {concurrency}; set it (or "
+                                 "RAG_GENERATE_OPENAI_CONCURRENCY) to 1-256 requests at once")
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
         self.model = model
@@ -39,9 +48,19 @@ class OpenAIGenerator:
         self.backoff = backoff
         self.context_tokens = context_tokens
         self.temperature = temperature
+        self.concurrency = concurrency
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # One client for every thread (httpx.Client is thread-safe), its pool sized so each request
+        # in flight keeps a connection alive for the next instead of reconnecting.
         self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), headers=headers,
-                                    transport=transport)
+                                    transport=transport,
+                                    limits=httpx.Limits(max_connections=concurrency,
+                                                        max_keepalive_connections=concurrency))
+        # Held for a whole request, retries and a stream's reading included: never more than
+        # `concurrency` in flight, and no request waits on the pool (where the timeout would count).
+        self._in_flight = threading.BoundedSemaphore(concurrency)
+        self._fan_out: ThreadPoolExecutor | None = None
+        self._fan_out_lock = threading.Lock()
 
     def count_tokens(self, text: str) -> int:
         """The server's tokenizer is unknown here: UTF-8 bytes / 3 over-counts English (about 4
@@ -103,8 +122,20 @@ class OpenAIGenerator:
         raise GeneratorError(f"request to {self.url} failed after {self.retries + 1} attempts: {last}")
 
     def generate(self, prompts: list[Prompt], max_new_tokens: int) -> list[Generation]:
-        out = []
-        for prompt in prompts:
+        """One completion per prompt, in order; several prompts are sent at once (up to
+        `concurrency`), since the server batches them."""
+        if len(prompts) <= 1:
+            return [self._complete(prompt, max_new_tokens) for prompt in prompts]
+        return list(self._pool().map(lambda prompt: self._complete(prompt, max_new_tokens), prompts))
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._fan_out_lock:
+            if self._fan_out is None:
+                self._fan_out = ThreadPoolExecutor(self.concurrency, thread_name_prefix="rag-openai")
+            return self._fan_out
+
+    def _complete(self, prompt: Prompt, max_new_tokens: int) -> Generation:
+        with self._in_flight:
             started = time.perf_counter()
             response = self._send(self._payload(prompt, max_new_tokens, False), stream=False)
             try:
@@ -114,11 +145,14 @@ class OpenAIGenerator:
                 raise GeneratorError(f"{self.url} returned something that is not a chat completion: "
                                      f"{response.text[:200]}") from None
             usage = data.get("usage") or {}
-            out.append(Generation(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
-                                  {"first_token": time.perf_counter() - started}))
-        return out
+            return Generation(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
+                              {"first_token": time.perf_counter() - started})
 
     def stream(self, prompt: Prompt, max_new_tokens: int) -> Iterator[str]:
+        with self._in_flight:
+            yield from self._stream(prompt, max_new_tokens)
+
+    def _stream(self, prompt: Prompt, max_new_tokens: int) -> Iterator[str]:
         response = self._send(self._payload(prompt, max_new_tokens, True), stream=True)
         try:
             for line in response.iter_lines():
@@ -139,4 +173,6 @@ class OpenAIGenerator:
             response.close()
 
     def close(self) -> None:
+        if self._fan_out is not None:
+            self._fan_out.shutdown(wait=False, cancel_futures=True)
         self._client.close()

@@ -89,14 +89,18 @@ class Service:
         return [(hits, share) for hits in results]
 
     def _generation_queue(self, generator: str | None) -> ModelQueue:
+        """The generator's queue: one batch at a time for a model in this process; for an
+        OpenAI-compatible server, generate.openai_concurrency asks (streamed ones included) at
+        once, since the server batches them itself."""
         name = generator or self.settings.answer.generator
         with self._queues_lock:
             if name not in self._queues:
                 def run(key: Hashable, questions: list[str], name: str = name) -> list[Answer]:
                     k, filters, mode = key  # type: ignore[misc]
                     return self.engine.ask_many(questions, k, name, list(filters), mode)
+                concurrency = self.settings.generate.openai_concurrency if name == "openai" else 0
                 self._queues[name] = ModelQueue(f"generator:{name}", run, self.settings.serve.batch_size,
-                                                self.settings.serve.queue_depth)
+                                                self.settings.serve.queue_depth, concurrency)
             return self._queues[name]
 
     async def search(self, question: str, k: int | None, filters: list[str], mode: str | None) -> list[Hit]:
