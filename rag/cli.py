@@ -720,9 +720,11 @@ def serve(
 
     from rag.generate.factory import make_generator
     from rag.serve.app import CONFIG_ENV, OPEN_ACCESS_ENV, create_app
+    from rag.serve.metrics import multiprocess_dir, shared_metrics_dir
     from rag.serve.middleware import log_access_to_stderr
 
     try:
+        multiprocess_dir()  # a PROMETHEUS_MULTIPROC_DIR that cannot work is named before any model loads
         # The default index is built from corpus.path on first use, as for `rag ask`.
         engine = _engine_for_reading({"index.path": index_dir, "serve.host": host, "serve.port": port,
                                       "serve.workers": workers})
@@ -759,8 +761,10 @@ def serve(
     os.environ.update({env_var_name("index.path"): str(settings.index.path), OPEN_ACCESS_ENV: str(int(not configured))})
     if state.config_file:
         os.environ[CONFIG_ENV] = str(state.config_file)
-    uvicorn.run("rag.serve.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False)
+    # Prometheus multi-process mode, so that /metrics on any worker reports every worker's counts.
+    with shared_metrics_dir():
+        uvicorn.run("rag.serve.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                    log_level="info", access_log=False)
 
 
 @app.command()

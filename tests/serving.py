@@ -65,26 +65,40 @@ class Server:
 def running_server(index: Path, log: Path, env: dict[str, str] | None = None,
                    args: list[str] | None = None) -> Iterator[Server]:
     """`python -m rag serve` on the index until the block ends; waits for /readyz."""
-    port = free_port()
+    with running_servers(index, [log], env, args) as (server,):
+        yield server
+
+
+@contextmanager
+def running_servers(index: Path, logs: list[Path], env: dict[str, str] | None = None,
+                    args: list[str] | None = None) -> Iterator[list[Server]]:
+    """One `python -m rag serve` per log file on the same index, started together (their models
+    load side by side) and stopped when the block ends; waits for every /readyz."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")} | (env or {})
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "rag", "serve", "--port", str(port), "--index", str(index),
-                                 *(args or [])], env=environ, stdout=out, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
+    started: list[tuple[subprocess.Popen, Server]] = []
+    try:
+        for log in logs:
+            port = free_port()
+            with log.open("w") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "rag", "serve", "--port", str(port), "--index",
+                                         str(index), *(args or [])], env=environ, stdout=out, stderr=subprocess.STDOUT)
+            started.append((proc, Server(f"http://127.0.0.1:{port}", index, log)))
         deadline = time.monotonic() + 180
-        try:
+        for proc, server in started:
             while True:
                 try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    if httpx.get(f"{server.base}/readyz", timeout=2).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the server never became ready: " + log.read_text()
+                assert proc.poll() is None, server.log.read_text()
+                assert time.monotonic() < deadline, "the server never became ready: " + server.log.read_text()
                 time.sleep(0.3)
-            yield Server(base, index, log)
-        finally:
+        yield [server for _, server in started]
+    finally:
+        for proc, _ in started:
             proc.terminate()
+        for proc, _ in started:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -38,8 +38,10 @@ def create_app(settings: Settings, open_access: bool = False, engine: Engine | N
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.start()
+        service.metrics.start()
         yield
         service.close()
+        service.metrics.close()
 
     app = FastAPI(title="rag", version="0.1.0", lifespan=lifespan,
                   description="Cited answers and passages from your own documents.")
@@ -73,7 +75,8 @@ def create_app(settings: Settings, open_access: bool = False, engine: Engine | N
 
 
 def app_from_environment() -> FastAPI:
-    """The app of one `rag serve --workers N` worker: settings from RAG_* and RAG_CONFIG, as
-    the parent process set them."""
+    """The app of one `rag serve --workers N` worker: settings from RAG_* and RAG_CONFIG, and
+    the metrics folder all workers share from PROMETHEUS_MULTIPROC_DIR, as the parent process
+    set them."""
     log_access_to_stderr()
     return create_app(Settings.load(), open_access=os.environ.get(OPEN_ACCESS_ENV) == "1")

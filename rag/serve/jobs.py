@@ -1,5 +1,9 @@
 """Uploads indexed in the background, one job at a time (an index has one writer).
 
+Other processes may write the same index (other workers, other `rag serve` processes, a
+`rag index`): a write that finds the index's lock held waits for it, re-trying, for a bounded
+time. A write takes the lock before it reads or embeds anything, so a retry repeats no work.
+
 An uploaded file is written to a private temporary folder under a sanitised name and indexed
 from there with the origin "upload", so a later upload of the same name replaces it while a
 document of the same id indexed from a folder is refused, never replaced. Nothing indexed is
@@ -23,13 +27,17 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from rag.engine import Engine
-from rag.errors import RagError
+from rag.errors import IndexLockedError, RagError
 from rag.indexing import IndexReport
 
 log = logging.getLogger(__name__)
 
 UPLOAD_ORIGIN = "upload"
 _KEPT_JOBS = 1000  # finished jobs whose state can still be asked for
+# How long an accepted upload waits for another process's write to end before it fails. Its
+# client was answered 202 and polls, so it may wait long; deletes wait serve.timeout instead.
+UPLOAD_LOCK_WAIT = 600.0
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.05, 1.0  # between tries of the lock
 
 T = TypeVar("T")
 State = Literal["queued", "running", "done", "failed"]
@@ -89,6 +97,7 @@ class UploadJobs:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-upload")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # ends waits for the index lock when the server stops
         self.on_finish: list[Any] = []  # callables taking the finished Job (metrics)
 
     @property
@@ -130,9 +139,13 @@ class UploadJobs:
     def _run(self, job: Job, folder: Path, run: Any) -> None:
         job.state = "running"
         try:
-            report: IndexReport = run()
+            report: IndexReport = self._when_unlocked(run, time.monotonic() + UPLOAD_LOCK_WAIT)
             job.report = {**_without_paths(report.as_dict(), folder), "index": None}
             job.state = "done"
+        except IndexLockedError:
+            why = ("the server stopped while another process was writing the index" if self._closing.is_set()
+                   else f"another process kept writing the index for over {UPLOAD_LOCK_WAIT:g} s")
+            job.error, job.state = f"{why}; nothing was indexed: upload again later", "failed"
         except RagError as exc:
             job.error, job.state = _without_paths(str(exc), folder), "failed"
         except Exception:  # noqa: BLE001 - the job reports it; the log keeps the details
@@ -144,14 +157,29 @@ class UploadJobs:
             for callback in self.on_finish:
                 callback(job)
 
-    def write(self, call: Callable[[], T]) -> Future[T]:
-        """Run another write (a delete) on the same thread as the jobs, so that writes never
-        meet at the index's lock."""
-        return self._executor.submit(call)
+    def write(self, call: Callable[[], T], deadline: float) -> Future[T]:
+        """Run another write (a delete) on the same thread as the jobs, so that this process's
+        writes never meet at the index's lock; another process's write is waited for until
+        `deadline` (time.monotonic()), then IndexLockedError."""
+        return self._executor.submit(self._when_unlocked, call, deadline)
+
+    def _when_unlocked(self, call: Callable[[], T], deadline: float) -> T:
+        """`call`, tried again while another process holds the index's write lock, until the
+        deadline or the server stops; then that process's IndexLockedError."""
+        pause = _FIRST_PAUSE
+        while True:
+            try:
+                return call()
+            except IndexLockedError:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closing.wait(min(pause, left)):
+                    raise
+                pause = min(pause * 2, _LONGEST_PAUSE)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
 
     def close(self) -> None:
+        self._closing.set()
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -2,30 +2,94 @@
 latencies `GET /v1/stats` reports as percentiles.
 
 Each app has its own registry, so several apps in one process (tests) never share counters.
+In Prometheus multi-process mode (PROMETHEUS_MULTIPROC_DIR names a folder when the process
+starts, as `rag serve --workers N` arranges for its workers) every process writes its counters
+and histograms to its own files there, and /metrics on any process reports the sums over all of
+them; a process then serves one app, since same-named metrics of one process share a file.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from rag.answer import Answer
+from rag.errors import ConfigError
 from rag.evaluate.metrics import percentile
 
 # From a 10 ms search to a minute-long generation.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _RECENT = 2048  # latencies kept per route and stage for the percentiles of /v1/stats
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# How often a process of a multi-process server publishes its queue lengths for the others' /metrics.
+_QUEUE_SAMPLE_SECONDS = 1.0
+_QUEUE_HELP = "Requests waiting per model queue (and uploads waiting to be indexed)"
 
 
 def outcome(answer: Answer) -> str:
     """answered, abstained ("I don't know") or ungrounded (cited nothing it was given)."""
     return "abstained" if answer.abstained else "answered" if answer.grounded else "ungrounded"
+
+
+def multiprocess_dir() -> Path | None:
+    """The folder of Prometheus multi-process mode when this process runs in it, None otherwise;
+    a ConfigError when the setting cannot work, before any metric is written."""
+    value = os.environ.get(MULTIPROC_ENV)
+    if value is None:
+        return None
+    if values.ValueClass is values.MutexValue:
+        raise ConfigError(f"{MULTIPROC_ENV} was set after prometheus_client was imported; set it before the "
+                          "process starts")
+    return _folder(value)
+
+
+def _folder(value: str) -> Path:
+    if not value or not Path(value).is_dir():
+        raise ConfigError(f"{MULTIPROC_ENV}={value} is not a folder: create it (empty) or unset it")
+    return Path(value)
+
+
+@contextmanager
+def shared_metrics_dir() -> Iterator[Path]:
+    """For `rag serve --workers N`: the folder every worker's metrics meet in, exported to the
+    workers through the environment. The user's PROMETHEUS_MULTIPROC_DIR when set (e.g. shared
+    with other `rag serve` processes); otherwise a new empty folder, removed when the block ends,
+    so no count of an earlier run is ever added to this one's."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given is not None:
+        yield _folder(given)
+        return
+    with tempfile.TemporaryDirectory(prefix="rag-metrics-") as folder:
+        os.environ[MULTIPROC_ENV] = folder
+        try:
+            yield Path(folder)
+        finally:
+            os.environ.pop(MULTIPROC_ENV, None)
+
+
+class _IndexCollector(Collector):
+    """rag_index_documents and rag_index_chunks of the live version, read at each scrape: every
+    process serves the same index folder, so the scraped one's count is everyone's."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = self._counts()
+        yield GaugeMetricFamily("rag_index_documents", "Documents in the live index version",
+                                value=counts.get("documents", 0))
+        yield GaugeMetricFamily("rag_index_chunks", "Chunks (passages) in the live index version",
+                                value=counts.get("chunks", 0))
 
 
 class _QueueCollector(Collector):
@@ -35,8 +99,7 @@ class _QueueCollector(Collector):
         self._sizes = sizes
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("rag_queue_waiting", "Requests waiting per model queue (and uploads waiting "
-                                   "to be indexed)", labels=["queue"])
+        family = GaugeMetricFamily("rag_queue_waiting", _QUEUE_HELP, labels=["queue"])
         for name, waiting in self._sizes().items():
             family.add_metric([name], waiting)
         yield family
@@ -44,8 +107,12 @@ class _QueueCollector(Collector):
 
 class Metrics:
     def __init__(self, index_counts: Callable[[], dict[str, int]], queue_sizes: Callable[[], dict[str, int]]) -> None:
+        self.folder = multiprocess_dir()
+        # What /metrics reports: this app's metrics, or in multi-process mode every process's files.
         self.registry = CollectorRegistry()
-        r = self.registry
+        if self.folder is not None:
+            multiprocess.MultiProcessCollector(self.registry, path=str(self.folder))
+        r = None if self.folder is not None else self.registry
         self.requests = Counter("rag_http_requests", "HTTP requests by route, method and status code",
                                 ["route", "method", "status"], registry=r)
         self.latency = Histogram("rag_http_request_duration_seconds", "Time to answer an HTTP request "
@@ -59,15 +126,46 @@ class Metrics:
         self.tokens = Counter("rag_generated_tokens", "Tokens through the generator, prompt or completion",
                               ["kind"], registry=r)
         self.jobs = Counter("rag_upload_jobs", "Finished upload jobs by final state", ["state"], registry=r)
-        documents = Gauge("rag_index_documents", "Documents in the live index version", registry=r)
-        chunks = Gauge("rag_index_chunks", "Chunks (passages) in the live index version", registry=r)
-        documents.set_function(lambda: index_counts().get("documents", 0))
-        chunks.set_function(lambda: index_counts().get("chunks", 0))
+        self.registry.register(_IndexCollector(index_counts))
         self._queue_sizes = queue_sizes
-        r.register(_QueueCollector(queue_sizes))
+        # Queue lengths are this process's alone: in multi-process mode each process publishes
+        # its own to a gauge summed over the live processes (a stopped one's file is removed).
+        self._queues: Gauge | None = None
+        if self.folder is None:
+            self.registry.register(_QueueCollector(queue_sizes))
+        else:
+            self._queues = Gauge("rag_queue_waiting", _QUEUE_HELP, ["queue"], multiprocess_mode="livesum",
+                                 registry=None)
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
         self._recent: dict[tuple[str, str], deque[float]] = {}
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """In multi-process mode, publish this process's queue lengths every second."""
+        if self._queues is not None and self._sampler is None:
+            self._sampler = threading.Thread(target=self._sample_queues, name="rag-metrics", daemon=True)
+            self._sampler.start()
+
+    def close(self) -> None:
+        """Stop publishing; in multi-process mode remove this process's live gauges
+        (`multiprocess.mark_process_dead`), so a stopped worker's queue no longer counts."""
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join()
+            self._sampler = None
+        if self.folder is not None:
+            multiprocess.mark_process_dead(os.getpid(), str(self.folder))
+
+    def _sample_queues(self) -> None:
+        while not self._stop.wait(_QUEUE_SAMPLE_SECONDS):
+            self._publish_queues()
+
+    def _publish_queues(self) -> None:
+        if self._queues is not None:
+            for name, waiting in self._queue_sizes().items():
+                self._queues.labels(name).set(waiting)
 
     def _remember(self, kind: str, name: str, seconds: float) -> None:
         with self._lock:
@@ -94,6 +192,7 @@ class Metrics:
                 self.tokens.labels(kind).inc(answer.tokens[kind])
 
     def exposition(self) -> bytes:
+        self._publish_queues()  # this process's own, current; the others' are a second old at most
         return generate_latest(self.registry)
 
     def summary(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any
@@ -131,8 +132,20 @@ def _one(service: Service, doc_id: str, collection: str | None, key: ApiKey | No
 
 
 async def _write(service: Service, call: Any) -> Any:
+    """A delete, after this process's writes ahead of it and another process's write, waited
+    for up to serve.timeout like any request; then 503 with Retry-After, nothing deleted."""
+    timeout = service.settings.serve.timeout
+    future = service.jobs.write(call, time.monotonic() + timeout)
+    result = asyncio.wrap_future(future)
     try:
-        return await asyncio.wrap_future(service.jobs.write(call))
+        try:
+            return await asyncio.wait_for(asyncio.shield(result), timeout)
+        except asyncio.TimeoutError:
+            if future.cancel():
+                raise HTTPException(503, "other writes to the index are ahead of this one; nothing was deleted, "
+                                         "retry later", headers={"Retry-After": "5"}) from None
+            # Started: its wait for another process's lock ends at the same deadline.
+            return await result
     except RagError as exc:
         raise http_error(exc) from None
 
