@@ -20,6 +20,7 @@ from rag.errors import (
 )
 
 if TYPE_CHECKING:
+    from rag.cluster.ray_indexing import RayOptions
     from rag.config import Settings
     from rag.engine import Engine
     from rag.indexing import IndexReport
@@ -30,11 +31,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "Settings": "rag.config", "Engine": "rag.engine", "IndexReport": "rag.indexing",
     "Chunk": "rag.records", "Document": "rag.records", "Hit": "rag.records", "Section": "rag.records",
+    "RayOptions": "rag.cluster.ray_indexing",
 }
 
 __all__ = [
     "Chunk", "ConfigError", "Document", "Engine", "Hit", "IndexCorruptError", "IndexLockedError",
-    "IndexMismatchError", "IndexNotFoundError", "IndexReport", "IngestError", "RagError", "Section",
+    "IndexMismatchError", "IndexNotFoundError", "IndexReport", "IngestError", "RagError", "RayOptions", "Section",
     "Settings", "__version__",
 ]
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from rag.answer import Answer
+    from rag.cluster.ray_indexing import RayOptions
     from rag.config import Settings
     from rag.engine import Engine
     from rag.indexing import IndexReport, Problem
@@ -172,18 +173,20 @@ def _summary(report: IndexReport) -> str:
             + (f" (collection {shown(report.collection)}, {report.version})" if report.version else ""))
 
 
-def _run_index(engine: Engine, paths: list[Path], sync: bool = False, replace: bool = False) -> IndexReport:
+def _run_index(engine: Engine, paths: list[Path], sync: bool = False, replace: bool = False,
+               ray: Optional[RayOptions] = None) -> IndexReport:
     with _ProgressBar(err) as bar:
-        return engine.index(paths, progress=bar, sync=sync, replace=replace)
+        return engine.index(paths, progress=bar, sync=sync, replace=replace, ray=ray)
 
 
-def _run_index_jsonl(engine: Engine, source: str, sync: bool, replace: bool) -> IndexReport:
+def _run_index_jsonl(engine: Engine, source: str, sync: bool, replace: bool,
+                     ray: Optional[RayOptions] = None) -> IndexReport:
     with _ProgressBar(err) as bar:
         if source == "-":
             if sys.stdin is None or sys.stdin.closed:
                 raise RagError("--jsonl -: standard input is closed; pipe the records in "
                                "(`export | rag index --jsonl -`) or name a file (--jsonl records.jsonl)")
-            return engine.index_jsonl(sys.stdin.buffer, "stdin", bar, sync, replace=replace)
+            return engine.index_jsonl(sys.stdin.buffer, "stdin", bar, sync, replace=replace, ray=ray)
         path = Path(source)
         try:
             stream = path.open("rb")
@@ -191,7 +194,7 @@ def _run_index_jsonl(engine: Engine, source: str, sync: bool, replace: bool) -> 
         except OSError as exc:
             raise RagError(f"--jsonl {source}: cannot read it ({exc.strerror or exc})") from None
         with stream:
-            return engine.index_jsonl(stream, str(path), bar, sync, size, replace=replace)
+            return engine.index_jsonl(stream, str(path), bar, sync, size, replace=replace, ray=ray)
 
 
 CollectionOpt = Annotated[Optional[str], typer.Option(
@@ -220,19 +223,32 @@ def index(
     max_delete: Annotated[Optional[float], typer.Option(
         "--max-delete", min=0, max=1, help="With --sync: the largest share of the synced documents it may "
                                            "delete (default: index.sync_max_delete).")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Read, chunk and embed on a Ray cluster (a local one "
+                                      "unless --ray-address); needs pip install 'rag[ray]'.")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="The Ray cluster to run on (e.g. ray://head:10001, or auto); implies --ray.")] = None,
+    ray_workers: Annotated[Optional[int], typer.Option(
+        "--ray-workers", min=1, help="Embedding workers (default: one per GPU, else one per 4 CPUs); implies --ray.")] = None,
+    ray_retries: Annotated[Optional[int], typer.Option(
+        "--ray-retries", min=0, help="Restarts of a worker that dies (default: without limit); implies --ray.")] = None,
 ) -> None:
     """Index documents (new and changed ones; unchanged ones cost nothing)."""
     if bool(paths) == (jsonl is not None):
         raise _fail("give PATH... to index files, or --jsonl FILE (- for standard input), not both", 2)
+    on_ray = None
+    if ray or ray_address or ray_workers or ray_retries is not None:
+        from rag.cluster.ray_indexing import RayOptions
+
+        on_ray = RayOptions(address=ray_address, workers=ray_workers, retries=ray_retries)
     try:
         settings, _ = _settings({"index.path": index_dir, "embedding.batch_size": batch_size,
                                  "index.factory": factory, "ingest.collection": collection,
                                  "index.sync_max_delete": max_delete})
         engine = _new_engine(settings)
         if jsonl is not None:
-            report = _run_index_jsonl(engine, jsonl, sync, replace)
+            report = _run_index_jsonl(engine, jsonl, sync, replace, on_ray)
         else:
-            report = _run_index(engine, paths or [], sync, replace)
+            report = _run_index(engine, paths or [], sync, replace, on_ray)
     except RagError as exc:
         raise _fail(str(exc)) from None
     if json_out:

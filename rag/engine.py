@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -23,11 +23,14 @@ from rag.index.segments import file_digest
 from rag.index.store import IndexReader, IndexStore, IndexWriter, is_segmented, version_problems
 from rag.index.vectors import VECTORS_FILE
 from rag.filters import Filter, parse_filters
-from rag.indexing import Indexer, IndexProgress, IndexReport
+from rag.indexing import Indexer, IndexProgress, IndexReport, Preparer
 from rag.focus import focus_texts
 from rag.prompt import PromptBuilder
 from rag.records import Hit
 from rag.retrieve import Mode, Reranker, Retriever
+
+if TYPE_CHECKING:
+    from rag.cluster.ray_indexing import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +66,22 @@ class Engine:
     # -- writes --------------------------------------------------------------------------
 
     def index(self, paths: list[str | Path], progress: IndexProgress | None = None, sync: bool = False,
-              replace: bool = False, collection: str | None = None, origin: str | None = None) -> IndexReport:
+              replace: bool = False, collection: str | None = None, origin: str | None = None,
+              ray: RayOptions | None = None) -> IndexReport:
         """Add new and changed documents under `paths` to a collection (`ingest.collection` unless
         given; with `sync`, remove those of this collection and these paths no longer there); one
         atomic new index version. `replace` lets them replace same-id documents read from
-        elsewhere; `origin` names where they come from when their files are only temporary."""
-        return Indexer(self._for_collection(collection), self.embedder, self.store, replace, origin).run(
-            [Path(p) for p in paths], progress, sync)
+        elsewhere; `origin` names where they come from when their files are only temporary;
+        `ray` reads, chunks and embeds the files on a Ray cluster (the index is the same)."""
+        return Indexer(self._for_collection(collection), self.embedder, self.store, replace, origin,
+                       _preparer(ray)).run([Path(p) for p in paths], progress, sync)
 
     def index_jsonl(self, stream: Iterable[bytes], name: str = "stdin", progress: IndexProgress | None = None,
                     sync: bool = False, total_bytes: int = 0, replace: bool = False,
-                    collection: str | None = None) -> IndexReport:
+                    collection: str | None = None, ray: RayOptions | None = None) -> IndexReport:
         """Index {"id", "text", "metadata"} records streamed from a binary file object."""
-        return Indexer(self._for_collection(collection), self.embedder, self.store, replace).run_jsonl(
-            stream, name, progress, sync, total_bytes)
+        return Indexer(self._for_collection(collection), self.embedder, self.store, replace,
+                       preparer=_preparer(ray)).run_jsonl(stream, name, progress, sync, total_bytes)
 
     def _for_collection(self, collection: str | None) -> Settings:
         """The settings, indexing into `collection` when one is given (checked like the setting)."""
@@ -318,6 +323,14 @@ class Engine:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+def _preparer(ray: RayOptions | None) -> Callable[[Indexer], Preparer] | None:
+    if ray is None:
+        return None
+    from rag.cluster.ray_indexing import ray_preparer
+
+    return ray_preparer(ray)
 
 
 def _id_problems(reader: IndexReader) -> list[str]:

@@ -18,18 +18,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Protocol
+from typing import Any, Callable, Iterable, Iterator, Literal, Protocol
 
 import numpy as np
 
 from rag.chunk import Chunker
-from rag.config import Settings
+from rag.config import IngestSettings, Settings
 from rag.embed import Embedder
 from rag.errors import RagError, SkipDocument
 from rag.index.chunkstore import StoredDocument
 from rag.index.store import IndexStore, IndexWriter
 from rag.ingest import discover, load_source
-from rag.ingest.discover import is_within
+from rag.ingest.discover import SourceFile, is_within
 from rag.ingest.records import iter_jsonl_lines
 from rag.records import Chunk, Document
 
@@ -148,13 +148,16 @@ class _Batch:
     """Documents to embed and write together, and the documents sharing their content."""
 
     documents: list[tuple[Document, list[Chunk], bool]] = field(default_factory=list)  # (doc, chunks, existed)
+    # Each document's vectors where they came prepared (a Ray worker embedded them), else None.
+    vectors: list[np.ndarray | None] = field(default_factory=list)
     aliases: list[tuple[Document, bool]] = field(default_factory=list)
     content: dict[str, str] = field(default_factory=dict)  # sha256 -> the id of the document holding it
     chunks: int = 0
     embedded_size: int = 0  # bytes whose progress the embedding reports (aliases may join later)
 
-    def add(self, document: Document, chunks: list[Chunk], existed: bool) -> None:
+    def add(self, document: Document, chunks: list[Chunk], existed: bool, vectors: np.ndarray | None = None) -> None:
         self.documents.append((document, chunks, existed))
+        self.vectors.append(vectors)
         self.content[document.metadata["sha256"]] = document.doc_id
         self.chunks += len(chunks)
 
@@ -249,7 +252,58 @@ def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:
 
 # What a source yields to the indexing loop: a document or an error with where it came from,
 # or a count of bytes read that no document accounts for (headers, failed records).
-Item = tuple[str, "Document | RagError | int"]
+Item = tuple[str, "Document | Prepared | RagError | int"]
+
+
+@dataclass
+class Prepared:
+    """A document another process (a Ray worker) already chunked and embedded.
+
+    The writer decides about it exactly as about a document it loaded itself (new, changed,
+    unchanged, a duplicate, the content of another) and writes these chunks and vectors where
+    it would have made its own. `chunks` is None where the worker saw the document's content
+    already indexed under its id, and so skipped the work a writer never asks for then.
+    """
+
+    document: Document
+    chunks: list[Chunk] | None
+    vectors: np.ndarray | None
+
+
+class Preparer(Protocol):
+    """Turns sources into documents, in order: loaded here, or prepared elsewhere (Ray)."""
+
+    def files(self, files: list[SourceFile]) -> Iterator[Iterable[Document | Prepared | RagError]]:
+        """One iterable per file, in the order given, of what loading it gave."""
+        ...
+
+    def documents(self, items: Iterable[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
+        """Records already read (JSON Lines): each document, or prepared, in the order given."""
+        ...
+
+
+def loaded_documents(src: SourceFile, settings: IngestSettings, origin: str | None) -> Iterator[Document | RagError]:
+    """A file's documents; those of a temporary upload (`origin` given) named as it was sent."""
+    for item in load_source(src, settings):
+        if origin is not None and isinstance(item, Document):
+            item.origin = origin
+            item.metadata["source"] = src.rel
+        yield item
+
+
+class LocalPreparer:
+    """Loads files in this process, one at a time as the writer asks (memory stays bounded)."""
+
+    def __init__(self, settings: IngestSettings, origin: str | None) -> None:
+        self.settings = settings
+        self.origin = origin
+
+    def files(self, files: list[SourceFile]) -> Iterator[Iterable[Document | Prepared | RagError]]:
+        for src in files:
+            yield loaded_documents(src, self.settings, self.origin)
+
+    def documents(self, items: Iterable[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
+        yield from items
 
 
 # The origin of records streamed in with --jsonl (a file's documents have its real path).
@@ -282,7 +336,7 @@ class SyncScope:
 
 class Indexer:
     def __init__(self, settings: Settings, embedder: Embedder, store: IndexStore, replace: bool = False,
-                 origin: str | None = None) -> None:
+                 origin: str | None = None, preparer: Callable[["Indexer"], Preparer] | None = None) -> None:
         self.settings = settings
         self.embedder = embedder
         self.store = store
@@ -293,6 +347,16 @@ class Indexer:
         # then their path inside the folder: uploads are read from a new temporary file each
         # time, yet one upload may replace an earlier one.
         self.origin = origin
+        # Where documents are loaded, chunked and embedded: here, or on a Ray cluster.
+        self.preparer = (preparer or (lambda indexer: LocalPreparer(indexer.settings.ingest, indexer.origin)))(self)
+        # The open writer while a run is under way: a preparer elsewhere asks it what is indexed.
+        self.writer: IndexWriter | None = None
+
+    def stored_content(self) -> dict[str, str]:
+        """sha256 of each document of the collection, by id, as the run's writer sees them."""
+        if self.writer is None:
+            raise RuntimeError("stored_content is only known while a run holds the writer")
+        return {stored.doc_id: stored.sha256 for stored in self.writer.documents_in(self.collection)}
 
     def run(self, paths: list[Path], progress: IndexProgress | None = None, sync: bool = False) -> IndexReport:
         """Index files and folders; with `sync`, also remove documents that are no longer there."""
@@ -310,17 +374,13 @@ class Indexer:
                 yield path, RagError(reason)
             for path, reason in found.skipped:
                 yield path, SkipDocument(reason)
-            for src in found.files:
+            for src, loaded in zip(found.files, self.preparer.files(found.files)):
                 reported = 0
-                for item in load_source(src, self.settings.ingest):
+                for item in loaded:
                     if isinstance(item, RagError):
                         keep_origins.add(self.origin or str(src.real))
                     else:
-                        reported += item.size
-                        if self.origin is not None and isinstance(item, Document):
-                            # Its file is temporary: people see the name it was sent under.
-                            item.origin = self.origin
-                            item.metadata["source"] = src.rel
+                        reported += (item.document if isinstance(item, Prepared) else item).size
                     yield str(src.path), item
                 yield str(src.path), max(0, sizes[src.path] - reported)
 
@@ -334,8 +394,8 @@ class Indexer:
         keep_origins: set[str] = set()
 
         def items() -> Iterator[Item]:
-            for item in iter_jsonl_lines(stream, name, name, self.settings.ingest, None, STREAM_ORIGIN,
-                                         whole_lines=sync):
+            records = iter_jsonl_lines(stream, name, name, self.settings.ingest, None, STREAM_ORIGIN, whole_lines=sync)
+            for item in self.preparer.documents(records):
                 if isinstance(item, RagError):
                     keep_origins.add(STREAM_ORIGIN)
                 yield name, item
@@ -380,7 +440,8 @@ class Indexer:
         embedding: tuple[Future, _Batch] | None = None
 
         with closing(SeenIds()) as seen, ThreadPoolExecutor(1, thread_name_prefix="rag-embed") as embedder_thread, \
-                self.store.open_writer(self.embedder.identity(), chunking_identity(self.settings, self.embedder)) as writer:
+                self.store.open_writer(self.embedder.identity(), chunking_identity(self.settings, self.embedder)) as writer, \
+                self._holding(writer):
 
             def count(existed: bool) -> None:
                 if existed:
@@ -389,10 +450,16 @@ class Indexer:
                     report.added += 1
 
             def embed(batch: _Batch) -> np.ndarray:
-                chunks = [c for _, document_chunks, _ in batch.documents for c in document_chunks]
+                chunks = [c for (_, document_chunks, _), given in zip(batch.documents, batch.vectors)
+                          if given is None for c in document_chunks]
+                if not chunks:  # every document came embedded
+                    progress.advance(batch.embedded_size, 0, batch.chunks)
+                    return np.concatenate(batch.vectors)
                 with clock("embed"):
-                    return self._embed([c.embed_text for c in chunks], batch.embedded_size, progress,
-                                       [c.token_ids for c in chunks])
+                    made = iter(self._embed([c.embed_text for c in chunks], batch.embedded_size, progress,
+                                            [c.token_ids for c in chunks]))
+                return np.concatenate([given if given is not None else np.stack([next(made) for _ in document_chunks])
+                                       for (_, document_chunks, _), given in zip(batch.documents, batch.vectors)])
 
             def collect() -> None:
                 """Wait for the batch being embedded and write it."""
@@ -432,7 +499,8 @@ class Indexer:
                 if isinstance(item, RagError):
                     note(where, item)
                     continue
-                document = item
+                prepared = item if isinstance(item, Prepared) else None
+                document = prepared.document if prepared is not None else item
                 where = document.where or where
                 first_read = seen.add(document.doc_id, where)
                 if first_read is not None:
@@ -466,13 +534,19 @@ class Indexer:
                     report.deduplicated += 1
                     progress.advance(document.size, 1, 0)
                     continue
-                with clock("chunk"):
-                    chunks = chunker.chunk(document)
+                if prepared is not None:
+                    if prepared.chunks is None:
+                        # The preparer and this writer read the same index: it cannot skip what is asked for.
+                        raise RagError(f"{where}: document {document.doc_id!r} came back unprepared; run again")
+                    chunks = prepared.chunks
+                else:
+                    with clock("chunk"):
+                        chunks = chunker.chunk(document)
                 if not chunks:
                     note(where, SkipDocument("no text left after chunking"))
                     progress.advance(document.size, 0, 0)
                     continue
-                pending.add(document, chunks, stored is not None)
+                pending.add(document, chunks, stored is not None, prepared.vectors if prepared is not None else None)
                 if pending.chunks >= EMBED_FLUSH_CHUNKS:
                     flush()
             flush()
@@ -484,6 +558,14 @@ class Indexer:
 
         report.seconds = time.perf_counter() - started
         return report
+
+    @contextmanager
+    def _holding(self, writer: IndexWriter) -> Iterator[None]:
+        self.writer = writer
+        try:
+            yield
+        finally:
+            self.writer = None
 
     def _embed(self, texts: list[str], nbytes: int, progress: IndexProgress,
                token_ids: list[list[int] | None] | None = None) -> np.ndarray:

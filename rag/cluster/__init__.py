@@ -1,0 +1,1 @@
+"""Running rag's work on a cluster: indexing on Ray (`rag index --ray`)."""

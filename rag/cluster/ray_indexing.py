@@ -1,0 +1,257 @@
+"""Indexing on Ray: files read, chunked and embedded by Ray Data actors, written by one writer.
+
+`rag index --ray` keeps the single-process pipeline's decisions and only moves its heavy work:
+the files (or, for `--jsonl`, the records the writer has read) become a Ray Dataset, and
+`map_batches` hands them to actors that each load the embedding model once (one GPU each where
+the cluster has GPUs) and return every document with its chunks and vectors. The writer takes
+them back in their original order (Ray Data's `preserve_order`) and decides about each exactly
+as it decides about a file it loaded itself: new, changed, unchanged, a duplicate id, content
+already held by another document. So the index is the one a single process builds, with the
+same chunk ids; only the vectors may differ in their last bits (other embedding batches).
+
+Actors skip the documents whose content the index already holds under their id (the writer
+tells them which, under its lock), so a nightly run over a mostly unchanged corpus embeds only
+what changed. Rows cross the cluster as Arrow tables of JSON text and raw float32 bytes
+(`rag.cluster.wire`), never as pickles of what a user's files hold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rag.cluster import wire
+from rag.config import Settings
+from rag.errors import ConfigError, RagError
+from rag.indexing import Indexer, Prepared, Preparer, loaded_documents, make_chunker
+from rag.ingest.discover import SourceFile
+from rag.records import Document
+
+log = logging.getLogger(__name__)
+
+# Sources an actor takes per call: small, since one file may hold many documents.
+FILES_PER_CALL = 8
+RECORDS_PER_CALL = 256
+# JSON Lines records go to the cluster this many at a time, so a stream of millions is never
+# held in memory at once; each window starts its actors (and loads their model) again.
+RECORD_WINDOW = 50_000
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide to run: `address` None starts a local Ray cluster for the run."""
+
+    address: str | None = None
+    # Embedding actors; None: one per GPU on a cluster with GPUs, else one per four CPUs.
+    workers: int | None = None
+    # Times a worker that dies (a node lost, memory exhausted) is restarted and its batch run
+    # again; None: as often as it takes (Ray Data's own default for actor pools).
+    retries: int | None = None
+
+
+def ray_preparer(options: RayOptions) -> Callable[[Indexer], Preparer]:
+    """What `Indexer(preparer=...)` takes to prepare a run's documents on Ray."""
+    return lambda indexer: RayPreparer(indexer, options)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401  (Ray Data is the extra's point)
+    except ImportError:
+        raise ConfigError("--ray needs Ray Data on this machine and the cluster: pip install 'rag[ray]'") from None
+    return ray
+
+
+class RayPreparer:
+    """Prepares a run's documents on a Ray cluster, started here or reached at an address."""
+
+    def __init__(self, indexer: Indexer, options: RayOptions) -> None:
+        self.indexer = indexer
+        self.options = options
+
+    # -- the Preparer protocol --------------------------------------------------------------
+
+    def files(self, files: list[SourceFile]) -> Iterator[Iterable[Document | Prepared | RagError]]:
+        units = [{"unit": n, "path": str(f.path), "rel": f.rel, "real": str(f.real), "record": ""}
+                 for n, f in enumerate(files)]
+        yield from self._prepared(units)
+
+    def documents(self, items: Iterable[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
+        window: list[Document | RagError] = []
+        for item in items:
+            window.append(item)
+            if len(window) >= RECORD_WINDOW:
+                yield from self._records(window)
+                window = []
+        if window:
+            yield from self._records(window)
+
+    # -- running on the cluster -------------------------------------------------------------
+
+    def _records(self, window: list[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
+        documents = [item for item in window if isinstance(item, Document)]
+        units = [{"unit": n, "path": "", "rel": "", "real": "",
+                  "record": wire.dumps(wire.document_to_json(document))} for n, document in enumerate(documents)]
+        prepared = (item for group in self._prepared(units) for item in group)
+        for item in window:
+            # Errors stay where they were read; documents come back prepared, in order.
+            yield next(prepared) if isinstance(item, Document) else item
+
+    def _prepared(self, units: list[dict[str, Any]]) -> Iterator[list[Document | Prepared | RagError]]:
+        """What each unit gave, in the units' order: its documents prepared, and its problems."""
+        if not units:
+            return
+        ray = _ray()
+        started_here = not ray.is_initialized()
+        if started_here:
+            # Without an address Ray starts a cluster on this machine for the run, and stops it after.
+            ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        try:
+            yield from self._run(ray, units)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _run(self, ray: Any, units: list[dict[str, Any]]) -> Iterator[list[Document | Prepared | RagError]]:
+        with warnings.catch_warnings():  # Ray's own settings it renamed, read as it starts
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # the writer takes documents in source order
+        context.enable_progress_bars = False  # the CLI draws its own
+        if not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+        workers = self.options.workers or (gpus if gpus else max(1, cpus // 4))
+        if workers < 1:
+            raise ConfigError(f"--ray-workers {workers}: give at least 1")
+        settings = self.indexer.settings
+        # Under the writer's lock: what the index holds now, so actors skip unchanged documents.
+        stored = ray.put(json.dumps(self.indexer.stored_content()))
+        log.info("Ray: %d embedding actors (%s), %d sources", workers,
+                 "1 GPU each" if gpus else f"{max(1, cpus // workers)} threads each", len(units))
+        per_call = RECORDS_PER_CALL if units[0]["record"] else FILES_PER_CALL
+        blocks = max(1, -(-len(units) // per_call))
+        dataset = ray.data.from_items(units, override_num_blocks=blocks)
+        retries = self.options.retries
+        extra: dict[str, Any] = {}
+        if retries is not None:
+            # Ray 2.60 has no named parameter for it yet (the one it names instead comes in 2.64).
+            extra["ray_remote_args_fn"] = lambda: {"max_restarts": retries, "max_task_retries": retries}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            prepared = dataset.map_batches(
+                PrepareActor, batch_size=per_call, batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)), num_gpus=1 if gpus else 0,
+                num_cpus=1, fn_constructor_kwargs={
+                    "settings": settings.model_dump_json(), "origin": self.indexer.origin, "stored": stored,
+                    "threads": 0 if gpus else max(1, cpus // workers)}, **extra)
+        unit, group = 0, []
+        for batch in _failing_clearly(prepared.iter_batches(batch_size=None, batch_format="pyarrow")):
+            for row in batch.to_pylist():
+                if row["unit"] != unit:
+                    raise RagError(f"Ray returned source {row['unit']} where {unit} was due; run again")
+                if row["kind"] == "end":
+                    yield group
+                    unit, group = unit + 1, []
+                else:
+                    group.append(_item(row))
+        if unit != len(units):
+            raise RagError(f"Ray returned {unit} of {len(units)} sources; run again")
+
+
+def _failing_clearly(batches: Iterator[Any]) -> Iterator[Any]:
+    """The batches; a job Ray gives up on (workers dead past their retries, the cluster lost)
+    becomes one RagError: the writer then discards the run and the live version stays."""
+    import ray
+    import ray.data.exceptions
+
+    try:
+        yield from batches
+    except (ray.exceptions.RayError, ray.data.exceptions.UserCodeException, ray.data.exceptions.SystemException) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RagError(f"the Ray job failed ({type(exc).__name__}: {first[:300]}); nothing was indexed and the "
+                       "index is unchanged; run again (RayOptions.retries, --ray-retries, restarts dead "
+                       "workers)") from exc
+
+
+def _item(row: dict[str, Any]) -> Document | Prepared | RagError:
+    data = json.loads(row["payload"])
+    if row["kind"] == "problem":
+        return wire.problem_from_json(data)
+    document = wire.document_from_json(data["document"])
+    if data["chunks"] is None:
+        return Prepared(document, None, None)
+    chunks = [wire.chunk_from_json(c) for c in data["chunks"]]
+    vectors = wire.vectors_from_bytes(row["vectors"], len(chunks)) if chunks else None
+    return Prepared(document, chunks, vectors)
+
+
+class PrepareActor:
+    """A Ray actor: loads the embedding model once, then loads, chunks and embeds sources."""
+
+    def __init__(self, settings: str, origin: str | None, stored: Any, threads: int) -> None:
+        import ray
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+            os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        from rag.embed import Embedder
+
+        self.settings = Settings.model_validate_json(settings)
+        self.origin = origin
+        # Passed inside the constructor's arguments Ray resolves it; fetched if it came as a reference.
+        self.stored: dict[str, str] = json.loads(stored if isinstance(stored, str) else ray.get(stored))
+        self.embedder = Embedder(self.settings.embedding)
+        self.embedder.warm_up()
+        self.chunker = make_chunker(self.settings, self.embedder)
+
+    def __call__(self, batch: Any) -> dict[str, list[Any]]:
+        rows: dict[str, list[Any]] = {"unit": [], "kind": [], "payload": [], "vectors": []}
+        to_embed: list[tuple[int, list[Any]]] = []  # (row, chunks) of the documents to embed
+        for unit in batch.to_pylist():
+            for item in self._load(unit):
+                rows["unit"].append(unit["unit"])
+                rows["vectors"].append(b"")
+                if isinstance(item, RagError):
+                    rows["kind"].append("problem")
+                    rows["payload"].append(wire.dumps(wire.problem_to_json(item)))
+                    continue
+                rows["kind"].append("document")
+                chunks = None
+                if self.stored.get(item.doc_id) != item.metadata.get("sha256"):
+                    chunks = self.chunker.chunk(item)
+                    if chunks:
+                        to_embed.append((len(rows["payload"]), chunks))
+                # The writer needs no sections once the chunks are made, nor for content it holds.
+                rows["payload"].append(wire.dumps({
+                    "document": wire.document_to_json(item, sections=False),
+                    "chunks": None if chunks is None else [wire.chunk_to_json(c) for c in chunks]}))
+            rows["unit"].append(unit["unit"])
+            rows["kind"].append("end")
+            rows["payload"].append("{}")
+            rows["vectors"].append(b"")
+        if to_embed:
+            every = [c for _, chunks in to_embed for c in chunks]
+            vectors = self.embedder.embed_passages([c.embed_text for c in every], [c.token_ids for c in every])
+            offset = 0
+            for row, chunks in to_embed:
+                rows["vectors"][row] = wire.vectors_to_bytes(vectors[offset:offset + len(chunks)])
+                offset += len(chunks)
+        return rows
+
+    def _load(self, unit: dict[str, Any]) -> Iterable[Document | RagError]:
+        if unit["record"]:
+            return [wire.document_from_json(json.loads(unit["record"]))]
+        source = SourceFile(Path(unit["path"]), unit["rel"], Path(unit["real"]))
+        return loaded_documents(source, self.settings.ingest, self.origin)
