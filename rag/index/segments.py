@@ -255,11 +255,18 @@ def merge_segments(root: Path, version: list[dict[str, Any]], merged: list[dict[
 
 def _merged_vectors(root: Path, merged: list[dict[str, Any]], live: np.ndarray, factory: str,
                     template: Path | None, train_sample: int) -> VectorIndex | None:
+    sources = [VectorIndex.load(root / record["name"] / VECTORS_FILE, factory, use_gpu=False)
+               for record in merged if record.get("vectors")]
+    if template is not None and sources and all(source.is_ivf for source in sources):
+        # IVF (with PQ): the segments' stored codes are moved as they are, less the dead vectors.
+        for source in sources:
+            held = source.contains_ids()
+            source.remove(np.setdiff1d(held, live).tolist())
+        index = VectorIndex.load(template, factory, use_gpu=False)
+        if index.absorb(sources):
+            return index if index.ntotal else None
     parts, part_ids = [], []
-    for record in merged:
-        if not record.get("vectors"):
-            continue
-        source = VectorIndex.load(root / record["name"] / VECTORS_FILE, factory, use_gpu=False)
+    for source in sources:
         held = np.intersect1d(source.contains_ids(), live)
         if len(held):
             parts.append(source.reconstruct(held))
