@@ -22,6 +22,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -81,44 +82,46 @@ class RayPreparer:
     def files(self, files: list[SourceFile]) -> Iterator[Iterable[Document | Prepared | RagError]]:
         units = [{"unit": n, "path": str(f.path), "rel": f.rel, "real": str(f.real), "record": ""}
                  for n, f in enumerate(files)]
-        yield from self._prepared(units)
+        if units:
+            with self._cluster() as ray:
+                yield from self._run(ray, units)
 
     def documents(self, items: Iterable[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
         window: list[Document | RagError] = []
-        for item in items:
-            window.append(item)
-            if len(window) >= RECORD_WINDOW:
-                yield from self._records(window)
-                window = []
-        if window:
-            yield from self._records(window)
+        with self._cluster() as ray:  # one cluster for every window of the stream
+            for item in items:
+                window.append(item)
+                if len(window) >= RECORD_WINDOW:
+                    yield from self._records(ray, window)
+                    window = []
+            if window:
+                yield from self._records(ray, window)
 
     # -- running on the cluster -------------------------------------------------------------
 
-    def _records(self, window: list[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
-        documents = [item for item in window if isinstance(item, Document)]
-        units = [{"unit": n, "path": "", "rel": "", "real": "",
-                  "record": wire.dumps(wire.document_to_json(document))} for n, document in enumerate(documents)]
-        prepared = (item for group in self._prepared(units) for item in group)
-        for item in window:
-            # Errors stay where they were read; documents come back prepared, in order.
-            yield next(prepared) if isinstance(item, Document) else item
-
-    def _prepared(self, units: list[dict[str, Any]]) -> Iterator[list[Document | Prepared | RagError]]:
-        """What each unit gave, in the units' order: its documents prepared, and its problems."""
-        if not units:
-            return
+    @contextmanager
+    def _cluster(self) -> Iterator[Any]:
+        """Ray, connected: to the cluster already joined in this process, to the one at the
+        address, or to one started on this machine for the run and stopped after it."""
         ray = _ray()
         started_here = not ray.is_initialized()
         if started_here:
-            # Without an address Ray starts a cluster on this machine for the run, and stops it after.
             ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
         try:
-            yield from self._run(ray, units)
+            yield ray
         finally:
             if started_here:
                 ray.shutdown()
+
+    def _records(self, ray: Any, window: list[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
+        documents = [item for item in window if isinstance(item, Document)]
+        units = [{"unit": n, "path": "", "rel": "", "real": "",
+                  "record": wire.dumps(wire.document_to_json(document))} for n, document in enumerate(documents)]
+        prepared = (item for group in (self._run(ray, units) if units else ()) for item in group)
+        for item in window:
+            # Errors stay where they were read; documents come back prepared, in order.
+            yield next(prepared) if isinstance(item, Document) else item
 
     def _run(self, ray: Any, units: list[dict[str, Any]]) -> Iterator[list[Document | Prepared | RagError]]:
         with warnings.catch_warnings():  # Ray's own settings it renamed, read as it starts
