@@ -26,6 +26,7 @@ import numpy as np
 
 from rag.errors import IndexCorruptError
 from rag.index.chunkstore import CHUNK_COLUMNS, CHUNKS_FILE, DOCUMENT_COLUMNS, _SCHEMA
+from rag.index.shards import ShardedIndex, split
 from rag.index.vectors import VECTORS_FILE, VectorIndex
 from rag.lexical import deserialize_tokens
 from rag.lexical.segments import FILES as POSTINGS_FILES, Postings
@@ -65,13 +66,14 @@ class Segment:
 
     name: str
     directory: Path
-    vectors: VectorIndex | None
+    vectors: VectorIndex | ShardedIndex | None
     postings: Postings | None
     ids: np.ndarray  # the chunk ids its vectors hold, ascending
 
     @classmethod
     def open(cls, directory: Path, record: dict[str, Any], factory: str, use_gpu: bool,
-             tokenizer_settings: dict[str, Any]) -> "Segment":
+             tokenizer_settings: dict[str, Any], shards: int = 1) -> "Segment":
+        """Load a committed segment; with `shards` > 1 a large Flat or IVF index is split (rag.index.shards)."""
         files = record.get("files", {})
         vectors = VectorIndex.load(directory / VECTORS_FILE, factory, use_gpu) if VECTORS_FILE in files else None
         postings = Postings.load(directory, tokenizer_settings) if POSTINGS_FILES[0] in files else None
@@ -79,6 +81,8 @@ class Segment:
         if vectors is not None and vectors.ntotal != record.get("vectors"):
             raise IndexCorruptError(f"{directory}: the manifest says {record.get('vectors')} vectors, FAISS holds "
                                     f"{vectors.ntotal}; run `rag check`, or rebuild the index")
+        if vectors is not None and shards > 1:
+            vectors = split(vectors, shards)  # type: ignore[assignment]
         return cls(record["name"], directory, vectors, postings, ids)
 
     def holds(self, ids: np.ndarray) -> np.ndarray:

@@ -154,7 +154,7 @@ class IndexStore:
             segment = self._open_segments.get(key)
         if segment is None:
             segment = Segment.open(self.segments_root / record["name"], record, self.settings.factory, self.use_gpu(),
-                                   tokenizer_settings)
+                                   tokenizer_settings, self.settings.shards)
             with self._segments_lock:
                 segment = self._open_segments.setdefault(key, segment)
         return segment
