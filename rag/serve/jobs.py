@@ -29,6 +29,7 @@ from typing import Any, Literal, TypeVar
 from rag.engine import Engine
 from rag.errors import IndexLockedError, RagError
 from rag.indexing import IndexReport
+from rag.serve.job_log import JobLog
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,11 @@ class Job:
 
 
 class UploadJobs:
-    def __init__(self, engine: Engine, max_waiting: int) -> None:
+    def __init__(self, engine: Engine, max_waiting: int, job_log: JobLog | None = None) -> None:
         self.engine = engine
         self._max_waiting = max_waiting
+        # Where other processes on the index read this one's jobs (and it reads theirs).
+        self._log = job_log
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-upload")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -133,11 +136,17 @@ class UploadJobs:
             finished = [j for j in self._jobs.values() if j.finished is not None]
             for old in sorted(finished, key=lambda j: j.finished or 0)[: max(0, len(finished) - _KEPT_JOBS)]:
                 del self._jobs[old.id]
+        self._record(job)
         self._executor.submit(self._run, job, folder, run)
         return job
 
+    def _record(self, job: Job) -> None:
+        if self._log is not None:
+            self._log.record(job)
+
     def _run(self, job: Job, folder: Path, run: Any) -> None:
         job.state = "running"
+        self._record(job)
         try:
             report: IndexReport = self._when_unlocked(run, time.monotonic() + UPLOAD_LOCK_WAIT)
             job.report = {**_without_paths(report.as_dict(), folder), "index": None}
@@ -153,6 +162,7 @@ class UploadJobs:
             job.error, job.state = "internal error while indexing; the server's log has the details", "failed"
         finally:
             job.finished = time.time()
+            self._record(job)
             shutil.rmtree(folder, ignore_errors=True)
             for callback in self.on_finish:
                 callback(job)
@@ -177,9 +187,15 @@ class UploadJobs:
                 pause = min(pause * 2, _LONGEST_PAUSE)
 
     def get(self, job_id: str) -> Job | None:
+        """A job this process runs, or one another process on the index wrote down."""
         with self._lock:
-            return self._jobs.get(job_id)
+            job = self._jobs.get(job_id)
+        if job is None and self._log is not None:
+            job = self._log.find(job_id)
+        return job
 
     def close(self) -> None:
         self._closing.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._log is not None:
+            self._log.close()

@@ -198,11 +198,11 @@ class Metrics:
     def summary(self) -> dict[str, Any]:
         """Request counts by status and p50/p95/p99 seconds of recent requests and stages."""
         with self._lock:
-            recent = {key: list(values) for key, values in self._recent.items()}
+            recent = {key: list(samples) for key, samples in self._recent.items()}
             counts = dict(self._counts)
         latency: dict[str, dict[str, dict[str, float]]] = {"routes": {}, "stages": {}}
-        for (kind, name), values in sorted(recent.items()):
+        for (kind, name), samples in sorted(recent.items()):
             latency["routes" if kind == "route" else "stages"][name] = {
-                "count": len(values), **{f"p{q}": round(percentile(values, q), 4) for q in (50, 95, 99)}}
+                "count": len(samples), **{f"p{q}": round(percentile(samples, q), 4) for q in (50, 95, 99)}}
         return {"requests": {"total": sum(counts.values()), "by_status": counts}, "latency_seconds": latency,
                 "queues": self._queue_sizes()}

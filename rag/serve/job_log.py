@@ -1,0 +1,87 @@
+"""Upload jobs written down where every server process on the index can read them.
+
+A client posts an upload to one process and polls `/v1/jobs/ID`, which a load balancer (or
+`rag serve --workers N`) may send to another: the job's state lives in `jobs.sqlite` beside
+`keys.sqlite` in the index folder, outside its versions, written by the process that runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rag.serve.jobs import Job
+
+log = logging.getLogger(__name__)
+
+JOBS_FILE = "jobs.sqlite"
+_SCHEMA = """
+PRAGMA journal_mode = WAL;
+CREATE TABLE IF NOT EXISTS jobs (
+    id       TEXT PRIMARY KEY,
+    job      TEXT NOT NULL,     -- the Job's fields as JSON
+    finished REAL              -- seconds since the epoch; NULL while queued or running
+);
+CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs(finished);
+"""
+
+
+class JobLog:
+    """The jobs of every process serving one index folder; a process that cannot write here
+    (a read-only folder) keeps its jobs to itself, as before, and says so once."""
+
+    def __init__(self, path: Path, keep: int) -> None:
+        self.path = Path(path)
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            log.warning("upload jobs are known only to the process that accepted them: %s: %s", self.path, exc)
+            self._conn = None
+
+    def record(self, job: Job) -> None:
+        """Write the job's current state; the oldest finished jobs beyond `keep` are dropped."""
+        if self._conn is None:
+            return
+        with self._lock:
+            try:
+                with self._conn:
+                    self._conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?)",
+                                       (job.id, json.dumps(asdict(job), ensure_ascii=False), job.finished))
+                    if job.finished is not None:
+                        self._conn.execute(
+                            "DELETE FROM jobs WHERE finished IS NOT NULL AND id NOT IN (SELECT id FROM jobs WHERE "
+                            "finished IS NOT NULL ORDER BY finished DESC LIMIT ?)", (self.keep,))
+            except sqlite3.Error as exc:  # the job itself goes on; only other processes lose sight of it
+                log.warning("cannot record upload job %s in %s: %s", job.id, self.path, exc)
+
+    def find(self, job_id: str) -> Job | None:
+        from rag.serve.jobs import Job
+
+        if self._conn is None:
+            return None
+        with self._lock:
+            try:
+                row = self._conn.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            except sqlite3.Error as exc:
+                log.warning("cannot read upload job %s from %s: %s", job_id, self.path, exc)
+                return None
+        if row is None:
+            return None
+        data: dict[str, Any] = json.loads(row[0])
+        return Job(**{f.name: data[f.name] for f in fields(Job) if f.name in data})
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
