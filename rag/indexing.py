@@ -148,16 +148,20 @@ class _Batch:
     """Documents to embed and write together, and the documents sharing their content."""
 
     documents: list[tuple[Document, list[Chunk], bool]] = field(default_factory=list)  # (doc, chunks, existed)
-    # Each document's vectors where they came prepared (a Ray worker embedded them), else None.
+    # Each document's vectors and chunks' BM25 tokens where they came prepared (a Ray worker
+    # embedded and tokenized them), else None.
     vectors: list[np.ndarray | None] = field(default_factory=list)
+    tokens: list[list[str] | None] = field(default_factory=list)
     aliases: list[tuple[Document, bool]] = field(default_factory=list)
     content: dict[str, str] = field(default_factory=dict)  # sha256 -> the id of the document holding it
     chunks: int = 0
     embedded_size: int = 0  # bytes whose progress the embedding reports (aliases may join later)
 
-    def add(self, document: Document, chunks: list[Chunk], existed: bool, vectors: np.ndarray | None = None) -> None:
+    def add(self, document: Document, chunks: list[Chunk], existed: bool, vectors: np.ndarray | None = None,
+            tokens: list[str] | None = None) -> None:
         self.documents.append((document, chunks, existed))
         self.vectors.append(vectors)
+        self.tokens.append(tokens)
         self.content[document.metadata["sha256"]] = document.doc_id
         self.chunks += len(chunks)
 
@@ -268,6 +272,9 @@ class Prepared:
     document: Document
     chunks: list[Chunk] | None
     vectors: np.ndarray | None
+    # Each chunk's BM25 tokens as the index stores them (`serialize_tokens`), made with the
+    # index's tokenizer settings: the writer's own share of the work, moved to the workers.
+    tokens: list[str] | None = None
 
 
 class Preparer(Protocol):
@@ -471,8 +478,8 @@ class Indexer:
                 embedding = None
                 offset = 0
                 with clock("write"):
-                    for document, chunks, existed in batch.documents:
-                        writer.put_document(document, collection, chunks, vectors[offset:offset + len(chunks)])
+                    for (document, chunks, existed), tokens in zip(batch.documents, batch.tokens):
+                        writer.put_document(document, collection, chunks, vectors[offset:offset + len(chunks)], tokens)
                         offset += len(chunks)
                         count(existed)
                         report.chunks += len(chunks)
@@ -546,7 +553,8 @@ class Indexer:
                     note(where, SkipDocument("no text left after chunking"))
                     progress.advance(document.size, 0, 0)
                     continue
-                pending.add(document, chunks, stored is not None, prepared.vectors if prepared is not None else None)
+                pending.add(document, chunks, stored is not None, *((prepared.vectors, prepared.tokens)
+                                                                      if prepared is not None else (None, None)))
                 if pending.chunks >= EMBED_FLUSH_CHUNKS:
                     flush()
             flush()

@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 
 from rag import Engine, IndexMismatchError, IndexNotFoundError, RagError
@@ -289,3 +290,30 @@ def test_a_small_search_leaves_the_threads_of_its_caller_as_they_were():
     scores, ids = index.search(vectors[:1], 3, nprobe=1, ef_search=16)
     assert ids[0][0] == 0
     assert (faiss.omp_get_max_threads(), torch.get_num_threads()) == before == (2, 2)
+
+
+def test_documents_prepared_elsewhere_are_written_with_their_chunks_vectors_and_tokens(make_engine, tmp_path, embedder):
+    """What a Ray worker hands the writer (rag.indexing.Prepared) is written as given: the writer
+    neither chunks, embeds nor tokenizes it again."""
+    from rag.indexing import Indexer, LocalPreparer, Prepared
+    from rag.records import Chunk, Document, Section
+
+    class Given(LocalPreparer):
+        def files(self, files):
+            for src in files:
+                document = Document("given.txt", [Section("ignored")], {"sha256": "x" * 64, "source": "given.txt"},
+                                    size=10, origin=str(src.real))
+                chunk = Chunk("given.txt", 0, "The heat pump in hall 4 was serviced.", "The heat pump ...", {})
+                yield [Prepared(document, [chunk], np.full((1, 384), 1 / np.sqrt(384), np.float32), ["zzqx"])]
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "given.txt").write_text("whatever the file says")
+    engine = make_engine()
+    report = Indexer(engine.settings, embedder, engine.store, preparer=lambda i: Given(i.settings.ingest, None)).run(
+        [tmp_path / "docs"])
+    assert report.added == 1 and report.chunks == 1
+    rows = engine.reader().chunks.conn.execute("SELECT text, tokens FROM chunks").fetchall()
+    assert rows == [("The heat pump in hall 4 was serviced.", "zzqx")]
+    assert engine.search("zzqx", k=1, mode="bm25")[0].doc_id == "given.txt"
+    stored = engine.reader().segments[0].vectors.reconstruct(engine.reader().segments[0].ids)
+    assert np.allclose(stored, 1 / np.sqrt(384))

@@ -3,7 +3,7 @@
 `rag index --ray` keeps the single-process pipeline's decisions and only moves its heavy work:
 the files (or, for `--jsonl`, the records the writer has read) become a Ray Dataset, and
 `map_batches` hands them to actors that each load the embedding model once (one GPU each where
-the cluster has GPUs) and return every document with its chunks and vectors. The writer takes
+the cluster has GPUs) and return every document with its chunks, vectors and BM25 tokens. The writer takes
 them back in their original order (Ray Data's `preserve_order`) and decides about each exactly
 as it decides about a file it loaded itself: new, changed, unchanged, a duplicate id, content
 already held by another document. So the index is the one a single process builds, with the
@@ -30,6 +30,7 @@ from typing import Any, Callable
 from rag.cluster import wire
 from rag.config import Settings
 from rag.errors import ConfigError, RagError
+from rag.index.store import bm25_tokens, make_tokenizer
 from rag.indexing import Indexer, Prepared, Preparer, loaded_documents, make_chunker
 from rag.ingest.discover import SourceFile
 from rag.records import Document
@@ -195,7 +196,7 @@ def _item(row: dict[str, Any]) -> Document | Prepared | RagError:
         return Prepared(document, None, None)
     chunks = [wire.chunk_from_json(c) for c in data["chunks"]]
     vectors = wire.vectors_from_bytes(row["vectors"], len(chunks)) if chunks else None
-    return Prepared(document, chunks, vectors)
+    return Prepared(document, chunks, vectors, data.get("tokens"))
 
 
 class PrepareActor:
@@ -218,6 +219,7 @@ class PrepareActor:
         self.embedder = Embedder(self.settings.embedding)
         self.embedder.warm_up()
         self.chunker = make_chunker(self.settings, self.embedder)
+        self.tokenizer = make_tokenizer(self.settings.index)  # the BM25 tokens, the writer's own settings
 
     def __call__(self, batch: Any) -> dict[str, list[Any]]:
         rows: dict[str, list[Any]] = {"unit": [], "kind": [], "payload": [], "vectors": []}
@@ -239,7 +241,8 @@ class PrepareActor:
                 # The writer needs no sections once the chunks are made, nor for content it holds.
                 rows["payload"].append(wire.dumps({
                     "document": wire.document_to_json(item, sections=False),
-                    "chunks": None if chunks is None else [wire.chunk_to_json(c) for c in chunks]}))
+                    "chunks": None if chunks is None else [wire.chunk_to_json(c) for c in chunks],
+                    "tokens": None if chunks is None else [bm25_tokens(self.tokenizer, c.embed_text) for c in chunks]}))
             rows["unit"].append(unit["unit"])
             rows["kind"].append("end")
             rows["payload"].append("{}")

@@ -126,6 +126,11 @@ def manifest_problems(manifest: Manifest, vectors: VectorIndex) -> list[str]:
     return version_problems(manifest, [Segment("legacy", Path(), vectors, None, np.zeros(0, np.int64))])
 
 
+def bm25_tokens(tokenizer: Tokenizer, chunk_text: str) -> str:
+    """A chunk's BM25 tokens as stored with its row (of its embed_text)."""
+    return serialize_tokens(tokenizer.tokenize(chunk_text))
+
+
 def make_tokenizer(settings: IndexSettings) -> Tokenizer:
     return Tokenizer(stem=settings.bm25_stem, stopwords=None if settings.bm25_stopwords == "none" else "en",
                      chinese=settings.bm25_chinese)
@@ -647,13 +652,16 @@ class IndexWriter:
         else:
             self.chunks.mask(ids)
 
-    def put_document(self, document: Document, collection: str, chunks: list[Chunk], vectors: np.ndarray) -> None:
-        """Insert or replace a document with its chunks and their vectors."""
-        if len(chunks) != len(vectors):
-            raise ValueError("one vector per chunk")
+    def put_document(self, document: Document, collection: str, chunks: list[Chunk], vectors: np.ndarray,
+                     tokens: list[str] | None = None) -> None:
+        """Insert or replace a document with its chunks and their vectors; `tokens`, each
+        chunk's BM25 tokens where another process made them (`bm25_tokens`), else made here."""
+        if len(chunks) != len(vectors) or (tokens is not None and len(tokens) != len(chunks)):
+            raise ValueError("one vector (and one token list) per chunk")
         self.delete_document(collection, document.doc_id)
         self.chunks.put_document(document, collection)
-        tokens = [self._bm25_tokens(c.embed_text) for c in chunks]
+        if tokens is None:
+            tokens = [self._bm25_tokens(c.embed_text) for c in chunks]
         ids = np.asarray(self.chunks.add_chunks(chunks, tokens, collection), dtype=np.int64)
         self._add_vectors(vectors, ids)
         self.changed = True
@@ -814,8 +822,7 @@ class IndexWriter:
         )
 
     def _bm25_tokens(self, text: str) -> str:
-        """A chunk's BM25 tokens as stored with its row."""
-        return serialize_tokens(self.tokenizer.tokenize(text))
+        return bm25_tokens(self.tokenizer, text)
 
     def _bm25_parameters(self) -> dict[str, Any]:
         return BM25Index(self.tokenizer, k1=self.store.settings.bm25_k1, b=self.store.settings.bm25_b).settings
