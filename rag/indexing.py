@@ -157,11 +157,10 @@ class _Batch:
     chunks: int = 0
     embedded_size: int = 0  # bytes whose progress the embedding reports (aliases may join later)
 
-    def add(self, document: Document, chunks: list[Chunk], existed: bool, vectors: np.ndarray | None = None,
-            tokens: list[str] | None = None) -> None:
+    def add(self, document: Document, chunks: list[Chunk], existed: bool, prepared: Prepared | None = None) -> None:
         self.documents.append((document, chunks, existed))
-        self.vectors.append(vectors)
-        self.tokens.append(tokens)
+        self.vectors.append(prepared.vectors if prepared is not None else None)
+        self.tokens.append(prepared.tokens if prepared is not None else None)
         self.content[document.metadata["sha256"]] = document.doc_id
         self.chunks += len(chunks)
 
@@ -553,8 +552,7 @@ class Indexer:
                     note(where, SkipDocument("no text left after chunking"))
                     progress.advance(document.size, 0, 0)
                     continue
-                pending.add(document, chunks, stored is not None, *((prepared.vectors, prepared.tokens)
-                                                                      if prepared is not None else (None, None)))
+                pending.add(document, chunks, stored is not None, prepared)
                 if pending.chunks >= EMBED_FLUSH_CHUNKS:
                     flush()
             flush()

@@ -445,6 +445,10 @@ class ChunkStore:
         return problems
 
 
+# (name, table, "(columns) WHERE ...") of each index _SCHEMA makes, which joined copies repeat.
+_SCHEMA_INDEXES = re.findall(r"CREATE INDEX IF NOT EXISTS (\w+) ON (\w+)(\(.*?\)(?: WHERE [^;]*)?);", _SCHEMA)
+
+
 def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -561,13 +565,10 @@ class SegmentedChunks(ChunkStore):
         conn.execute(f"CREATE TABLE main.chunks_{n} (segment TEXT, id INTEGER PRIMARY KEY, collection TEXT, "
                      "doc_id TEXT, ordinal INTEGER, text TEXT, metadata TEXT, tokens TEXT)")
         conn.execute(f"INSERT INTO main.chunks_{n} " + " UNION ALL ".join(chunks[g] for g in group))
-        # The segments' own indexes, for the lookups the views serve.
+        # The segments' own indexes (the documents' key too), for the lookups the views serve.
         conn.execute(f"CREATE INDEX main.documents_{n}_by_key ON documents_{n}(collection, doc_id)")
-        conn.execute(f"CREATE INDEX main.documents_{n}_by_sha ON documents_{n}(collection, sha256)")
-        conn.execute(f"CREATE INDEX main.documents_{n}_by_id ON documents_{n}(doc_id)")
-        conn.execute(f"CREATE INDEX main.documents_{n}_by_content ON documents_{n}(collection, content_of) "
-                     "WHERE content_of IS NOT NULL")
-        conn.execute(f"CREATE INDEX main.chunks_{n}_by_document ON chunks_{n}(collection, doc_id, ordinal)")
+        for name, table, rest in _SCHEMA_INDEXES:
+            conn.execute(f"CREATE INDEX main.{name}_{n} ON {table}_{n}{rest}")
         aliases = any([has_aliases.pop(g) for g in group])
         for g in group:
             del documents[g], chunks[g]

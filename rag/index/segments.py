@@ -26,7 +26,7 @@ import numpy as np
 
 from rag.errors import IndexCorruptError
 from rag.index.chunkstore import CHUNK_COLUMNS, CHUNKS_FILE, DOCUMENT_COLUMNS, _SCHEMA
-from rag.index.shards import ShardedIndex, split
+from rag.index.shards import ShardedIndex, members, split
 from rag.index.vectors import VECTORS_FILE, VectorIndex
 from rag.lexical import deserialize_tokens
 from rag.lexical.segments import FILES as POSTINGS_FILES, Postings
@@ -87,10 +87,7 @@ class Segment:
 
     def holds(self, ids: np.ndarray) -> np.ndarray:
         """Those of `ids` (ascending) whose vectors this segment holds."""
-        if not len(ids) or not len(self.ids):
-            return np.zeros(0, np.int64)
-        at = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
-        return ids[self.ids[at] == ids]
+        return members(ids, self.ids)
 
 
 # A segment a search visits costs about 40 µs of FAISS and NumPy calls, and a dict lookup and
@@ -267,8 +264,8 @@ def _merged_vectors(root: Path, merged: list[dict[str, Any]], live: np.ndarray, 
             held = source.contains_ids()
             source.remove(np.setdiff1d(held, live).tolist())
         index = VectorIndex.load(template, factory, use_gpu=False)
-        if index.absorb(sources):
-            return index if index.ntotal else None
+        index.absorb(sources)
+        return index if index.ntotal else None
     parts, part_ids = [], []
     for source in sources:
         held = np.intersect1d(source.contains_ids(), live)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.index.vectors import VectorIndex, _faiss
+from rag.index.vectors import VectorIndex
 
 # Below this many vectors a shard's share of a query costs less than the thread hand-off.
 MIN_SHARD_VECTORS = 50_000
@@ -26,31 +26,19 @@ MIN_SHARD_VECTORS = 50_000
 def split(index: VectorIndex, shards: int) -> "ShardedIndex | VectorIndex":
     """`index` as `shards` shards, or itself where that gains nothing or cannot be done
     (one shard, too few vectors, HNSW or another type, an index on the GPU)."""
-    if shards < 2 or index.on_gpu or index.ntotal < shards * MIN_SHARD_VECTORS:
+    if shards < 2 or index.on_gpu or index.ntotal < shards * MIN_SHARD_VECTORS or \
+            not (index.exhaustive or index.is_ivf):
         return index
-    faiss = _faiss()
-    ids = np.sort(index.contains_ids())
-    parts = []
-    if index.exhaustive:
-        for n in range(shards):
-            part = VectorIndex.create(index.factory, index.dimension, use_gpu=False)
-            part.add(index.reconstruct(ids[n::shards]), ids[n::shards])
-            parts.append(part)
-    elif index.is_ivf:
-        source = faiss.extract_index_ivf(index._cpu)
-        for n in range(shards):
-            copy = faiss.clone_index(index._cpu)
-            copy.reset()
-            target = faiss.extract_index_ivf(copy)
-            target.set_direct_map_type(faiss.DirectMap.NoMap)
-            source.copy_subset_to(target, faiss.InvertedLists.SUBSET_TYPE_ID_MOD, shards, n)
-            target.set_direct_map_type(faiss.DirectMap.Hashtable)  # the id map, rebuilt from the lists
-            if copy is not target:
-                copy.ntotal = target.ntotal
-            parts.append(VectorIndex(copy, index.factory, use_gpu=False))
-    else:
-        return index
-    return ShardedIndex(parts)
+    return ShardedIndex([index.shard(shards, n) for n in range(shards)])
+
+
+def members(ids: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """Those of `ids` that `held` (ascending) holds: a binary search per id, so a filter or the
+    deleted ids cost their own length, not a pass over every vector's id."""
+    if not len(ids) or not len(held):
+        return np.zeros(0, np.int64)
+    at = np.minimum(np.searchsorted(held, ids), len(held) - 1)
+    return ids[held[at] == ids]
 
 
 class ShardedIndex:
@@ -113,6 +101,4 @@ class ShardedIndex:
 
 
 def _within(ids: np.ndarray | None, held: np.ndarray) -> np.ndarray | None:
-    if ids is None:
-        return None
-    return np.intersect1d(np.asarray(ids, dtype=np.int64), held, assume_unique=False)
+    return None if ids is None else members(np.asarray(ids, dtype=np.int64), held)

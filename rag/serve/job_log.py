@@ -11,12 +11,8 @@ import json
 import logging
 import sqlite3
 import threading
-from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from rag.serve.jobs import Job
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +44,24 @@ class JobLog:
             log.warning("upload jobs are known only to the process that accepted them: %s: %s", self.path, exc)
             self._conn = None
 
-    def record(self, job: Job) -> None:
-        """Write the job's current state; the oldest finished jobs beyond `keep` are dropped."""
+    def record(self, job_id: str, job: dict[str, Any], finished: float | None) -> None:
+        """Write a job's current fields; the oldest finished jobs beyond `keep` are dropped."""
         if self._conn is None:
             return
         with self._lock:
             try:
                 with self._conn:
                     self._conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?)",
-                                       (job.id, json.dumps(asdict(job), ensure_ascii=False), job.finished))
-                    if job.finished is not None:
+                                       (job_id, json.dumps(job, ensure_ascii=False), finished))
+                    if finished is not None:
                         self._conn.execute(
                             "DELETE FROM jobs WHERE finished IS NOT NULL AND id NOT IN (SELECT id FROM jobs WHERE "
                             "finished IS NOT NULL ORDER BY finished DESC LIMIT ?)", (self.keep,))
             except sqlite3.Error as exc:  # the job itself goes on; only other processes lose sight of it
-                log.warning("cannot record upload job %s in %s: %s", job.id, self.path, exc)
+                log.warning("cannot record upload job %s in %s: %s", job_id, self.path, exc)
 
-    def find(self, job_id: str) -> Job | None:
-        from rag.serve.jobs import Job
-
+    def find(self, job_id: str) -> dict[str, Any] | None:
+        """The fields a process last recorded for the job, or None."""
         if self._conn is None:
             return None
         with self._lock:
@@ -75,10 +70,7 @@ class JobLog:
             except sqlite3.Error as exc:
                 log.warning("cannot read upload job %s from %s: %s", job_id, self.path, exc)
                 return None
-        if row is None:
-            return None
-        data: dict[str, Any] = json.loads(row[0])
-        return Job(**{f.name: data[f.name] for f in fields(Job) if f.name in data})
+        return json.loads(row[0]) if row is not None else None
 
     def close(self) -> None:
         with self._lock:

@@ -22,14 +22,14 @@ import unicodedata
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from rag.engine import Engine
 from rag.errors import IndexLockedError, RagError
 from rag.indexing import IndexReport
-from rag.serve.job_log import JobLog
+from rag.serve.job_log import JOBS_FILE, JobLog
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,11 @@ class Job:
 
 
 class UploadJobs:
-    def __init__(self, engine: Engine, max_waiting: int, job_log: JobLog | None = None) -> None:
+    def __init__(self, engine: Engine, max_waiting: int) -> None:
         self.engine = engine
         self._max_waiting = max_waiting
         # Where other processes on the index read this one's jobs (and it reads theirs).
-        self._log = job_log
+        self._log = JobLog(engine.store.path / JOBS_FILE, _KEPT_JOBS)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-upload")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -141,8 +141,7 @@ class UploadJobs:
         return job
 
     def _record(self, job: Job) -> None:
-        if self._log is not None:
-            self._log.record(job)
+        self._log.record(job.id, asdict(job), job.finished)
 
     def _run(self, job: Job, folder: Path, run: Any) -> None:
         job.state = "running"
@@ -190,12 +189,12 @@ class UploadJobs:
         """A job this process runs, or one another process on the index wrote down."""
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is None and self._log is not None:
-            job = self._log.find(job_id)
+        if job is None:
+            recorded = self._log.find(job_id)
+            job = Job(**recorded) if recorded is not None else None
         return job
 
     def close(self) -> None:
         self._closing.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
-        if self._log is not None:
-            self._log.close()
+        self._log.close()

@@ -24,8 +24,7 @@ from rag.errors import (ConfigError, IndexCorruptError, IndexLockedError, IndexM
 from rag.records import Hit
 from rag.serve.batching import ModelQueue, QueueFull
 from rag.serve.feedback import FeedbackStore, feedback_path
-from rag.serve.job_log import JOBS_FILE, JobLog
-from rag.serve.jobs import _KEPT_JOBS, UploadJobs
+from rag.serve.jobs import UploadJobs
 from rag.serve.keys import ApiKey, KeyStore, Scope, keys_path
 from rag.serve.metrics import Metrics, outcome
 
@@ -42,7 +41,7 @@ class Service:
         self._queues: dict[str, ModelQueue] = {}
         self._queues_lock = threading.Lock()
         self.search_queue = ModelQueue("embedding", self._search_batch, serve.batch_size, serve.queue_depth)
-        self.jobs = UploadJobs(self.engine, serve.queue_depth, JobLog(self.engine.store.path / JOBS_FILE, _KEPT_JOBS))
+        self.jobs = UploadJobs(self.engine, serve.queue_depth)
         self.metrics = Metrics(self._index_counts, self._queue_sizes)
         self.feedback = FeedbackStore(feedback_path(settings.index.path, serve.feedback_file), serve.feedback_hours)
 
