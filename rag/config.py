@@ -86,6 +86,7 @@ class IndexSettings(_Section):
     keep_versions: int = Field(ge=0, le=100)
     max_segments: int = Field(ge=1, le=10)
     shards: int = Field(ge=1, le=64)
+    ondisk_bytes: int = Field(ge=0)
     sync_max_delete: float = Field(ge=0, le=1)
     bm25_stem: bool
     bm25_stopwords: Literal["en", "none"]

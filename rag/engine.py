@@ -21,7 +21,7 @@ from rag.index.chunkstore import CHUNKS_FILE
 from rag.index.manifest import Manifest, check_embedding
 from rag.index.segments import file_digest
 from rag.index.store import IndexReader, IndexStore, IndexWriter, is_segmented, version_problems
-from rag.index.vectors import VECTORS_FILE
+from rag.index.vectors import ON_DISK_FILE, VECTORS_FILE
 from rag.filters import Filter, parse_filters
 from rag.indexing import Indexer, IndexProgress, IndexReport, Preparer
 from rag.focus import focus_texts
@@ -255,7 +255,7 @@ class Engine:
         files: dict[str, int] = {}
         for file, (path, _) in self.store.version_files(name).items():
             base = file.rsplit("/", 1)[-1]
-            if base in (CHUNKS_FILE, VECTORS_FILE):
+            if base in (CHUNKS_FILE, VECTORS_FILE, ON_DISK_FILE):
                 files[base] = files.get(base, 0) + path.stat().st_size
         segments = manifest.model_extra.get("segments", []) if is_segmented(manifest) else []
         return {

@@ -2,6 +2,7 @@
 
     <index>/segments/s000007/   chunks.sqlite   documents, chunks and tombstones written by one write
                                 vectors.faiss   the vectors of its chunks (absent when it has none)
+                                vectors.ivfdata an IVF index's lists, kept on disk (index.ondisk_bytes)
                                 postings.*      BM25 postings of its chunks (absent when it has none)
     <index>/segments/t000003/   trained.faiss   an empty index holding IVF/PQ training, shared by all
 
@@ -27,7 +28,7 @@ import numpy as np
 from rag.errors import IndexCorruptError
 from rag.index.chunkstore import CHUNK_COLUMNS, CHUNKS_FILE, DOCUMENT_COLUMNS, _SCHEMA
 from rag.index.shards import ShardedIndex, members, split
-from rag.index.vectors import VECTORS_FILE, VectorIndex
+from rag.index.vectors import ON_DISK_FILE, VECTORS_FILE, VectorIndex
 from rag.lexical import deserialize_tokens
 from rag.lexical.segments import FILES as POSTINGS_FILES, Postings
 
@@ -182,7 +183,7 @@ def plan_merges(sizes: list[int], max_segments: int) -> list[tuple[int, int]]:
 
 def merge_segments(root: Path, version: list[dict[str, Any]], merged: list[dict[str, Any]], name: str,
                    factory: str, template: Path | None, retokenize: Callable[[str], str] | None,
-                   train_sample: int, tokenizer_settings: dict[str, Any]) -> dict[str, Any]:
+                   train_sample: int, tokenizer_settings: dict[str, Any], ondisk_bytes: int = 0) -> dict[str, Any]:
     """A new segment `name` holding the live rows of the `merged` records (a run of `version`'s
     segments) and their vectors, and the tombstones they carry that still name a row of a
     segment outside the run. With `retokenize`, BM25 tokens are made again from the texts."""
@@ -250,21 +251,25 @@ def merge_segments(root: Path, version: list[dict[str, Any]], merged: list[dict[
             "SELECT tokens FROM main.chunks ORDER BY id")), tokenizer_settings)
     finally:
         conn.close()
-    vectors = _merged_vectors(root, merged, live, factory, template, train_sample)
+    vectors = _merged_vectors(root, merged, live, factory, template, train_sample, ondisk_bytes, staging)
     return finish_segment(staging, root / name, vectors, postings, name)
 
 
 def _merged_vectors(root: Path, merged: list[dict[str, Any]], live: np.ndarray, factory: str,
-                    template: Path | None, train_sample: int) -> VectorIndex | None:
+                    template: Path | None, train_sample: int, ondisk_bytes: int, staging: Path) -> VectorIndex | None:
     sources = [VectorIndex.load(root / record["name"] / VECTORS_FILE, factory, use_gpu=False)
                for record in merged if record.get("vectors")]
     if template is not None and sources and all(source.is_ivf for source in sources):
         # IVF (with PQ): the segments' stored codes are moved as they are, less the dead vectors.
-        for source in sources:
-            held = source.contains_ids()
-            source.remove(np.setdiff1d(held, live).tolist())
         index = VectorIndex.load(template, factory, use_gpu=False)
-        index.absorb(sources)
+        if ondisk_bytes and len(live) * index.list_bytes_per_vector > ondisk_bytes:
+            index.absorb_live(sources, live, staging / ON_DISK_FILE)
+        elif any(source.on_disk for source in sources):  # mapped read-only: copied, not changed
+            index.absorb_live(sources, live, None)
+        else:
+            for source in sources:
+                source.remove(np.setdiff1d(source.contains_ids(), live).tolist())
+            index.absorb(sources)
         return index if index.ntotal else None
     parts, part_ids = [], []
     for source in sources:

@@ -25,8 +25,9 @@ MIN_SHARD_VECTORS = 50_000
 
 def split(index: VectorIndex, shards: int) -> "ShardedIndex | VectorIndex":
     """`index` as `shards` shards, or itself where that gains nothing or cannot be done
-    (one shard, too few vectors, HNSW or another type, an index on the GPU)."""
-    if shards < 2 or index.on_gpu or index.ntotal < shards * MIN_SHARD_VECTORS or \
+    (one shard, too few vectors, HNSW or another type, an index on the GPU, or one whose lists
+    are on disk: shards would copy them into memory)."""
+    if shards < 2 or index.on_gpu or index.on_disk or index.ntotal < shards * MIN_SHARD_VECTORS or \
             not (index.exhaustive or index.is_ivf):
         return index
     return ShardedIndex([index.shard(shards, n) for n in range(shards)])

@@ -51,7 +51,7 @@ from rag.index.segments import (SEGMENT_NAME, SEGMENTS_DIR, TEMPLATE_FILE, Segme
 from rag.lexical import BM25Index, Tokenizer, deserialize_tokens, serialize_tokens
 from rag.lexical.bm25 import FILES as BM25_FILES
 from rag.lexical.segments import Postings, SegmentedBM25
-from rag.index.vectors import VECTORS_FILE, VectorIndex, gpu_count
+from rag.index.vectors import ON_DISK_FILE, VECTORS_FILE, VectorIndex, gpu_count
 from rag.records import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -669,11 +669,22 @@ class IndexWriter:
     def _add_vectors(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         if self.vectors.is_trained:
             self.vectors.add(vectors, ids)
+            self._move_large_lists_to_disk()
             return
         self._pending.append((vectors, ids))
         self._pending_count += len(ids)
         if self._pending_count >= self.store.settings.train_sample:
             self._train_and_flush()
+
+    def _move_large_lists_to_disk(self) -> None:
+        """Once the new segment's IVF lists pass index.ondisk_bytes they move into its folder
+        (ON_DISK_FILE), so a write larger than memory grows a file instead."""
+        limit = self.store.settings.ondisk_bytes
+        vectors = self.vectors
+        if limit and not self._legacy and self._staging is not None and vectors.list_bytes > limit \
+                and not vectors.on_disk:
+            log.info("stage: the new segment's IVF lists pass index.ondisk_bytes; moving them to disk")
+            vectors.move_lists_to_disk(self._staging / ON_DISK_FILE)
 
     def _train_and_flush(self) -> None:
         if not self._pending:
@@ -684,6 +695,7 @@ class IndexWriter:
         self.vectors.train(vectors[: self.store.settings.train_sample])
         self.vectors.add(vectors, ids)
         self._pending, self._pending_count = [], 0
+        self._move_large_lists_to_disk()
 
     # -- commit --------------------------------------------------------------------------
 
@@ -781,7 +793,8 @@ class IndexWriter:
             next_segment += 1
             log.info("stage: merging %d segments into %s", end - start, name)
             out.append(merge_segments(self.store.segments_root, records, records[start:end], name, settings.factory,
-                                      template, retokenize, settings.train_sample, self.tokenizer.settings))
+                                      template, retokenize, settings.train_sample, self.tokenizer.settings,
+                                      settings.ondisk_bytes))
             at = end
         out.extend(records[at:])
         return out, next_segment

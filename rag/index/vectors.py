@@ -4,7 +4,9 @@ Index types that cannot take ids (Flat, HNSW) are wrapped in IndexIDMap2; IVF ty
 hash-table direct map so vectors can be reconstructed (for rebuilds) and removed. When
 faiss reports a GPU the index is trained, grown and searched there and saved through a CPU copy,
 which is brought up to date only when something reads it (a save, a removal, a filtered search).
-Flat and IVF types go to the GPU; HNSW stays on the CPU (faiss has no GPU HNSW). CAGRA is not
+Flat and IVF types go to the GPU; HNSW stays on the CPU (faiss has no GPU HNSW). An IVF index
+may keep its inverted lists in a file beside it (`ON_DISK_FILE`, FAISS's OnDiskInvertedLists) that
+is mapped rather than read into memory, so a segment can outgrow memory. CAGRA is not
 offered here: faiss's GpuIndexCagra builds its graph once, and a later add() is silently ignored
 (GpuIndexCagra::add_ex calls train_ex, which returns when already trained), so it cannot hold an
 index that grows a document at a time; benchmarks/gpu_bench.py measures it.
@@ -12,11 +14,14 @@ index that grows a document at a time; benchmarks/gpu_bench.py measures it.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -25,6 +30,8 @@ from rag.errors import ConfigError, IndexCorruptError, RagError
 log = logging.getLogger(__name__)
 
 VECTORS_FILE = "vectors.faiss"
+# An IVF index's inverted lists kept on disk, beside its VECTORS_FILE (FAISS OnDiskInvertedLists).
+ON_DISK_FILE = "vectors.ivfdata"
 
 
 def _faiss() -> Any:
@@ -46,6 +53,38 @@ def _faiss() -> Any:
 # search on the same thread ran on one core, at half the speed).
 SMALL_SEARCH = 16
 _TEAM_THREADS = 0  # OpenMP's own default, read when faiss is first imported
+
+
+@contextlib.contextmanager
+def _faiss_prints_to_stderr() -> Iterator[None]:
+    """FAISS's on-disk lists printf a line to C stdout each time their file grows; sent to
+    stderr instead, so they never mix into what rag prints there (`--json` output)."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _held(ids: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Which of `ids` `keep` (ascending) holds, by binary search."""
+    if not len(keep):
+        return np.zeros(len(ids), bool)
+    return keep[np.minimum(np.searchsorted(keep, ids), len(keep) - 1)] == ids
+
+
+def _claim_written_space(on_disk: Any) -> None:
+    """Mark the space FAISS just laid lists out in as used. Growing the file from empty records
+    all of it as one free slot, even where merge_from_multiple (or set_all_lists_sizes) placed
+    lists: the next list to grow would be given offset 0 and overwrite the first lists."""
+    if on_disk.totsize:
+        on_disk.allocate_slot(on_disk.totsize)
 
 
 def gpu_count() -> int:
@@ -104,11 +143,22 @@ class VectorIndex:
         faiss = _faiss()
         if not path.is_file():
             raise IndexCorruptError(f"{path} is missing; run `rag check` or rebuild the index")
+        lists = path.with_name(ON_DISK_FILE)
         try:
-            index = faiss.read_index(str(path))
+            if not lists.is_file():
+                return cls(faiss.read_index(str(path)), factory, use_gpu)
+            # The lists file is mapped read-only from where it is now (FAISS would look where it
+            # was written, the segment's staging folder); the map is never written through.
+            index = faiss.read_index(str(path), faiss.IO_FLAG_SKIP_IVF_DATA | faiss.IO_FLAG_READ_ONLY)
+            on_disk = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+            on_disk.filename = str(lists)
+            on_disk.do_mmap()
+            on_disk.prefetch_nthread = 0
         except RuntimeError as exc:
             raise IndexCorruptError(f"{path} cannot be read ({str(exc).splitlines()[-1]}); rebuild the index") from None
-        return cls(index, factory, use_gpu)
+        if use_gpu:
+            log.info("%s keeps its inverted lists on disk: searched on the CPU", path.parent.name)
+        return cls(index, factory, use_gpu=False)
 
     def _to_gpu(self) -> None:
         """Copy the CPU index to GPU 0; an index type the GPU lacks (HNSW), or faiss-cpu (no
@@ -203,8 +253,44 @@ class VectorIndex:
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         if len(vectors) == 0:
             return
-        self._active.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+        with _faiss_prints_to_stderr() if self.on_disk else contextlib.nullcontext():
+            self._active.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
         self._cpu_stale = self._gpu is not None
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether this IVF index's inverted lists live in a mapped file (ON_DISK_FILE)."""
+        faiss = _faiss()
+        ivf = faiss.try_extract_index_ivf(self._cpu)
+        return ivf is not None and isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists)
+
+    @property
+    def list_bytes_per_vector(self) -> int:
+        """What a vector takes in an IVF index's inverted lists (its code and id); 0 for other types."""
+        ivf = _faiss().try_extract_index_ivf(self._cpu)
+        return int(ivf.code_size) + 8 if ivf is not None else 0
+
+    @property
+    def list_bytes(self) -> int:
+        """What an IVF index's inverted lists hold; 0 for other types."""
+        return self.ntotal * self.list_bytes_per_vector
+
+    def move_lists_to_disk(self, path: Path) -> None:
+        """Move this IVF index's inverted lists into the file `path` (ON_DISK_FILE beside where
+        the index will be saved), mapped from then on: later adds grow the file, not memory."""
+        faiss = _faiss()
+        self._sync_to_cpu()
+        ivf = faiss.extract_index_ivf(self._cpu)
+        ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+        on_disk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(path))
+        lists = faiss.InvertedListsPtrVector()
+        lists.push_back(ivf.invlists)
+        with _faiss_prints_to_stderr():
+            on_disk.merge_from_multiple(lists.data(), lists.size(), False, False)
+        _claim_written_space(on_disk)
+        ivf.replace_invlists(on_disk, True)
+        on_disk.this.disown()  # the index owns it now
+        self._rebuilt_id_map(ivf)
 
     @property
     def is_ivf(self) -> bool:
@@ -225,6 +311,69 @@ class VectorIndex:
             source = faiss.extract_index_ivf(other._cpu)
             source.set_direct_map_type(faiss.DirectMap.NoMap)
             target.merge_from(source, 0)
+        self._rebuilt_id_map(target)
+
+    def absorb_live(self, others: list["VectorIndex"], keep: np.ndarray, path: Path | None) -> None:
+        """Like `absorb`, only the vectors of `keep` (ids, ascending), into inverted lists in the
+        file `path` (None: in memory). The sources are read as stored (mapped, where they are on
+        disk themselves) and never changed, so a merge to disk needs the memory of one list."""
+        faiss = _faiss()
+        self._sync_to_cpu()
+        target = faiss.extract_index_ivf(self._cpu)
+        target.set_direct_map_type(faiss.DirectMap.NoMap)
+        nlist, code_size = int(target.nlist), int(target.code_size)
+        sources = []
+        for other in others:
+            other._sync_to_cpu()
+            sources.append(faiss.extract_index_ivf(other._cpu).invlists)
+
+        def alive(invlists: Any, list_no: int, size: int) -> np.ndarray:
+            pointer = invlists.get_ids(list_no)
+            ids = faiss.rev_swig_ptr(pointer, size).copy()
+            invlists.release_ids(list_no, pointer)
+            return ids[_held(ids, keep)]
+
+        def live_entries(invlists: Any, list_no: int) -> tuple[np.ndarray, np.ndarray]:
+            size = invlists.list_size(list_no)
+            if not size:
+                return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+            pointer = invlists.get_ids(list_no)
+            ids = faiss.rev_swig_ptr(pointer, size).copy()
+            invlists.release_ids(list_no, pointer)
+            live = _held(ids, keep)
+            if not live.any():
+                return ids[:0], np.zeros(0, np.uint8)
+            pointer = invlists.get_codes(list_no)
+            codes = faiss.rev_swig_ptr(pointer, size * code_size).reshape(size, code_size)[live].ravel()
+            invlists.release_codes(list_no, pointer)
+            return ids[live], codes
+
+        on_disk = None
+        if path is not None:
+            sizes = np.array([sum(len(alive(source, list_no, source.list_size(list_no))) for source in sources)
+                              for list_no in range(nlist)], dtype=np.uint64)
+            if sizes.any():  # nothing live: no file, an empty index
+                on_disk = faiss.OnDiskInvertedLists(nlist, code_size, str(path))
+                on_disk.set_all_lists_sizes(faiss.swig_ptr(sizes))  # the lists one after another
+                with _faiss_prints_to_stderr():
+                    on_disk.update_totsize(int(sizes.sum()) * (code_size + 8))  # creates and maps the file
+                _claim_written_space(on_disk)
+        lists = on_disk if on_disk is not None else target.invlists
+        for list_no in range(nlist):
+            offset = 0
+            for source in sources:
+                ids, codes = live_entries(source, list_no)
+                if not len(ids):
+                    continue
+                if on_disk is not None:  # its place reserved above
+                    lists.update_entries(list_no, offset, len(ids), faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+                    offset += len(ids)
+                else:
+                    lists.add_entries(list_no, len(ids), faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+        if on_disk is not None:
+            target.replace_invlists(on_disk, True)
+            on_disk.this.disown()  # the index owns it now
+        target.ntotal = int(sum(target.invlists.list_size(n) for n in range(nlist)))
         self._rebuilt_id_map(target)
 
     def shard(self, count: int, number: int) -> "VectorIndex":
@@ -328,8 +477,22 @@ class VectorIndex:
 
     def empty_copy(self) -> "VectorIndex":
         """This index's training (IVF centroids, PQ codebooks) without its vectors."""
+        faiss = _faiss()
         self._sync_to_cpu()
-        copy = _faiss().clone_index(self._cpu)
+        if not self.on_disk:
+            copy = faiss.clone_index(self._cpu)
+        else:
+            # FAISS cannot clone on-disk lists: cloned around an empty stand-in for them.
+            ivf = faiss.extract_index_ivf(self._cpu)
+            lists, owned = ivf.invlists, ivf.own_invlists
+            ivf.own_invlists = False
+            stand_in = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
+            ivf.replace_invlists(stand_in, True)
+            stand_in.this.disown()  # the index frees it when the lists are put back
+            try:
+                copy = faiss.clone_index(self._cpu)
+            finally:
+                ivf.replace_invlists(lists, owned)
         copy.reset()
         return VectorIndex(copy, self.factory, use_gpu=False)
 
