@@ -3,20 +3,26 @@
 A client posts an upload to one process and polls `/v1/jobs/ID`, which a load balancer (or
 `rag serve --workers N`) may send to another: the job's state lives in `jobs.sqlite` beside
 `keys.sqlite` in the index folder, outside its versions, written by the process that runs it.
+Each job names that process; a job still queued or running whose process is gone from this
+machine (killed, crashed) is reported failed, since nothing will ever finish it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 JOBS_FILE = "jobs.sqlite"
+_OWNER = "_owner"  # the recorded job's process: {"host", "pid", "started"}
 _SCHEMA = """
 PRAGMA journal_mode = WAL;
 CREATE TABLE IF NOT EXISTS jobs (
@@ -45,7 +51,11 @@ class JobLog:
             self._conn = None
 
     def record(self, job_id: str, job: dict[str, Any], finished: float | None) -> None:
-        """Write a job's current fields; the oldest finished jobs beyond `keep` are dropped."""
+        """Write a job's current fields, as this process's; the oldest finished jobs beyond
+        `keep` are dropped."""
+        self._write(job_id, {**job, _OWNER: _this_process()}, finished)
+
+    def _write(self, job_id: str, job: dict[str, Any], finished: float | None) -> None:
         if self._conn is None:
             return
         with self._lock:
@@ -70,10 +80,45 @@ class JobLog:
             except sqlite3.Error as exc:
                 log.warning("cannot read upload job %s from %s: %s", job_id, self.path, exc)
                 return None
-        return json.loads(row[0]) if row is not None else None
+        if row is None:
+            return None
+        job = json.loads(row[0])
+        owner = job.pop(_OWNER, None)
+        if job.get("state") in ("queued", "running") and owner is not None and not _alive(owner):
+            job.update(state="failed", finished=time.time(),
+                       error=f"the server process that was indexing this upload (pid {owner['pid']}) stopped "
+                             "before it finished; nothing of it was indexed: upload again")
+            self._write(job_id, job, job["finished"])
+        return job
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _started(pid: int) -> int | None:
+    """When the process started (clock ticks after boot, Linux), so a reused pid is told apart."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _this_process() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _started(os.getpid())}
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+    """Whether the job's process still runs; a process on another machine is assumed to."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    started = owner.get("started")
+    return started is None or _started(int(owner["pid"])) in (None, started)

@@ -197,4 +197,10 @@ class UploadJobs:
     def close(self) -> None:
         self._closing.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            never_run = [job for job in self._jobs.values() if job.state == "queued"]
+        for job in never_run:  # cancelled: told so, not left queued for other processes to poll
+            job.state, job.finished = "failed", time.time()
+            job.error = "the server stopped before indexing this upload; nothing of it was indexed: upload again"
+            self._record(job)
         self._log.close()
