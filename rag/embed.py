@@ -96,6 +96,7 @@ class Embedder:
         self.name, self.path = resolve_model(settings.model)
         self.cache_dir = cache_dir or default_cache_dir()
         self._encoder: Encoder | None = None
+        self.device: str | None = None  # where the model runs, once loaded ("cpu", "cuda", ...)
         self.batch_size = settings.batch_size or 16
         self._loading = threading.Lock()
         self._encoding = threading.Lock()
@@ -116,7 +117,7 @@ class Embedder:
         _offline()
         from rag.encoders import choose_backend, compiled_support
 
-        device = resolve_device(self.settings.device)
+        device = self.device = resolve_device(self.settings.device)
         precision = resolve_precision(self.settings.precision, device)
         backend = choose_backend(self.settings.backend, device, precision, self.path)
         self.batch_size = self.settings.batch_size or (128 if device.startswith("cuda") else 16)

@@ -185,6 +185,28 @@ def test_a_job_whose_worker_dies_without_retries_leaves_the_live_version_untouch
     assert engine.index([more]).added == 200  # the next run works
 
 
+def test_a_cluster_with_gpus_gives_each_actor_its_share_and_says_where_it_embedded(make_engine, tmp_path, caplog):
+    """Ray's GPUs are resources it schedules by: a local cluster declaring one GPU runs the actors
+    on it, two actors half a GPU each. This machine's torch has no CUDA, so they embed on the CPU,
+    which the run reports as the misconfiguration it would be on a real GPU cluster."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        docs = write_sample_docs(tmp_path / "docs")
+        local = make_engine(**{"index.path": str(tmp_path / "local")})
+        on_ray = make_engine(**{"index.path": str(tmp_path / "ray")})
+        local.index([docs])
+        with caplog.at_level("INFO", logger="rag.cluster.ray_indexing"):
+            on_ray.index([docs], ray=RayOptions(workers=2))
+        assert "2 embedding actors (0.5 GPU each)" in caplog.text
+        assert "an embedding actor on cpu (GPU 0)" in caplog.text
+        assert "Ray gave an embedding actor GPU 0, but it embedded on the CPU" in caplog.text
+        assert_same_index(local, on_ray)
+    finally:
+        ray.shutdown()  # the next test's cluster has no GPUs
+
+
 def test_ray_without_the_package_names_the_extra(make_engine, tmp_path, monkeypatch):
     import builtins
 

@@ -3,8 +3,9 @@
 `rag index --ray` keeps the single-process pipeline's decisions and only moves its heavy work:
 the files (or, for `--jsonl`, the records the writer has read) become a Ray Dataset, and
 `map_batches` hands them to actors that each load the embedding model once (one GPU each where
-the cluster has GPUs) and return every document with its chunks, vectors and BM25 tokens. The writer takes
-them back in their original order (Ray Data's `preserve_order`) and decides about each exactly
+the cluster has GPUs, a share of one when there are more actors than GPUs) and return every
+document with its chunks, vectors and BM25 tokens. The writer takes them back in their original
+order (Ray Data's `preserve_order`) and decides about each exactly
 as it decides about a file it loaded itself: new, changed, unchanged, a duplicate id, content
 already held by another document. So the index is the one a single process builds, with the
 same chunk ids; only the vectors may differ in their last bits (other embedding batches).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -140,8 +142,11 @@ class RayPreparer:
         settings = self.indexer.settings
         # Under the writer's lock: what the index holds now, so actors skip unchanged documents.
         stored = ray.put(json.dumps(self.indexer.stored_content()))
+        # Each actor a GPU of its own; more actors than GPUs share them (Ray's fractional GPUs,
+        # in its steps of 0.0001), rather than waiting for GPUs that never come free.
+        gpus_each = math.floor(10_000 * min(1.0, gpus / workers)) / 10_000 if gpus else 0.0
         log.info("Ray: %d embedding actors (%s), %d sources", workers,
-                 "1 GPU each" if gpus else f"{max(1, cpus // workers)} threads each", len(units))
+                 f"{gpus_each:g} GPU each" if gpus else f"{max(1, cpus // workers)} threads each", len(units))
         per_call = RECORDS_PER_CALL if units[0]["record"] else FILES_PER_CALL
         blocks = max(1, -(-len(units) // per_call))
         dataset = ray.data.from_items(units, override_num_blocks=blocks)
@@ -154,22 +159,38 @@ class RayPreparer:
             warnings.simplefilter("ignore", DeprecationWarning)
             prepared = dataset.map_batches(
                 PrepareActor, batch_size=per_call, batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)), num_gpus=1 if gpus else 0,
+                compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)), num_gpus=gpus_each,
                 num_cpus=1, fn_constructor_kwargs={
                     "settings": settings.model_dump_json(), "origin": self.indexer.origin, "stored": stored,
                     "threads": 0 if gpus else max(1, cpus // workers)}, **extra)
         unit, group = 0, []
+        placements: set[tuple[str, str]] = set()  # (GPU ids Ray gave an actor, where it embedded)
         for batch in _failing_clearly(prepared.iter_batches(batch_size=None, batch_format="pyarrow")):
             for row in batch.to_pylist():
                 if row["unit"] != unit:
                     raise RagError(f"Ray returned source {row['unit']} where {unit} was due; run again")
                 if row["kind"] == "end":
+                    placement = json.loads(row["payload"])
+                    seen = (",".join(placement["gpus"]), placement["device"])
+                    if seen not in placements:  # said as soon as seen: the writer may stop reading at the last source
+                        placements.add(seen)
+                        _report_placement(*seen)
                     yield group
                     unit, group = unit + 1, []
                 else:
                     group.append(_item(row))
         if unit != len(units):
             raise RagError(f"Ray returned {unit} of {len(units)} sources; run again")
+
+
+def _report_placement(gpus: str, device: str) -> None:
+    """Say where an actor embedded; warn when Ray gave it a GPU its torch cannot use (a CPU build
+    of torch on GPU workers embeds on the CPU, many times slower, and nothing else fails)."""
+    log.info("Ray: an embedding actor on %s%s", device, f" (GPU {gpus})" if gpus else "")
+    if gpus and not device.startswith("cuda"):
+        log.warning("Ray gave an embedding actor GPU %s, but it embedded on the CPU: torch on the cluster's "
+                    "workers sees no CUDA device (a CPU build of torch, or no driver); install a CUDA build of "
+                    "torch there", gpus)
 
 
 def _failing_clearly(batches: Iterator[Any]) -> Iterator[Any]:
@@ -218,6 +239,8 @@ class PrepareActor:
         self.stored: dict[str, str] = json.loads(stored if isinstance(stored, str) else ray.get(stored))
         self.embedder = Embedder(self.settings.embedding)
         self.embedder.warm_up()
+        # Where this actor embeds, reported with every source so the writer can tell the user.
+        self.placement = json.dumps({"gpus": [str(g) for g in ray.get_gpu_ids()], "device": self.embedder.device})
         self.chunker = make_chunker(self.settings, self.embedder)
         self.tokenizer = make_tokenizer(self.settings.index)  # the BM25 tokens, the writer's own settings
 
@@ -245,7 +268,7 @@ class PrepareActor:
                     "tokens": None if chunks is None else [bm25_tokens(self.tokenizer, c.embed_text) for c in chunks]}))
             rows["unit"].append(unit["unit"])
             rows["kind"].append("end")
-            rows["payload"].append("{}")
+            rows["payload"].append(self.placement)
             rows["vectors"].append(b"")
         if to_embed:
             every = [c for _, chunks in to_embed for c in chunks]
