@@ -358,11 +358,11 @@ class Indexer:
         # The open writer while a run is under way: a preparer elsewhere asks it what is indexed.
         self.writer: IndexWriter | None = None
 
-    def stored_content(self) -> dict[str, str]:
-        """sha256 of each document of the collection, by id, as the run's writer sees them."""
+    def stored_content(self) -> Iterator[tuple[str, str]]:
+        """(id, sha256) of each document of the collection, as the run's writer sees them, streamed."""
         if self.writer is None:
             raise RuntimeError("stored_content is only known while a run holds the writer")
-        return {stored.doc_id: stored.sha256 for stored in self.writer.documents_in(self.collection)}
+        return ((stored.doc_id, stored.sha256) for stored in self.writer.documents_in(self.collection))
 
     def run(self, paths: list[Path], progress: IndexProgress | None = None, sync: bool = False) -> IndexReport:
         """Index files and folders; with `sync`, also remove documents that are no longer there."""

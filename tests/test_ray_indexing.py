@@ -207,6 +207,33 @@ def test_a_cluster_with_gpus_gives_each_actor_its_share_and_says_where_it_embedd
         ray.shutdown()  # the next test's cluster has no GPUs
 
 
+def test_actors_skip_exactly_the_content_the_index_holds_under_each_id(cluster, make_settings, tmp_path):
+    """The index's (id, content) pairs reach the actors as sorted 8-byte keys, not a dict of every id."""
+    import pyarrow as pa
+
+    from rag.cluster.ray_indexing import PrepareActor, content_key, content_keys, holds
+
+    docs = write_sample_docs(tmp_path / "docs")
+    keys = content_keys([("notes.txt", "a" * 64), ("handbook.md", "b" * 64)])
+    assert keys.dtype == np.uint64 and keys.nbytes == 16 and list(keys) == sorted(keys)
+    assert holds(keys, content_key("notes.txt", "a" * 64)) and not holds(keys, content_key("notes.txt", "b" * 64))
+    assert not holds(keys, content_key("handbook.md", "a" * 64)) and not holds(content_keys([]), 0)
+
+    import hashlib
+
+    sha = hashlib.sha256((docs / "notes.txt").read_bytes()).hexdigest()
+    settings = make_settings(**{"index.path": str(tmp_path / "index")})
+    actor = PrepareActor(settings.model_dump_json(), None, content_keys([("notes.txt", sha)]), 1)
+    units = [{"unit": n, "path": str(docs / name), "rel": name, "real": str(docs / name), "record": ""}
+             for n, name in enumerate(["notes.txt", "handbook.md"])]
+    rows = actor(pa.Table.from_pylist(units))
+    payloads = {json.loads(p)["document"]["doc_id"]: json.loads(p) for p, kind in zip(rows["payload"], rows["kind"])
+                if kind == "document"}
+    assert payloads["notes.txt"]["document"]["metadata"]["sha256"] == sha, "the key is the loader's own content hash"
+    assert payloads["notes.txt"]["chunks"] is None, "held under its id: not chunked, not embedded"
+    assert payloads["handbook.md"]["chunks"], "not held: prepared"
+
+
 def test_ray_without_the_package_names_the_extra(make_engine, tmp_path, monkeypatch):
     import builtins
 
