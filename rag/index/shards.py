@@ -8,6 +8,9 @@ threads (FAISS releases the GIL) and merges their top k. Every shard of an IVF i
 same lists, so the hits are those of the whole index: the same vectors with the same scores,
 ties in id order. Filters and deleted vectors are applied inside each shard's search, as they
 are in a segment's. The shards replace the loaded index, so memory stays that of one copy.
+FAISS's own IndexShards would search the raw FAISS indexes, bypassing what VectorIndex.search
+adds around them (narrow filters scored exactly, the short-result fallback, OpenMP settings per
+query), so each shard here is a VectorIndex and only the merge of their top k is done here.
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ _TEAM_THREADS = 0  # OpenMP's own default, read when faiss is first imported
 @contextlib.contextmanager
 def _faiss_prints_to_stderr() -> Iterator[None]:
     """FAISS's on-disk lists printf a line to C stdout each time their file grows; sent to
-    stderr instead, so they never mix into what rag prints there (`--json` output)."""
+    stderr instead, so they never mix into what rag prints there (`--json` output). Process-wide
+    while it lasts: a server's other threads printing meanwhile go to stderr too."""
     libc = ctypes.CDLL(None)
     sys.stdout.flush()
     libc.fflush(None)
