@@ -17,7 +17,7 @@ import pytest
 
 from rag import Settings
 from rag.embed import Embedder
-from rag.index.vectors import VectorIndex, gpu_count
+from rag.index.vectors import ON_DISK_FILE, VectorIndex, gpu_count
 
 
 def _nvidia_device() -> bool:
@@ -217,6 +217,28 @@ def test_engine_indexes_on_the_gpu_and_a_cpu_engine_reads_the_same_index(make_en
     # The same vectors and lists: the same passages (the order of near-equal scores may differ).
     for cpu_hits, gpu_hits in zip(on_cpu, on_gpu):
         assert cpu_hits[0] == gpu_hits[0] and len(set(cpu_hits) & set(gpu_hits)) >= 4
+
+
+@pytest.mark.gpu
+@faiss_gpu
+def test_ivf_lists_on_disk_are_written_from_the_gpu_and_searched_on_the_cpu(make_engine, tmp_path):
+    """A segment whose lists are on disk is larger than memory is meant to hold: it is not copied
+    onto the GPU, and searches the same as a CPU engine reading the same index."""
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for i in range(300):
+        (docs / f"note-{i:03d}.txt").write_text(f"Ticket {i}: the conveyor in aisle {i} reports fault code F{i:03d}.")
+    settings = {"index.factory": "IVF4,Flat", "index.train_sample": 256, "index.nprobe": 4, "index.ondisk_bytes": 1}
+    engine = make_engine(**settings)
+    assert engine.store.use_gpu()
+    assert engine.index([docs]).documents == 300  # trained and grown on the GPU, then moved to disk
+    assert list(engine.store.segments_root.rglob(ON_DISK_FILE))
+    assert engine.check() == []
+    questions = ["fault code F123 in aisle 123", "conveyor fault in aisle 42"]
+    found = [[(h.chunk_id, h.score) for h in engine.search(q, k=5, mode="dense")] for q in questions]
+    assert not engine.reader().on_gpu
+    cpu_engine = make_engine(**settings, **{"index.device": "cpu"})
+    assert found == [[(h.chunk_id, h.score) for h in cpu_engine.search(q, k=5, mode="dense")] for q in questions]
 
 
 @pytest.mark.gpu
