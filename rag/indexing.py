@@ -152,6 +152,7 @@ class _Batch:
     # embedded and tokenized them), else None.
     vectors: list[np.ndarray | None] = field(default_factory=list)
     tokens: list[list[str] | None] = field(default_factory=list)
+    codes: list[np.ndarray | None] = field(default_factory=list)  # where they came encoded instead
     aliases: list[tuple[Document, bool]] = field(default_factory=list)
     content: dict[str, str] = field(default_factory=dict)  # sha256 -> the id of the document holding it
     chunks: int = 0
@@ -161,6 +162,7 @@ class _Batch:
         self.documents.append((document, chunks, existed))
         self.vectors.append(prepared.vectors if prepared is not None else None)
         self.tokens.append(prepared.tokens if prepared is not None else None)
+        self.codes.append(prepared.codes if prepared is not None else None)
         self.content[document.metadata["sha256"]] = document.doc_id
         self.chunks += len(chunks)
 
@@ -274,6 +276,9 @@ class Prepared:
     # Each chunk's BM25 tokens as the index stores them (`serialize_tokens`), made with the
     # index's tokenizer settings: the writer's own share of the work, moved to the workers.
     tokens: list[str] | None = None
+    # Instead of `vectors`: the chunks' vectors encoded for the index's trained IVF index (its
+    # list and code, VectorIndex.encode), the rest of the writer's work moved to the workers.
+    codes: np.ndarray | None = None
 
 
 class Preparer(Protocol):
@@ -455,17 +460,19 @@ class Indexer:
                 else:
                     report.added += 1
 
-            def embed(batch: _Batch) -> np.ndarray:
-                chunks = [c for (_, document_chunks, _), given in zip(batch.documents, batch.vectors)
-                          if given is None for c in document_chunks]
-                if not chunks:  # every document came embedded
+            def embed(batch: _Batch) -> list[np.ndarray | None]:
+                """Each document's vectors: given, made here, or None where it came encoded."""
+                todo = [given is None and codes is None for given, codes in zip(batch.vectors, batch.codes)]
+                chunks = [c for (_, document_chunks, _), wanted in zip(batch.documents, todo) if wanted
+                          for c in document_chunks]
+                if not chunks:  # every document came embedded (or encoded)
                     progress.advance(batch.embedded_size, 0, batch.chunks)
-                    return np.concatenate(batch.vectors)
+                    return list(batch.vectors)
                 with clock("embed"):
                     made = iter(self._embed([c.embed_text for c in chunks], batch.embedded_size, progress,
                                             [c.token_ids for c in chunks]))
-                return np.concatenate([given if given is not None else np.stack([next(made) for _ in document_chunks])
-                                       for (_, document_chunks, _), given in zip(batch.documents, batch.vectors)])
+                return [np.stack([next(made) for _ in document_chunks]) if wanted else given
+                        for (_, document_chunks, _), given, wanted in zip(batch.documents, batch.vectors, todo)]
 
             def collect() -> None:
                 """Wait for the batch being embedded and write it."""
@@ -475,11 +482,10 @@ class Indexer:
                 future, batch = embedding
                 vectors = future.result()
                 embedding = None
-                offset = 0
                 with clock("write"):
-                    for (document, chunks, existed), tokens in zip(batch.documents, batch.tokens):
-                        writer.put_document(document, collection, chunks, vectors[offset:offset + len(chunks)], tokens)
-                        offset += len(chunks)
+                    for (document, chunks, existed), document_vectors, tokens, codes in zip(
+                            batch.documents, vectors, batch.tokens, batch.codes):
+                        writer.put_document(document, collection, chunks, document_vectors, tokens, codes)
                         count(existed)
                         report.chunks += len(chunks)
                     for document, existed in batch.aliases:

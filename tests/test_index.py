@@ -5,6 +5,7 @@ import pytest
 
 from rag import Engine, IndexMismatchError, IndexNotFoundError, RagError
 from rag.errors import IndexLockedError
+from rag.index.vectors import ON_DISK_FILE, VectorIndex
 
 
 def test_index_every_format_and_find_each_fact(make_engine, sample_docs):
@@ -317,3 +318,33 @@ def test_documents_prepared_elsewhere_are_written_with_their_chunks_vectors_and_
     assert engine.search("zzqx", k=1, mode="bm25")[0].doc_id == "given.txt"
     stored = engine.reader().segments[0].vectors.reconstruct(engine.reader().segments[0].ids)
     assert np.allclose(stored, 1 / np.sqrt(384))
+
+
+@pytest.mark.parametrize("factory", ["IVF16,PQ8", "IVF16,Flat", "OPQ8,IVF16,PQ8", "IVF16,SQ8"])
+def test_vectors_encoded_elsewhere_are_stored_exactly_as_added_ones(factory, tmp_path):
+    """What a Ray worker does for a trained IVF index (VectorIndex.encode on a copy of its
+    template) and the writer stores (add_codes) is what adding the vectors stores."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(3000, dtype=np.int64) * 5 + 11
+    trained = VectorIndex.create(factory, 64, use_gpu=False)
+    trained.train(x[:2000])
+    template = trained.empty_copy()
+    template.save(tmp_path / "trained.faiss")
+    worker = VectorIndex.from_bytes(np.fromfile(tmp_path / "trained.faiss", dtype=np.uint8), factory)
+    codes = worker.encode(x)
+    assert codes.dtype == np.uint8 and codes.shape == (3000, template.code_size)
+    added, stored = template.empty_copy(), template.empty_copy()
+    added.add(x, ids)
+    stored.add_codes(codes[:1000], ids[:1000])
+    stored.move_lists_to_disk(tmp_path / ON_DISK_FILE)  # codes land in on-disk lists as well
+    stored.add_codes(codes[1000:], ids[1000:])
+    assert stored.ntotal == added.ntotal == 3000
+    queries = x[::60]
+    a, b = added.search(queries, 20, 8, 0), stored.search(queries, 20, 8, 0)
+    assert np.array_equal(a[1], b[1]) and np.array_equal(a[0], b[0])
+    assert np.array_equal(added.reconstruct(ids[::7]), stored.reconstruct(ids[::7]))
+    added.remove(ids[:10].tolist())
+    stored.remove(ids[:10].tolist())  # the id map add_codes keeps finds them
+    assert np.array_equal(added.search(queries, 20, 8, 0)[1], stored.search(queries, 20, 8, 0)[1])

@@ -109,6 +109,46 @@ def test_files_on_ray_make_the_index_one_process_makes_and_change_it_the_same_wa
     assert "08:00" in hit.text and on_ray.search("visitor parking level", k=1)[0].doc_id == "new.md"
 
 
+def test_an_ivf_index_on_ray_gets_vectors_encoded_by_the_workers(cluster, make_engine, tmp_path, caplog):
+    """The first run trains the IVF index (its vectors come back as vectors); a later one sends
+    the trained index to the actors, which return codes the writer stores as they are."""
+    def notes(folder, numbers):
+        folder.mkdir(exist_ok=True)
+        for i in numbers:
+            (folder / f"note-{i:03d}.txt").write_text(
+                f"Ticket {i}: the conveyor in aisle {i % 9} reports fault code F{i:03d}; part P-{i * 13 % 97}.\n")
+        return folder
+
+    docs = notes(tmp_path / "docs", range(300))
+    settings = {"index.factory": "IVF8,PQ8", "index.train_sample": 300, "index.nprobe": 8}
+    local = make_engine(**settings, **{"index.path": str(tmp_path / "local")})
+    on_ray = make_engine(**settings, **{"index.path": str(tmp_path / "ray")})
+    local.index([docs])
+    with caplog.at_level("INFO", logger="rag.cluster.ray_indexing"):
+        on_ray.index([docs], ray=RayOptions(workers=2))
+    assert "actors encode vectors" not in caplog.text  # nothing trained yet: the writer trains
+    notes(docs, range(300, 340))
+    (docs / "note-007.txt").write_text("Ticket 7 was closed: the forklift battery was replaced.\n")
+    caplog.clear()
+    local.index([docs])
+    with caplog.at_level("INFO", logger="rag.cluster.ray_indexing"):
+        report = on_ray.index([docs], ray=RayOptions(workers=2))
+    assert "actors encode vectors for the index's trained IVF8,PQ8" in caplog.text
+    assert (report.added, report.updated, report.unchanged) == (40, 1, 299)
+    a, b = contents(local), contents(on_ray)
+    assert a["manifest"] == b["manifest"] and a["documents"] == b["documents"] and a["chunks"] == b["chunks"]
+    # Codes of vectors equal to within the encoder's precision: the same codes, but for a vector
+    # lying on the boundary between two codes (none expected in 341; one allowed).
+    va, vb = vectors(local), vectors(on_ray)
+    assert va.keys() == vb.keys()
+    differing = sum(not np.array_equal(va[i], vb[i]) for i in va)
+    assert differing <= 1, differing
+    for question in ("forklift battery replaced", "fault code F321", "conveyor in aisle 4"):
+        assert [h.chunk_id for h in local.search(question, k=5, mode="dense")] == \
+               [h.chunk_id for h in on_ray.search(question, k=5, mode="dense")]
+    assert on_ray.check() == []
+
+
 def test_json_lines_records_on_ray(cluster, make_engine, tmp_path):
     records = b"".join(json.dumps({"id": f"kb-{i}", "text": f"Article {i}: the {w} procedure has {i} steps.",
                                    "team": "ops"}).encode() + b"\n"

@@ -4,16 +4,18 @@
 the files (or, for `--jsonl`, the records the writer has read) become a Ray Dataset, and
 `map_batches` hands them to actors that each load the embedding model once (one GPU each where
 the cluster has GPUs, a share of one when there are more actors than GPUs) and return every
-document with its chunks, vectors and BM25 tokens. The writer takes them back in their original
-order (Ray Data's `preserve_order`) and decides about each exactly
+document with its chunks, vectors and BM25 tokens; for an IVF index an earlier write trained,
+the vectors come encoded for it (list and code, as FAISS stores them), so that the writer's
+share of an IVF add, assigning lists and encoding, is done on the workers too. The writer takes
+them back in their original order (Ray Data's `preserve_order`) and decides about each exactly
 as it decides about a file it loaded itself: new, changed, unchanged, a duplicate id, content
 already held by another document. So the index is the one a single process builds, with the
 same chunk ids; only the vectors may differ in their last bits (other embedding batches).
 
 Actors skip the documents whose content the index already holds under their id (the writer
 tells them which, under its lock), so a nightly run over a mostly unchanged corpus embeds only
-what changed. Rows cross the cluster as Arrow tables of JSON text and raw float32 bytes
-(`rag.cluster.wire`), never as pickles of what a user's files hold.
+what changed. Rows cross the cluster as Arrow tables of JSON text and raw bytes (float32 vectors,
+or codes; `rag.cluster.wire`), never as pickles of what a user's files hold.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from rag.cluster import wire
 from rag.config import Settings
 from rag.errors import ConfigError, RagError
 from rag.index.store import bm25_tokens, make_tokenizer
+from rag.index.vectors import VectorIndex
 from rag.indexing import Indexer, Prepared, Preparer, loaded_documents, make_chunker
 from rag.ingest.discover import SourceFile
 from rag.records import Document
@@ -146,6 +149,12 @@ class RayPreparer:
         # Under the writer's lock: what the index holds now, so actors skip unchanged documents.
         # One sorted array in the object store, which a node's actors share without copying it.
         stored = ray.put(content_keys(self.indexer.stored_content()))
+        # An IVF index an earlier write trained: actors encode the vectors for it (list and code),
+        # so the writer stores codes instead of assigning and encoding every vector itself.
+        trained = self.indexer.writer.trained_template if self.indexer.writer is not None else None
+        template = ray.put(np.fromfile(trained, dtype=np.uint8)) if trained is not None else None
+        if template is not None:
+            log.info("Ray: actors encode vectors for the index's trained %s", settings.index.factory)
         # Each actor a GPU of its own; more actors than GPUs share them (Ray's fractional GPUs,
         # in its steps of 0.0001), rather than waiting for GPUs that never come free.
         gpus_each = math.floor(10_000 * min(1.0, gpus / workers)) / 10_000 if gpus else 0.0
@@ -166,7 +175,7 @@ class RayPreparer:
                 compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)), num_gpus=gpus_each,
                 num_cpus=1, fn_constructor_kwargs={
                     "settings": settings.model_dump_json(), "origin": self.indexer.origin, "stored": stored,
-                    "threads": 0 if gpus else max(1, cpus // workers)}, **extra)
+                    "threads": 0 if gpus else max(1, cpus // workers), "template": template}, **extra)
         unit, group = 0, []
         placements: set[tuple[str, str]] = set()  # (GPU ids Ray gave an actor, where it embedded)
         for batch in _failing_clearly(prepared.iter_batches(batch_size=None, batch_format="pyarrow")):
@@ -182,7 +191,7 @@ class RayPreparer:
                     yield group
                     unit, group = unit + 1, []
                 else:
-                    group.append(_item(row))
+                    group.append(_item(row, encoded=template is not None))
         if unit != len(units):
             raise RagError(f"Ray returned {unit} of {len(units)} sources; run again")
 
@@ -232,7 +241,7 @@ def _failing_clearly(batches: Iterator[Any]) -> Iterator[Any]:
                        "workers)") from exc
 
 
-def _item(row: dict[str, Any]) -> Document | Prepared | RagError:
+def _item(row: dict[str, Any], encoded: bool) -> Document | Prepared | RagError:
     data = json.loads(row["payload"])
     if row["kind"] == "problem":
         return wire.problem_from_json(data)
@@ -240,14 +249,17 @@ def _item(row: dict[str, Any]) -> Document | Prepared | RagError:
     if data["chunks"] is None:
         return Prepared(document, None, None)
     chunks = [wire.chunk_from_json(c) for c in data["chunks"]]
-    vectors = wire.vectors_from_bytes(row["vectors"], len(chunks)) if chunks else None
-    return Prepared(document, chunks, vectors, data.get("tokens"))
+    if not chunks:
+        return Prepared(document, chunks, None, data.get("tokens"))
+    if encoded:
+        return Prepared(document, chunks, None, data.get("tokens"), wire.codes_from_bytes(row["vectors"], len(chunks)))
+    return Prepared(document, chunks, wire.vectors_from_bytes(row["vectors"], len(chunks)), data.get("tokens"))
 
 
 class PrepareActor:
     """A Ray actor: loads the embedding model once, then loads, chunks and embeds sources."""
 
-    def __init__(self, settings: str, origin: str | None, stored: Any, threads: int) -> None:
+    def __init__(self, settings: str, origin: str | None, stored: Any, threads: int, template: Any = None) -> None:
         import ray
 
         if threads:
@@ -267,6 +279,10 @@ class PrepareActor:
         self.placement = json.dumps({"gpus": [str(g) for g in ray.get_gpu_ids()], "device": self.embedder.device})
         self.chunker = make_chunker(self.settings, self.embedder)
         self.tokenizer = make_tokenizer(self.settings.index)  # the BM25 tokens, the writer's own settings
+        if template is not None and not isinstance(template, np.ndarray):
+            template = ray.get(template)
+        # The index's trained IVF index, where it has one: vectors go back encoded for it.
+        self.encoder = VectorIndex.from_bytes(template, self.settings.index.factory) if template is not None else None
 
     def __call__(self, batch: Any) -> dict[str, list[Any]]:
         rows: dict[str, list[Any]] = {"unit": [], "kind": [], "payload": [], "vectors": []}
@@ -297,9 +313,12 @@ class PrepareActor:
         if to_embed:
             every = [c for _, chunks in to_embed for c in chunks]
             vectors = self.embedder.embed_passages([c.embed_text for c in every], [c.token_ids for c in every])
+            encoded = self.encoder.encode(vectors) if self.encoder is not None else None
             offset = 0
             for row, chunks in to_embed:
-                rows["vectors"][row] = wire.vectors_to_bytes(vectors[offset:offset + len(chunks)])
+                part = slice(offset, offset + len(chunks))
+                rows["vectors"][row] = encoded[part].tobytes() if encoded is not None else \
+                    wire.vectors_to_bytes(vectors[part])
                 offset += len(chunks)
         return rows
 

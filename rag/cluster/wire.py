@@ -69,5 +69,13 @@ def vectors_from_bytes(data: bytes, rows: int) -> np.ndarray:
     return flat.reshape(rows, -1).astype(np.float32)
 
 
+def codes_from_bytes(data: bytes, rows: int) -> np.ndarray:
+    """Vectors encoded by a worker (VectorIndex.encode): one row of bytes a chunk."""
+    flat = np.frombuffer(data, dtype=np.uint8)
+    if rows == 0 or len(flat) % rows:
+        raise RagError(f"a Ray worker sent {len(flat)} bytes of codes for {rows} vectors; run again")
+    return flat.reshape(rows, -1)
+
+
 def dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False)

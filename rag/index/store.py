@@ -652,19 +652,36 @@ class IndexWriter:
         else:
             self.chunks.mask(ids)
 
-    def put_document(self, document: Document, collection: str, chunks: list[Chunk], vectors: np.ndarray,
-                     tokens: list[str] | None = None) -> None:
+    def put_document(self, document: Document, collection: str, chunks: list[Chunk], vectors: np.ndarray | None,
+                     tokens: list[str] | None = None, codes: np.ndarray | None = None) -> None:
         """Insert or replace a document with its chunks and their vectors; `tokens`, each
-        chunk's BM25 tokens where another process made them (`bm25_tokens`), else made here."""
-        if len(chunks) != len(vectors) or (tokens is not None and len(tokens) != len(chunks)):
-            raise ValueError("one vector (and one token list) per chunk")
+        chunk's BM25 tokens where another process made them (`bm25_tokens`), else made here;
+        `codes` instead of `vectors`, where another process encoded them for `trained_template`."""
+        given = codes if codes is not None else vectors
+        if given is None or len(chunks) != len(given) or (tokens is not None and len(tokens) != len(chunks)):
+            raise ValueError("one vector or code (and one token list) per chunk")
+        if codes is not None and (self._template is None or codes.shape[1] != self.vectors.code_size):
+            raise RagError(f"document {document.doc_id!r} came encoded for another index than {self.store.path} "
+                           "(its IVF training changed during the run?); nothing was written: run again")
         self.delete_document(collection, document.doc_id)
         self.chunks.put_document(document, collection)
         if tokens is None:
             tokens = [self._bm25_tokens(c.embed_text) for c in chunks]
         ids = np.asarray(self.chunks.add_chunks(chunks, tokens, collection), dtype=np.int64)
-        self._add_vectors(vectors, ids)
+        if codes is not None:
+            self.vectors.add_codes(codes, ids)
+            self._move_large_lists_to_disk()
+        else:
+            self._add_vectors(vectors, ids)  # type: ignore[arg-type]
         self.changed = True
+
+    @property
+    def trained_template(self) -> Path | None:
+        """The trained, empty IVF index every segment of this index starts from, once an earlier
+        write trained one: what workers encode vectors for (VectorIndex.encode)."""
+        if self._template is None:
+            return None
+        return self.store.segments_root / self._template / TEMPLATE_FILE
 
     def _add_vectors(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         if self.vectors.is_trained:

@@ -258,6 +258,36 @@ class VectorIndex:
             self._active.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
         self._cpu_stale = self._gpu is not None
 
+    @classmethod
+    def from_bytes(cls, data: np.ndarray, factory: str) -> "VectorIndex":
+        """An index from a file's bytes, in FAISS's own format (a trained template sent to workers)."""
+        return cls(_faiss().deserialize_index(np.ascontiguousarray(data, dtype=np.uint8)), factory, use_gpu=False)
+
+    @property
+    def code_size(self) -> int:
+        """Bytes of one vector encoded by `encode` (an IVF index's list number and code)."""
+        return int(self._cpu.sa_code_size())
+
+    def encode(self, vectors: np.ndarray) -> np.ndarray:
+        """The vectors as this trained IVF index stores them, list number and code (FAISS
+        sa_encode), so that another process's `add_codes` stores them without encoding."""
+        return self._cpu.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def add_codes(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        """Store vectors `encode` made with this index's training: exactly what `add` of the
+        vectors would store, without assigning lists and encoding (the costly part of an IVF add)."""
+        if not len(codes):
+            return
+        faiss = _faiss()
+        self._sync_to_cpu()
+        ivf = faiss.extract_index_ivf(self._cpu)
+        with _faiss_prints_to_stderr() if self.on_disk else contextlib.nullcontext():
+            ivf.add_sa_codes(np.ascontiguousarray(codes, dtype=np.uint8), np.ascontiguousarray(ids, dtype=np.int64))
+        if self._cpu is not ivf:
+            self._cpu.ntotal = ivf.ntotal  # a pre-transform (OPQ) around the IVF keeps its own count
+        if self._gpu is not None:
+            self._cpu_changed()
+
     @property
     def on_disk(self) -> bool:
         """Whether this IVF index's inverted lists live in a mapped file (ON_DISK_FILE)."""
