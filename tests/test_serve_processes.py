@@ -128,6 +128,15 @@ def test_metrics_of_processes_sharing_a_metrics_folder_add_up(pair):
     assert documents.value >= 2 and "pid" not in documents.labels
     assert {s.labels["queue"] for s in families["rag_queue_waiting"].samples} >= {"embedding", "uploads"}
     assert all("pid" not in s.labels for s in families["rag_queue_waiting"].samples)
+    # /v1/stats counts every process's requests too, and says its percentiles are its own.
+    stats = {server.base: httpx.get(f"{server.base}/v1/stats").json() for server in (a, b)}
+    for server in (a, b):
+        assert stats[server.base]["scope"]["requests"] == "every process"
+        assert stats[server.base]["scope"]["latency_seconds"] == "this process"
+        assert stats[server.base]["requests"]["total"] - before[server.base] >= 13
+    assert stats[a.base]["scope"]["pid"] != stats[b.base]["scope"]["pid"]
+    assert abs(stats[a.base]["requests"]["total"] - stats[b.base]["requests"]["total"]) <= 2
+    assert set(stats[b.base]["queues"]) >= {"embedding", "uploads"}
 
 
 def test_workers_report_every_workers_requests_and_their_metrics_folder_goes_with_them(tmp_path, embedder):

@@ -196,7 +196,9 @@ class Metrics:
         return generate_latest(self.registry)
 
     def summary(self) -> dict[str, Any]:
-        """Request counts by status and p50/p95/p99 seconds of recent requests and stages."""
+        """Request counts by status and p50/p95/p99 seconds of recent requests and stages. In
+        multi-process mode the counts and queue lengths are every process's (as /metrics reports
+        them), the percentiles this process's own recent requests: `scope` says which is which."""
         with self._lock:
             recent = {key: list(samples) for key, samples in self._recent.items()}
             counts = dict(self._counts)
@@ -204,5 +206,25 @@ class Metrics:
         for (kind, name), samples in sorted(recent.items()):
             latency["routes" if kind == "route" else "stages"][name] = {
                 "count": len(samples), **{f"p{q}": round(percentile(samples, q), 4) for q in (50, 95, 99)}}
+        queues = self._queue_sizes()
+        shared = "this process"
+        if self.folder is not None:
+            self._publish_queues()
+            counts, queues = self._every_process()
+            shared = "every process"
         return {"requests": {"total": sum(counts.values()), "by_status": counts}, "latency_seconds": latency,
-                "queues": self._queue_sizes()}
+                "queues": queues,
+                "scope": {"requests": shared, "queues": shared, "latency_seconds": "this process", "pid": os.getpid()}}
+
+    def _every_process(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Requests by status and queue lengths summed over every process's metrics files."""
+        counts: dict[str, int] = {}
+        queues: dict[str, int] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == "rag_http_requests_total":
+                    status = sample.labels["status"]
+                    counts[status] = counts.get(status, 0) + int(sample.value)
+                elif sample.name == "rag_queue_waiting":
+                    queues[sample.labels["queue"]] = queues.get(sample.labels["queue"], 0) + int(sample.value)
+        return counts, queues
