@@ -305,6 +305,7 @@ def test_rag_index_ray_on_the_command_line(sample_docs, cli_env, tmp_path):
     summary = json.loads(done.stdout)
     assert (summary["documents"], summary["failed"]) == (9, 0)
     assert "Dataset" not in done.stderr  # Ray Data's own INFO lines are kept out of the way
+    assert "Progress bars disabled" not in done.stderr  # so is its warning that its bars are off
     assert rag("check").returncode == 0
     again = json.loads(rag("index", str(sample_docs), "--ray", "--json").stdout)
     assert (again["documents"], again["unchanged"]) == (0, 9)

@@ -140,6 +140,8 @@ class RayPreparer:
         context.enable_progress_bars = False  # the CLI draws its own
         if not log.isEnabledFor(logging.DEBUG):
             logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines
+            # and its warning that progress bars are off, which they are because the CLI draws its own
+            logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
         workers = self.options.workers or (gpus if gpus else max(1, cpus // 4))
