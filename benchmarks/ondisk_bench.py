@@ -108,12 +108,7 @@ def main() -> int:
             target.mkdir()
             begun = time.perf_counter()
             index = template.empty_copy()
-            if where == "memory":  # what a merge below index.ondisk_bytes does
-                for source in sources:
-                    source.remove(np.setdiff1d(source.contains_ids(), live).tolist())
-                index.absorb(sources)
-            else:
-                index.absorb_live(sources, live, target / ON_DISK_FILE)
+            index.absorb(sources, live, target / ON_DISK_FILE if where == "disk" else None)
             index.save(target / VECTORS_FILE)
             merge_seconds[where] = time.perf_counter() - begun
             assert index.ntotal == len(live)

@@ -148,11 +148,8 @@ class _Batch:
     """Documents to embed and write together, and the documents sharing their content."""
 
     documents: list[tuple[Document, list[Chunk], bool]] = field(default_factory=list)  # (doc, chunks, existed)
-    # Each document's vectors and chunks' BM25 tokens where they came prepared (a Ray worker
-    # embedded and tokenized them), else None.
-    vectors: list[np.ndarray | None] = field(default_factory=list)
-    tokens: list[list[str] | None] = field(default_factory=list)
-    codes: list[np.ndarray | None] = field(default_factory=list)  # where they came encoded instead
+    # Each document as it came prepared (a Ray worker embedded and tokenized it), else None.
+    prepared: list[Prepared | None] = field(default_factory=list)
     aliases: list[tuple[Document, bool]] = field(default_factory=list)
     content: dict[str, str] = field(default_factory=dict)  # sha256 -> the id of the document holding it
     chunks: int = 0
@@ -160,9 +157,7 @@ class _Batch:
 
     def add(self, document: Document, chunks: list[Chunk], existed: bool, prepared: Prepared | None = None) -> None:
         self.documents.append((document, chunks, existed))
-        self.vectors.append(prepared.vectors if prepared is not None else None)
-        self.tokens.append(prepared.tokens if prepared is not None else None)
-        self.codes.append(prepared.codes if prepared is not None else None)
+        self.prepared.append(prepared)
         self.content[document.metadata["sha256"]] = document.doc_id
         self.chunks += len(chunks)
 
@@ -462,17 +457,18 @@ class Indexer:
 
             def embed(batch: _Batch) -> list[np.ndarray | None]:
                 """Each document's vectors: given, made here, or None where it came encoded."""
-                todo = [given is None and codes is None for given, codes in zip(batch.vectors, batch.codes)]
+                given = [p.vectors if p is not None else None for p in batch.prepared]
+                todo = [p is None for p in batch.prepared]
                 chunks = [c for (_, document_chunks, _), wanted in zip(batch.documents, todo) if wanted
                           for c in document_chunks]
                 if not chunks:  # every document came embedded (or encoded)
                     progress.advance(batch.embedded_size, 0, batch.chunks)
-                    return list(batch.vectors)
+                    return given
                 with clock("embed"):
                     made = iter(self._embed([c.embed_text for c in chunks], batch.embedded_size, progress,
                                             [c.token_ids for c in chunks]))
-                return [np.stack([next(made) for _ in document_chunks]) if wanted else given
-                        for (_, document_chunks, _), given, wanted in zip(batch.documents, batch.vectors, todo)]
+                return [np.stack([next(made) for _ in document_chunks]) if wanted else vectors
+                        for (_, document_chunks, _), vectors, wanted in zip(batch.documents, given, todo)]
 
             def collect() -> None:
                 """Wait for the batch being embedded and write it."""
@@ -483,9 +479,11 @@ class Indexer:
                 vectors = future.result()
                 embedding = None
                 with clock("write"):
-                    for (document, chunks, existed), document_vectors, tokens, codes in zip(
-                            batch.documents, vectors, batch.tokens, batch.codes):
-                        writer.put_document(document, collection, chunks, document_vectors, tokens, codes)
+                    for (document, chunks, existed), document_vectors, made_elsewhere in zip(
+                            batch.documents, vectors, batch.prepared):
+                        writer.put_document(document, collection, chunks, document_vectors,
+                                            made_elsewhere.tokens if made_elsewhere is not None else None,
+                                            made_elsewhere.codes if made_elsewhere is not None else None)
                         count(existed)
                         report.chunks += len(chunks)
                     for document, existed in batch.aliases:

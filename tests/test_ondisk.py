@@ -85,13 +85,13 @@ def test_absorbing_live_vectors_to_disk_or_memory_equals_rebuilding(tmp_path):
     (tmp_path / "m").mkdir()
     for target in (tmp_path / "m" / ON_DISK_FILE, None):
         merged = template.empty_copy()
-        merged.absorb_live(parts, keep, target)
+        merged.absorb(parts, keep, target)
         assert merged.on_disk == (target is not None) and merged.ntotal == len(keep)
         found = merged.search(queries, 40, 16, 0)
         assert np.array_equal(found[1], expected[1]) and np.array_equal(found[0], expected[0])
     assert parts[2].ntotal == 1500, "sources are read, never changed"
     empty = template.empty_copy()
-    empty.absorb_live(parts, np.zeros(0, np.int64), tmp_path / "m" / "empty.ivfdata")
+    empty.absorb(parts, np.zeros(0, np.int64), tmp_path / "m" / "empty.ivfdata")
     assert empty.ntotal == 0 and not (tmp_path / "m" / "empty.ivfdata").exists()
 
 

@@ -289,7 +289,7 @@ def test_small_segments_searched_as_one_rank_exactly_as_searched_one_by_one(make
 
 
 def test_merging_ivf_pq_segments_moves_their_codes_unchanged(make_engine, tmp_path):
-    """A merge of IVF-PQ segments moves the stored codes (merge_from), less the deleted vectors:
+    """A merge of IVF-PQ segments moves the stored codes list by list, less the deleted vectors:
     every search scores exactly as before it."""
     docs = _write(tmp_path / "docs", range(300))
     engine = make_engine(**{"index.factory": "IVF8,PQ8", "index.train_sample": 300, "index.nprobe": 3,

@@ -38,7 +38,7 @@ from rag.cluster import wire
 from rag.config import Settings
 from rag.errors import ConfigError, RagError
 from rag.index.store import bm25_tokens, make_tokenizer
-from rag.index.vectors import VectorIndex
+from rag.index.vectors import VectorIndex, held_in
 from rag.indexing import Indexer, Prepared, Preparer, loaded_documents, make_chunker
 from rag.ingest.discover import SourceFile
 from rag.records import Document
@@ -93,18 +93,19 @@ class RayPreparer:
                  for n, f in enumerate(files)]
         if units:
             with self._cluster() as ray:
-                yield from self._run(ray, units)
+                yield from self._run(ray, units, self._index_state(ray))
 
     def documents(self, items: Iterable[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
         window: list[Document | RagError] = []
-        with self._cluster() as ray:  # one cluster for every window of the stream
+        with self._cluster() as ray:  # one cluster, and one look at the index, for every window
+            state = self._index_state(ray)
             for item in items:
                 window.append(item)
                 if len(window) >= RECORD_WINDOW:
-                    yield from self._records(ray, window)
+                    yield from self._records(ray, window, state)
                     window = []
             if window:
-                yield from self._records(ray, window)
+                yield from self._records(ray, window, state)
 
     # -- running on the cluster -------------------------------------------------------------
 
@@ -123,16 +124,32 @@ class RayPreparer:
             if started_here:
                 ray.shutdown()
 
-    def _records(self, ray: Any, window: list[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
+    def _index_state(self, ray: Any) -> dict[str, Any]:
+        """What the actors need to know of the index, in the object store (a node's actors share
+        it without copying), taken under the writer's lock at the start of the run: the sorted keys
+        of the content it holds, so that actors skip unchanged documents, and the IVF index an
+        earlier write trained, if any, so that they encode the vectors for it (the writer then
+        stores codes instead of assigning and encoding every vector itself). Documents this run
+        writes need not be in it: the writer refuses a second document of the same id."""
+        writer = self.indexer.writer
+        trained = writer.trained_template if writer is not None else None
+        if trained is not None:
+            log.info("Ray: actors encode vectors for the index's trained %s", self.indexer.settings.index.factory)
+        return {"stored": ray.put(content_keys(self.indexer.stored_content())),
+                "template": ray.put(np.fromfile(trained, dtype=np.uint8)) if trained is not None else None}
+
+    def _records(self, ray: Any, window: list[Document | RagError],
+                 state: dict[str, Any]) -> Iterator[Document | Prepared | RagError]:
         documents = [item for item in window if isinstance(item, Document)]
         units = [{"unit": n, "path": "", "rel": "", "real": "",
                   "record": wire.dumps(wire.document_to_json(document))} for n, document in enumerate(documents)]
-        prepared = (item for group in (self._run(ray, units) if units else ()) for item in group)
+        prepared = (item for group in (self._run(ray, units, state) if units else ()) for item in group)
         for item in window:
             # Errors stay where they were read; documents come back prepared, in order.
             yield next(prepared) if isinstance(item, Document) else item
 
-    def _run(self, ray: Any, units: list[dict[str, Any]]) -> Iterator[list[Document | Prepared | RagError]]:
+    def _run(self, ray: Any, units: list[dict[str, Any]],
+             state: dict[str, Any]) -> Iterator[list[Document | Prepared | RagError]]:
         with warnings.catch_warnings():  # Ray's own settings it renamed, read as it starts
             warnings.simplefilter("ignore", DeprecationWarning)
             context = ray.data.DataContext.get_current()
@@ -148,15 +165,6 @@ class RayPreparer:
         if workers < 1:
             raise ConfigError(f"--ray-workers {workers}: give at least 1")
         settings = self.indexer.settings
-        # Under the writer's lock: what the index holds now, so actors skip unchanged documents.
-        # One sorted array in the object store, which a node's actors share without copying it.
-        stored = ray.put(content_keys(self.indexer.stored_content()))
-        # An IVF index an earlier write trained: actors encode the vectors for it (list and code),
-        # so the writer stores codes instead of assigning and encoding every vector itself.
-        trained = self.indexer.writer.trained_template if self.indexer.writer is not None else None
-        template = ray.put(np.fromfile(trained, dtype=np.uint8)) if trained is not None else None
-        if template is not None:
-            log.info("Ray: actors encode vectors for the index's trained %s", settings.index.factory)
         # Each actor a GPU of its own; more actors than GPUs share them (Ray's fractional GPUs,
         # in its steps of 0.0001), rather than waiting for GPUs that never come free.
         gpus_each = math.floor(10_000 * min(1.0, gpus / workers)) / 10_000 if gpus else 0.0
@@ -176,8 +184,8 @@ class RayPreparer:
                 PrepareActor, batch_size=per_call, batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)), num_gpus=gpus_each,
                 num_cpus=1, fn_constructor_kwargs={
-                    "settings": settings.model_dump_json(), "origin": self.indexer.origin, "stored": stored,
-                    "threads": 0 if gpus else max(1, cpus // workers), "template": template}, **extra)
+                    "settings": settings.model_dump_json(), "origin": self.indexer.origin, **state,
+                    "threads": 0 if gpus else max(1, cpus // workers)}, **extra)
         unit, group = 0, []
         placements: set[tuple[str, str]] = set()  # (GPU ids Ray gave an actor, where it embedded)
         for batch in _failing_clearly(prepared.iter_batches(batch_size=None, batch_format="pyarrow")):
@@ -193,7 +201,7 @@ class RayPreparer:
                     yield group
                     unit, group = unit + 1, []
                 else:
-                    group.append(_item(row, encoded=template is not None))
+                    group.append(_item(row, encoded=state["template"] is not None))
         if unit != len(units):
             raise RagError(f"Ray returned {unit} of {len(units)} sources; run again")
 
@@ -224,8 +232,8 @@ def content_keys(pairs: Iterable[tuple[str, str]]) -> np.ndarray:
 
 
 def holds(keys: np.ndarray, key: int) -> bool:
-    at = int(np.searchsorted(keys, np.uint64(key)))
-    return at < len(keys) and int(keys[at]) == key
+    """Whether the sorted `keys` (content_keys) hold `key`."""
+    return bool(held_in(np.array([key], dtype=np.uint64), keys)[0])
 
 
 def _failing_clearly(batches: Iterator[Any]) -> Iterator[Any]:
@@ -253,9 +261,8 @@ def _item(row: dict[str, Any], encoded: bool) -> Document | Prepared | RagError:
     chunks = [wire.chunk_from_json(c) for c in data["chunks"]]
     if not chunks:
         return Prepared(document, chunks, None, data.get("tokens"))
-    if encoded:
-        return Prepared(document, chunks, None, data.get("tokens"), wire.codes_from_bytes(row["vectors"], len(chunks)))
-    return Prepared(document, chunks, wire.vectors_from_bytes(row["vectors"], len(chunks)), data.get("tokens"))
+    given = wire.vectors_from_bytes(row["vectors"], len(chunks), encoded)
+    return Prepared(document, chunks, None if encoded else given, data.get("tokens"), given if encoded else None)
 
 
 class PrepareActor:
@@ -273,7 +280,7 @@ class PrepareActor:
 
         self.settings = Settings.model_validate_json(settings)
         self.origin = origin
-        # Ray resolves a reference passed as an argument; read-only, shared with the node's other actors.
+        # Ray resolves a reference passed as an argument (a test passes the arrays themselves).
         self.stored: np.ndarray = stored if isinstance(stored, np.ndarray) else ray.get(stored)
         self.embedder = Embedder(self.settings.embedding)
         self.embedder.warm_up()

@@ -1,6 +1,6 @@
 """Documents, chunks and document problems as JSON, the form they cross a Ray cluster in.
 
-Ray Data moves rows as Arrow tables of these strings and of raw float32 vector bytes, so nothing
+Ray Data moves rows as Arrow tables of these strings and of raw vector bytes, so nothing
 a user's file holds is ever pickled on its way between the workers and the writer.
 """
 
@@ -62,19 +62,14 @@ def vectors_to_bytes(vectors: np.ndarray) -> bytes:
     return np.ascontiguousarray(vectors, dtype="<f4").tobytes()
 
 
-def vectors_from_bytes(data: bytes, rows: int) -> np.ndarray:
-    flat = np.frombuffer(data, dtype="<f4")
+def vectors_from_bytes(data: bytes, rows: int, encoded: bool = False) -> np.ndarray:
+    """One row a chunk: float32 vectors, or with `encoded` the bytes of each vector encoded for
+    the index's trained IVF index (VectorIndex.encode)."""
+    flat = np.frombuffer(data, dtype=np.uint8 if encoded else "<f4")
     if rows == 0 or len(flat) % rows:
-        raise RagError(f"a Ray worker sent {len(flat)} numbers for {rows} vectors; run again")
-    return flat.reshape(rows, -1).astype(np.float32)
-
-
-def codes_from_bytes(data: bytes, rows: int) -> np.ndarray:
-    """Vectors encoded by a worker (VectorIndex.encode): one row of bytes a chunk."""
-    flat = np.frombuffer(data, dtype=np.uint8)
-    if rows == 0 or len(flat) % rows:
-        raise RagError(f"a Ray worker sent {len(flat)} bytes of codes for {rows} vectors; run again")
-    return flat.reshape(rows, -1)
+        raise RagError(f"a Ray worker sent {len(flat)} {'bytes' if encoded else 'numbers'} for {rows} vectors; "
+                       "run again")
+    return flat.reshape(rows, -1) if encoded else flat.reshape(rows, -1).astype(np.float32)
 
 
 def dumps(data: Any) -> str:

@@ -262,14 +262,8 @@ def _merged_vectors(root: Path, merged: list[dict[str, Any]], live: np.ndarray, 
     if template is not None and sources and all(source.is_ivf for source in sources):
         # IVF (with PQ): the segments' stored codes are moved as they are, less the dead vectors.
         index = VectorIndex.load(template, factory, use_gpu=False)
-        if ondisk_bytes and len(live) * index.list_bytes_per_vector > ondisk_bytes:
-            index.absorb_live(sources, live, staging / ON_DISK_FILE)
-        elif any(source.on_disk for source in sources):  # mapped read-only: copied, not changed
-            index.absorb_live(sources, live, None)
-        else:
-            for source in sources:
-                source.remove(np.setdiff1d(source.contains_ids(), live).tolist())
-            index.absorb(sources)
+        large = ondisk_bytes and len(live) * index.list_bytes_per_vector > ondisk_bytes
+        index.absorb(sources, live, staging / ON_DISK_FILE if large else None)
         return index if index.ntotal else None
     parts, part_ids = [], []
     for source in sources:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.index.vectors import VectorIndex
+from rag.index.vectors import VectorIndex, held_in
 
 # Below this many vectors a shard's share of a query costs less than the thread hand-off.
 MIN_SHARD_VECTORS = 50_000
@@ -37,12 +37,8 @@ def split(index: VectorIndex, shards: int) -> "ShardedIndex | VectorIndex":
 
 
 def members(ids: np.ndarray, held: np.ndarray) -> np.ndarray:
-    """Those of `ids` that `held` (ascending) holds: a binary search per id, so a filter or the
-    deleted ids cost their own length, not a pass over every vector's id."""
-    if not len(ids) or not len(held):
-        return np.zeros(0, np.int64)
-    at = np.minimum(np.searchsorted(held, ids), len(held) - 1)
-    return ids[held[at] == ids]
+    """Those of `ids` that `held` (ascending) holds."""
+    return ids[held_in(ids, held)] if len(ids) else np.zeros(0, np.int64)
 
 
 class ShardedIndex:
@@ -85,7 +81,7 @@ class ShardedIndex:
         ids = np.asarray(ids, dtype=np.int64)
         out = np.zeros((len(ids), self.dimension), np.float32)
         for shard, held in zip(self.shards, self._ids):
-            mine = np.isin(ids, held)
+            mine = held_in(ids, held)
             if mine.any():
                 out[mine] = shard.reconstruct(ids[mine])
         return out

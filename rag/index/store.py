@@ -552,9 +552,8 @@ class IndexWriter:
         """A new segment's vector index: trained already where the index type needs training and
         an earlier write trained it."""
         settings = self.store.settings
-        if self._template:
-            return VectorIndex.load(self.store.segments_root / self._template / TEMPLATE_FILE, settings.factory,
-                                    self.store.use_gpu())
+        if self.trained_template is not None:
+            return VectorIndex.load(self.trained_template, settings.factory, self.store.use_gpu())
         return VectorIndex.create(settings.factory, int(self.embedding["dimension"]), self.store.use_gpu())
 
     def abort(self) -> None:
@@ -800,7 +799,6 @@ class IndexWriter:
             runs = plan_merges([r["chunks"] + r.get("masked", 0) for r in records], settings.max_segments)
         if not runs:
             return records, next_segment
-        template = self.store.segments_root / self._template / TEMPLATE_FILE if self._template else None
         retokenize = self._bm25_tokens if self._retokenize else None
         out: list[dict[str, Any]] = []
         at = 0
@@ -810,7 +808,7 @@ class IndexWriter:
             next_segment += 1
             log.info("stage: merging %d segments into %s", end - start, name)
             out.append(merge_segments(self.store.segments_root, records, records[start:end], name, settings.factory,
-                                      template, retokenize, settings.train_sample, self.tokenizer.settings,
+                                      self.trained_template, retokenize, settings.train_sample, self.tokenizer.settings,
                                       settings.ondisk_bytes))
             at = end
         out.extend(records[at:])
