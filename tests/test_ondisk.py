@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from rag.errors import IndexCorruptError
 from rag.index.vectors import ON_DISK_FILE, VECTORS_FILE, VectorIndex
 from tests.test_segments import _write
 
@@ -130,6 +132,16 @@ def test_an_index_with_lists_on_disk_searches_writes_merges_and_checks_like_one_
     for query in queries:
         assert scored(disk, query) == scored(memory, query)
     assert disk.check() == []
+
+    # A lists file cut short is named when a reader opens it, not read past its end (SIGBUS).
+    lists = root / merged[0]["name"] / ON_DISK_FILE
+    whole = lists.read_bytes()
+    lists.write_bytes(whole[: len(whole) // 2])
+    fresh = make_engine(**common, **{"index.path": str(tmp_path / "disk")})
+    with pytest.raises(IndexCorruptError, match="vectors.ivfdata .* cut short"):
+        fresh.search("loading dock", k=3, mode="dense")
+    assert any(ON_DISK_FILE in problem for problem in fresh.check())
+    lists.write_bytes(whole)
 
     # `rag check` covers the lists file like every other file of a segment.
     lists = root / merged[0]["name"] / ON_DISK_FILE

@@ -153,6 +153,10 @@ class VectorIndex:
             # was written, the segment's staging folder); the map is never written through.
             index = faiss.read_index(str(path), faiss.IO_FLAG_SKIP_IVF_DATA | faiss.IO_FLAG_READ_ONLY)
             on_disk = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+            if lists.stat().st_size < on_disk.totsize:
+                # Mapped anyway, reading its missing end would kill the process (SIGBUS).
+                raise IndexCorruptError(f"{lists} holds {lists.stat().st_size} bytes, {path.name} says "
+                                        f"{on_disk.totsize}: it was cut short; run `rag check`, or rebuild the index")
             on_disk.filename = str(lists)
             on_disk.do_mmap()
             on_disk.prefetch_nthread = 0
