@@ -78,9 +78,12 @@ class Engine:
 
     def index_jsonl(self, stream: Iterable[bytes], name: str = "stdin", progress: IndexProgress | None = None,
                     sync: bool = False, total_bytes: int = 0, replace: bool = False,
-                    collection: str | None = None, ray: RayOptions | None = None) -> IndexReport:
-        """Index {"id", "text", "metadata"} records streamed from a binary file object."""
-        return Indexer(self._for_collection(collection), self.embedder, self.store, replace,
+                    collection: str | None = None, ray: RayOptions | None = None,
+                    origin: str | None = None) -> IndexReport:
+        """Index {"id", "text", "metadata"} records streamed from a binary file object; `origin`
+        tells whose records they are when not an operator's stream (they then never replace, nor
+        are replaced or synced away by, a stream's records of the same id)."""
+        return Indexer(self._for_collection(collection), self.embedder, self.store, replace, origin,
                        preparer=_preparer(ray)).run_jsonl(stream, name, progress, sync, total_bytes)
 
     def _for_collection(self, collection: str | None) -> Settings:
@@ -128,9 +131,13 @@ class Engine:
         parsed = parse_filters(filters)  # a bad filter is reported before any model loads
         return self.retriever().search_many(questions, k, timings, parsed, mode)
 
-    def delete(self, doc_ids: list[str], collection: str | None = None) -> tuple[list[str], list[str]]:
-        """Remove documents in one atomic version; returns (deleted, not found). Without a
-        collection, an id must be in exactly one."""
+    def delete(self, doc_ids: list[str], collection: str | None = None,
+               filters: list[str] | None = None) -> tuple[list[str], list[str]]:
+        """Remove documents by their exact ids (never read as patterns) in one atomic version;
+        returns (deleted, not found). Without a collection, an id must be in exactly one. With
+        `filters` (a key's), a document they do not match counts as not found, as it is checked
+        under the write lock, where no other write can change it first."""
+        parsed = parse_filters(filters)
         deleted, missing = [], []
         with self._writer_for_removal() as writer:
             for doc_id in dict.fromkeys(doc_ids):
@@ -138,7 +145,9 @@ class Engine:
                 if len(holders) > 1:
                     raise RagError(f"document id {doc_id!r} is in collections {', '.join(holders)}; say which "
                                    "with --collection NAME. Nothing was deleted.")
-                (deleted if holders and writer.delete_document(holders[0], doc_id) else missing).append(doc_id)
+                exact = [Filter("collection", "=", holders[0]), Filter("doc_id", "=", doc_id)] if holders else []
+                allowed = bool(holders) and (not parsed or bool(writer.matching_documents(parsed + exact)))
+                (deleted if allowed and writer.delete_document(holders[0], doc_id) else missing).append(doc_id)
         return deleted, missing
 
     def delete_matching(self, filters: list[str]) -> list[tuple[str, str]]:

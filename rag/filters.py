@@ -4,16 +4,30 @@ The set is computed in SQLite and handed to the vector and BM25 searches, which 
 those ids: a filter that matches 1% of the corpus still yields k results when k exist, which
 filtering the top k afterwards cannot promise.
 
-Forms: `KEY=VALUE` (equal; a glob when VALUE has * ? or [), `KEY>=V`, `KEY<=V`, `KEY>V`,
-`KEY<V`, and `KEY=A..B` (inclusive; either end may be left out). V is compared as a number when
-it is one, as a date when it is an ISO date (YYYY-MM-DD, optionally with a time), and as text
-otherwise. Keys: collection, doc_id, source, title, format, mtime (the file's modification time),
-indexed_at, page, or any key of a record's metadata. mtime and indexed_at take dates, page numbers.
+Forms: `KEY=VALUE` (equal; a glob when VALUE has `*`, `?` or `[`), `KEY>=V`, `KEY<=V`, `KEY>V`,
+`KEY<V`, and `KEY=A..B` (inclusive; either end may be left out).
+
+Each key has a type, and a value is compared as that type, never guessed from the value:
+- text keys (collection, doc_id, source, title, format) compare as text: `collection=2024` is
+  the collection named "2024" and nothing else, `doc_id=a..m` orders by code point;
+- date keys (mtime, the file's modification time, and indexed_at) take ISO dates (YYYY-MM-DD,
+  optionally with a time and a zone; UTC when none), mtime also epoch seconds;
+- page takes numbers;
+- any other key is a record's or a chunk's metadata, typed by the value stored: a stored number
+  compares as a number with a value that is one (`priority=1` matches 1 and 1.0), stored text as
+  text (`priority=1` matches "1", never "01" or "1-urgent"), stored true/false with `true` or
+  `false`; lists, objects and missing values match nothing.
+
+Globs follow SQLite's GLOB everywhere (searches, listings, deletes and the upload check alike):
+case-sensitive, `*` any run of characters, `?` one character, `[abc]`, `[a-z]` and `[^abc]` (or
+`[!abc]`) one character of a set, a `]` first in a set is itself. They apply to text only.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -22,78 +36,113 @@ from rag.errors import ConfigError
 
 _FORM = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|=|>|<)\s*(.*?)\s*$", re.S)
 _GLOB = re.compile(r"[*?\[]")
+_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?([eE][+-]?\d+)?")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
-# Document columns; everything else is looked up in the document's, then the chunk's, metadata.
-_COLUMNS = {"collection": "d.collection", "doc_id": "d.doc_id", "source": "d.source", "title": "d.title",
-            "format": "d.format", "mtime": "d.mtime", "indexed_at": "d.indexed_at"}
-_EPOCH_COLUMNS = {"mtime"}
-# Keys whose values have one type: a value that is not of it could never match, so it is an error.
-_DATE_KEYS = {"mtime", "indexed_at"}
-_NUMBER_KEYS = {"page"}
+# Document columns holding text; every other key but the typed ones below is metadata.
+TEXT_KEYS = {"collection": "d.collection", "doc_id": "d.doc_id", "source": "d.source", "title": "d.title",
+             "format": "d.format"}
+DATE_KEYS = {"mtime": "d.mtime", "indexed_at": "d.indexed_at"}
+NUMBER_KEYS = {"page": "c.metadata"}
+Op = str  # "=", "glob", ">=", "<=", ">", "<"
 
 
 @dataclass(frozen=True)
 class Filter:
+    """One condition. `value` is text for text and metadata keys (as written), epoch seconds
+    for mtime, UTC ISO text for indexed_at and a number for page."""
+
     key: str
-    op: str  # "=", "glob", ">=", "<=", ">", "<"
+    op: Op
     value: Any
 
     def __str__(self) -> str:
         return f"{self.key}{'=' if self.op == 'glob' else self.op}{self.value}"
 
 
-def _typed(key: str, text: str, original: str) -> Any:
-    """A number, a date (epoch seconds for mtime, ISO text otherwise) or the text itself."""
-    try:
-        return float(text) if re.fullmatch(r"[+-]?\d+(\.\d+)?([eE][+-]?\d+)?", text) else _date(key, text)
-    except ValueError:
-        raise ConfigError(f"--filter {original!r}: {text!r} is not a valid date; use YYYY-MM-DD") from None
+def _number(text: str) -> float | None:
+    return float(text) if _NUMBER.fullmatch(text) else None
 
 
-def _date(key: str, text: str) -> Any:
+def _moment(text: str) -> datetime | None:
     if not _ISO_DATE.match(text):
-        return text
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if key in _EPOCH_COLUMNS:
-        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _typed(key: str, text: str, expression: str) -> Any:
+    """The value as its key's type; a value that is not of it is an error (a filter that
+    silently matches nothing looks like an empty knowledge base)."""
+    if key == "mtime":
+        number, moment = _number(text), _moment(text)
+        if number is None and moment is None:
+            raise ConfigError(f"--filter {expression!r}: mtime is a date; compare it with YYYY-MM-DD (optionally "
+                              "with a time) or epoch seconds, e.g. mtime>=2026-01-01")
+        return number if number is not None else moment.timestamp()  # type: ignore[union-attr]
+    if key == "indexed_at":
+        moment = _moment(text)
+        if moment is None:
+            raise ConfigError(f"--filter {expression!r}: indexed_at is a date; compare it with YYYY-MM-DD "
+                              "(optionally with a time), e.g. indexed_at>=2026-01-01")
+        # The form indexed_at is stored in (rag.index.manifest.utc_now), so text order is time order.
+        return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    if key in NUMBER_KEYS:
+        number = _number(text)
+        if number is None:
+            raise ConfigError(f"--filter {expression!r}: {key} is a number; e.g. {key}=3 or {key}=2..5")
+        return number
+    if key not in TEXT_KEYS and _ISO_DATE.match(text) and _moment(text) is None:
+        # Dates in metadata compare as their ISO text; a date that cannot be is a typo, not an id.
+        raise ConfigError(f"--filter {expression!r}: {text!r} is not a valid date; use YYYY-MM-DD")
     return text
 
 
-def _checked(filters: list[Filter], expression: str) -> list[Filter]:
-    """Refuse values that cannot be compared as their key's type (a filter that silently
-    matches nothing looks like an empty knowledge base)."""
-    for f in filters:
-        if f.key in _DATE_KEYS and (f.op == "glob" or not (isinstance(f.value, float) or _ISO_DATE.match(str(f.value)))):
-            raise ConfigError(f"--filter {expression!r}: {f.key} is a date; compare it with YYYY-MM-DD "
-                              f"(optionally with a time), e.g. {f.key}>=2026-01-01")
-        if f.key in _NUMBER_KEYS and not isinstance(f.value, float):
-            raise ConfigError(f"--filter {expression!r}: {f.key} is a number; e.g. {f.key}=3 or {f.key}=2..5")
-    return filters
+def _checked_glob(key: str, pattern: str, expression: str) -> str:
+    """The pattern in SQLite's own syntax (`[!` becomes `[^`), refused when a set is never closed
+    (SQLite would match nothing) or the key is not text."""
+    if key in DATE_KEYS or key in NUMBER_KEYS:
+        raise ConfigError(f"--filter {expression!r}: {key} is a {'date' if key in DATE_KEYS else 'number'}, "
+                          f"which globs (* ? [) do not apply to; use a range such as {key}>=V or {key}=A..B")
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch != "[":
+            out.append(ch)
+            i += 1
+            continue
+        j = i + 1
+        negate = j < len(pattern) and pattern[j] in "^!"
+        if negate:
+            j += 1
+        if j < len(pattern) and pattern[j] == "]":
+            j += 1  # a ']' first in the set is itself
+        end = pattern.find("]", j)
+        if end < 0:
+            raise ConfigError(f"--filter {expression!r}: the set opened by '[' at position {i + 1} is never closed "
+                              "with ']'; to match a '[' itself write [[]")
+        out.append("[" + ("^" if negate else "") + pattern[i + 1 + negate:end + 1])
+        i = end + 1
+    return "".join(out)
 
 
 def parse_filter(expression: str) -> list[Filter]:
     """One `--filter` argument; a range gives two filters."""
-    return _checked(_parse_filter(expression), expression)
-
-
-def _parse_filter(expression: str) -> list[Filter]:
     match = _FORM.match(expression)
     if not match or not match.group(3):
         raise ConfigError(f"--filter {expression!r}: expected KEY=VALUE, KEY>=VALUE, KEY<=VALUE, KEY>VALUE, "
                           "KEY<VALUE or KEY=FROM..TO (for example source=hr/*.md or mtime>=2026-01-01)")
     key, op, value = match.groups()
-    if op == "=" and ".." in value and not _GLOB.search(value):
+    if op == "=" and _GLOB.search(value):
+        return [Filter(key, "glob", _checked_glob(key, value, expression))]
+    if op == "=" and ".." in value:
         low, high = (part.strip() for part in value.split("..", 1))
         if not low and not high:
             raise ConfigError(f"--filter {expression!r}: a range needs at least one end")
-        out = []
-        if low:
-            out.append(Filter(key, ">=", _typed(key, low, expression)))
-        if high:
-            out.append(Filter(key, "<=", _typed(key, high, expression)))
-        return out
-    if op == "=":
-        return [Filter(key, "glob", value) if _GLOB.search(value) else Filter(key, "=", _typed(key, value, expression))]
+        return ([Filter(key, ">=", _typed(key, low, expression))] if low else []) + (
+            [Filter(key, "<=", _typed(key, high, expression))] if high else [])
     return [Filter(key, op, _typed(key, value, expression))]
 
 
@@ -101,30 +150,73 @@ def parse_filters(expressions: list[str] | tuple[str, ...] | None) -> list[Filte
     return [f for expression in expressions or () for f in parse_filter(expression)]
 
 
-def _key_sql(key: str) -> str:
-    if key in _COLUMNS:
-        return _COLUMNS[key]
-    name = '"' + key.replace('"', '').replace("'", "") + '"'
-    if key == "page":
-        return f"json_extract(c.metadata, '$.{name}')"
-    # A record's own fields are kept under "fields" in the document's metadata.
-    return (f"COALESCE(json_extract(d.metadata, '$.fields.{name}'), json_extract(d.metadata, '$.{name}'), "
-            f"json_extract(c.metadata, '$.{name}'))")
+def _json_path(key: str) -> str:
+    return '"' + key.replace('"', "").replace("'", "") + '"'
+
+
+def _metadata_sql(f: Filter, params: list[Any]) -> str:
+    """A condition on the first of the record's field, the document's and the chunk's metadata
+    that holds the key (not null), compared as the type stored there."""
+    name = _json_path(f.key)
+    sources = ["d.metadata, '$.fields." + name + "'", "d.metadata, '$." + name + "'", "c.metadata, '$." + name + "'"]
+    kind = "COALESCE(" + ", ".join(f"NULLIF(json_type({s}), 'null')" for s in sources) + ")"
+    value = "CASE " + " ".join(f"WHEN NULLIF(json_type({s}), 'null') IS NOT NULL THEN json_extract({s})"
+                               for s in sources) + " END"
+    if f.op == "glob":
+        params.append(f.value)
+        return f"({kind} = 'text' AND {value} GLOB ?)"
+    arms = [f"({kind} = 'text' AND {value} {f.op} ?)"]
+    params.append(f.value)
+    number = _number(f.value)
+    if number is not None:
+        arms.append(f"({kind} IN ('integer', 'real') AND {value} {f.op} ?)")
+        params.append(number)
+    if f.op == "=" and f.value in ("true", "false"):
+        arms.append(f"({kind} = ?)")
+        params.append(f.value)
+    return "(" + " OR ".join(arms) + ")"
+
+
+def _condition(f: Filter, params: list[Any]) -> str:
+    op = "GLOB" if f.op == "glob" else f.op
+    if f.key in TEXT_KEYS:
+        params.append(f.value)
+        return f"{TEXT_KEYS[f.key]} {op} ?"
+    if f.key in DATE_KEYS:
+        params.append(f.value)
+        return f"{DATE_KEYS[f.key]} {op} ?"
+    if f.key in NUMBER_KEYS:
+        params.append(f.value)
+        path = f"c.metadata, '$.{_json_path(f.key)}'"
+        return f"(json_type({path}) IN ('integer', 'real') AND json_extract({path}) {op} ?)"
+    return _metadata_sql(f, params)
 
 
 def to_sql(filters: list[Filter]) -> tuple[str, list[Any]]:
     """A WHERE clause over chunks `c` and documents `d`, with its parameters."""
-    clauses, params = [], []
-    for f in filters:
-        column = _key_sql(f.key)
-        if f.op == "glob":
-            clauses.append(f"CAST({column} AS TEXT) GLOB ?")
-            params.append(f.value)
-        elif isinstance(f.value, float):
-            clauses.append(f"CAST({column} AS REAL) {f.op} ?" if f.op != "=" else
-                           f"({column} IS NOT NULL AND CAST({column} AS REAL) = ?)")
-            params.append(f.value)
-        else:
-            clauses.append(f"CAST({column} AS TEXT) {f.op} ?")
-            params.append(str(f.value))
+    params: list[Any] = []
+    clauses = [_condition(f, params) for f in filters]
     return " AND ".join(clauses) or "1", params
+
+
+def document_matches(filters: list[Filter], columns: dict[str, Any]) -> bool:
+    """Whether a document with these column values (collection, doc_id, ...: the others empty)
+    would match every filter: asked of SQLite through to_sql, so a check made before anything
+    is stored (may this key upload there?) means exactly what a search will."""
+    where, params = to_sql(filters)
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute("CREATE TABLE d (collection, doc_id, source, title, format, mtime, indexed_at, metadata)")
+        conn.execute("CREATE TABLE c (metadata)")
+        conn.execute("INSERT INTO d VALUES (?, ?, ?, ?, ?, ?, ?, '{}')",
+                     [columns.get(k) for k in ("collection", "doc_id", "source", "title", "format", "mtime",
+                                               "indexed_at")])
+        conn.execute("INSERT INTO c VALUES ('{}')")
+        return conn.execute(f"SELECT 1 FROM d, c WHERE {where}", params).fetchone() is not None
+
+
+def exact_expression(key: str, value: str) -> str:
+    """A filter expression selecting exactly this text value of a text key: the characters that
+    would make it a glob or a range, or be trimmed, are written as one-character sets."""
+    if re.search(r"[*?\[]|\.\.|^\s|\s$", value):
+        return f"{key}=" + re.sub(r"([*?\[.\s])", r"[\1]", value)
+    return f"{key}={value}"

@@ -398,12 +398,14 @@ class Indexer:
         """Index records ({"id", "text", "metadata"}) from a JSON Lines stream, one line in memory
         at a time, so a nightly job can pipe in millions."""
         keep_origins: set[str] = set()
+        # An operator's stream, unless the run says whose records these are (API uploads).
+        origin = self.origin or STREAM_ORIGIN
 
         def items() -> Iterator[Item]:
-            records = iter_jsonl_lines(stream, name, name, self.settings.ingest, None, STREAM_ORIGIN, whole_lines=sync)
+            records = iter_jsonl_lines(stream, name, name, self.settings.ingest, None, origin, whole_lines=sync)
             for item in self.preparer.documents(records):
                 if isinstance(item, RagError):
-                    keep_origins.add(STREAM_ORIGIN)
+                    keep_origins.add(origin)
                 yield name, item
 
         return self._index(items(), total_bytes, 1, progress or _NoProgress(),

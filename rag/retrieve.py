@@ -110,7 +110,7 @@ class Retriever:
         spent["fuse"] = time.perf_counter() - started
         started = time.perf_counter()
         keep = max(k, self.settings.rerank_top_n) if self.reranker else k
-        rows = self.reader.chunks.get_chunks({cid for ranking in fused for cid, _ in ranking[:keep]})
+        rows = self.reader.chunks.get_chunks({cid for ranking in fused for cid, _ in ranking[:keep]}, filters)
         out = [self._hits(ranking[:keep], rows, d, s) for ranking, d, s in zip(fused, dense, sparse)]
         spent["fetch"] = time.perf_counter() - started
         if self.reranker:

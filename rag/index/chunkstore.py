@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rag.errors import IndexCorruptError
-from rag.filters import Filter, to_sql
+from rag.filters import Filter, exact_expression, to_sql
 from rag.index.manifest import utc_now
 from rag.records import Chunk, Document
 
@@ -101,10 +101,11 @@ class StoredDocument:
 
 
 def _document_row(row: tuple[Any, ...]) -> dict[str, Any]:
-    collection, doc_id, source, title, mtime, sha256, fmt, metadata, indexed_at, content_of, chunks = row
+    # Not which other document holds its content: that one may lie outside the caller's filters.
+    collection, doc_id, source, title, mtime, sha256, fmt, metadata, indexed_at, chunks = row
     return {"collection": collection, "doc_id": doc_id, "source": source, "title": title, "mtime": mtime,
             "sha256": sha256, "format": fmt, "metadata": json.loads(metadata), "indexed_at": indexed_at,
-            "content_of": content_of, "chunks": int(chunks)}
+            "chunks": int(chunks)}
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
@@ -274,7 +275,11 @@ class ChunkStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def get_chunks(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    def get_chunks(self, ids: Iterable[int], filters: list[Filter] | None = None) -> dict[int, dict[str, Any]]:
+        """Each chunk with the document it is shown as. Content stored once for several ids is
+        shown as the first of them the filters allow (the one holding it when allowed), and
+        `metadata.also_in` names the other allowed ones: a caller limited by filters never learns
+        the name, source or title of a document outside them through a copy it may read."""
         ids = [int(i) for i in ids]
         if not ids:
             return {}
@@ -286,34 +291,38 @@ class ChunkStore:
             rows.extend(self.conn.execute(
                 f"SELECT id, collection, doc_id, ordinal, text, metadata FROM chunks WHERE id IN ({','.join('?' * len(batch))})",
                 batch))
-        documents: dict[tuple[str, str], tuple[Any, ...]] = {}
-        keys: dict[str, set[str]] = {}
-        for _, collection, doc_id, *_ in rows:
-            keys.setdefault(collection, set()).add(doc_id)
-        for collection, doc_ids in keys.items():
-            names = sorted(doc_ids)
-            for start in range(0, len(names), 900):
-                batch = names[start:start + 900]
-                for doc_id, source, title, doc_metadata in self.conn.execute(
-                        f"SELECT doc_id, source, title, metadata FROM documents WHERE collection = ? "
-                        f"AND doc_id IN ({','.join('?' * len(batch))})", (collection, *batch)):
-                    documents[(collection, doc_id)] = (source, title, doc_metadata)
+        aliases = self._aliases_of({(collection, doc_id) for _, collection, doc_id, *_ in rows})
+        named: dict[int, list[str]] = {}
+        for cid, collection, doc_id, *_ in rows:
+            names = [doc_id, *aliases.get((collection, doc_id), [])]
+            named[cid] = self._allowed(cid, collection, names, filters) if filters and len(names) > 1 else names
+        documents = self._document_fields({(collection, named[cid][0]) for cid, collection, *_ in rows if named[cid]})
         out: dict[int, dict[str, Any]] = {}
-        for cid, collection, doc_id, ordinal, text, metadata in rows:
-            if (collection, doc_id) not in documents:
+        for cid, collection, _, ordinal, text, metadata in rows:
+            shown = named[cid]
+            if not shown or (collection, shown[0]) not in documents:
                 continue  # a chunk of no document: `rag check` reports it
-            source, title, doc_metadata = documents[(collection, doc_id)]
+            source, title, doc_metadata = documents[(collection, shown[0])]
             # A record's own fields (department, date, ...) travel with each of its chunks.
             document = json.loads(doc_metadata)
             fields = {**{k: v for k, v in document.items() if k != "fields"}, **document.get("fields", {})}
-            out[cid] = {"collection": collection, "doc_id": doc_id, "ordinal": ordinal, "text": text,
-                        "metadata": {**fields, **json.loads(metadata), "collection": collection},
-                        "source": source, "title": title}
-        holders: dict[str, set[str]] = {}
-        for c in out.values():
-            holders.setdefault(c["collection"], set()).add(c["doc_id"])
+            chunk = json.loads(metadata)
+            # A chunk keeps the source and title of the document it was cut from; it is shown as
+            # this one (an alias, or the same document moved), so it carries this one's.
+            chunk.update({k: v for k, v in (("source", source), ("title", title)) if k in chunk})
+            out[cid] = {"collection": collection, "doc_id": shown[0], "ordinal": ordinal, "text": text,
+                        "metadata": {**fields, **chunk, "collection": collection}, "source": source, "title": title}
+            if len(shown) > 1:
+                out[cid]["metadata"]["also_in"] = shown[1:]
+        return out
+
+    def _aliases_of(self, holders: set[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+        """(collection, holder) -> the other ids sharing its content, sorted."""
+        by_collection: dict[str, set[str]] = {}
+        for collection, doc_id in holders:
+            by_collection.setdefault(collection, set()).add(doc_id)
         aliases: dict[tuple[str, str], list[str]] = {}
-        for collection, doc_ids in holders.items() if self._aliases else ():  # one query per collection
+        for collection, doc_ids in by_collection.items() if self._aliases else ():  # one query per collection
             marks = ",".join("?" * len(doc_ids))
             # No ORDER BY: SQLite would walk the primary key for its order instead of the index.
             for holder, alias in self.conn.execute(
@@ -322,11 +331,31 @@ class ChunkStore:
                 aliases.setdefault((collection, holder), []).append(alias)
         for also in aliases.values():
             also.sort()
-        for chunk in out.values():
-            also = aliases.get((chunk["collection"], chunk["doc_id"]))
-            if also:
-                chunk["metadata"] = {**chunk["metadata"], "also_in": also}
-        return out
+        return aliases
+
+    def _allowed(self, chunk_id: int, collection: str, names: list[str], filters: list[Filter]) -> list[str]:
+        """Those of `names` (documents sharing the chunk) that match the filters with it, in order."""
+        where, params = to_sql(filters)
+        found = {r[0] for r in self.conn.execute(
+            f"SELECT d.doc_id FROM chunks c, documents d WHERE c.id = ? AND d.collection = ? "
+            f"AND d.doc_id IN ({','.join('?' * len(names))}) AND {where}", (chunk_id, collection, *names, *params))}
+        return [name for name in names if name in found]
+
+    def _document_fields(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """(collection, doc_id) -> (source, title, metadata JSON)."""
+        by_collection: dict[str, set[str]] = {}
+        for collection, doc_id in keys:
+            by_collection.setdefault(collection, set()).add(doc_id)
+        documents: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for collection, doc_ids in by_collection.items():
+            names = sorted(doc_ids)
+            for start in range(0, len(names), 900):
+                batch = names[start:start + 900]
+                for doc_id, source, title, doc_metadata in self.conn.execute(
+                        f"SELECT doc_id, source, title, metadata FROM documents WHERE collection = ? "
+                        f"AND doc_id IN ({','.join('?' * len(batch))})", (collection, *batch)):
+                    documents[(collection, doc_id)] = (source, title, doc_metadata)
+        return documents
 
     # Documents matching filters: a document matches when one of its chunks (or, for a document
     # sharing another's content, one of that document's chunks) does, as in search.
@@ -341,7 +370,7 @@ class ChunkStore:
                                   params).fetchone()[0]
         rows = self.conn.execute(
             "SELECT d.collection, d.doc_id, d.source, d.title, d.mtime, d.sha256, d.format, d.metadata, "
-            "d.indexed_at, d.content_of, (SELECT COUNT(*) FROM chunks n WHERE n.collection = d.collection "
+            "d.indexed_at, (SELECT COUNT(*) FROM chunks n WHERE n.collection = d.collection "
             "AND n.doc_id = COALESCE(d.content_of, d.doc_id)) "
             f"{matching} GROUP BY d.collection, d.doc_id ORDER BY d.collection, d.doc_id LIMIT ? OFFSET ?",
             [*params, limit, offset])
@@ -374,13 +403,6 @@ class ChunkStore:
             "UNION ALL SELECT 'first', MIN(mtime), COUNT(*) FROM docs "
             "UNION ALL SELECT 'last', MAX(mtime), COUNT(*) FROM docs", params).fetchall()
 
-        def exactly(key: str, value: str) -> str:
-            """`key=value` selecting only this value: with its special characters in brackets
-            (a glob then) when the plain form would read as a glob, a range, a number or be trimmed."""
-            if re.search(r"[*?\[]|\.\.|^\s|\s$", value) or re.fullmatch(r"[+-]?\d+(\.\d+)?([eE][+-]?\d+)?", value):
-                return f"{key}=" + re.sub(r"([*?\[.\d\s])", r"[\1]", value)
-            return f"{key}={value}"
-
         folders: dict[str, int] = {}
         directories = [(name[:-1].split("/"), int(n)) for kind, name, n in rows if kind == "folder" and name]
         shared = os.path.commonprefix([parts for parts, _ in directories]) if directories else []
@@ -391,12 +413,12 @@ class ChunkStore:
         first, last = (next(value for kind, value, _ in rows if kind == end) for end in ("first", "last"))
         return {
             "documents": next(int(n) for kind, _, n in rows if kind == "first"),
-            "collections": [{"name": name, "documents": int(n), "filter": exactly("collection", name)}
+            "collections": [{"name": name, "documents": int(n), "filter": exact_expression("collection", name)}
                             for kind, name, n in sorted(rows) if kind == "collection"],
-            "formats": [{"name": name, "documents": int(n), "filter": exactly("format", name)}
+            "formats": [{"name": name, "documents": int(n), "filter": exact_expression("format", name)}
                         for kind, name, n in sorted(rows) if kind == "format"],
             "folders": [{"name": top.rsplit("/", 1)[-1], "path": top, "documents": n,
-                         "filter": exactly("source", top + "/") + "*"}
+                         "filter": exact_expression("source", top + "/") + "*"}
                         for top, n in sorted(folders.items())],
             "mtime": {"first": first, "last": last} if first is not None else None,
         }
@@ -404,11 +426,15 @@ class ChunkStore:
     def document_chunks(self, collection: str, doc_id: str) -> list[dict[str, Any]]:
         """A document's chunks in order (those of the document holding its content, if shared)."""
         rows = self.conn.execute(
-            "SELECT c.id, c.ordinal, c.text, c.metadata FROM documents d JOIN chunks c ON c.collection = d.collection "
-            "AND c.doc_id = COALESCE(d.content_of, d.doc_id) WHERE d.collection = ? AND d.doc_id = ? "
-            "ORDER BY c.ordinal, c.id", (collection, doc_id))
-        return [{"chunk_id": cid, "ordinal": ordinal, "text": text, "metadata": json.loads(metadata)}
-                for cid, ordinal, text, metadata in rows]
+            "SELECT c.id, c.ordinal, c.text, c.metadata, d.source, d.title FROM documents d JOIN chunks c "
+            "ON c.collection = d.collection AND c.doc_id = COALESCE(d.content_of, d.doc_id) "
+            "WHERE d.collection = ? AND d.doc_id = ? ORDER BY c.ordinal, c.id", (collection, doc_id))
+        out = []
+        for cid, ordinal, text, metadata, source, title in rows:
+            chunk = json.loads(metadata)  # this document's source and title, not the holder's
+            chunk.update({k: v for k, v in (("source", source), ("title", title)) if k in chunk})
+            out.append({"chunk_id": cid, "ordinal": ordinal, "text": text, "metadata": chunk})
+        return out
 
     def chunk_ids(self) -> Iterator[int]:
         for (cid,) in self.conn.execute("SELECT id FROM chunks ORDER BY id"):
