@@ -735,9 +735,10 @@ def serve(
     import uvicorn
 
     from rag.generate.factory import make_generator
-    from rag.serve.app import CONFIG_ENV, OPEN_ACCESS_ENV, create_app
+    from rag.serve.app import CONFIG_ENV, NETWORK_OPEN, OPEN_ACCESS_ENV, create_app
     from rag.serve.metrics import multiprocess_dir, shared_metrics_dir
     from rag.serve.middleware import log_access_to_stderr
+    from rag.serve.service import offered_generators
 
     try:
         multiprocess_dir()  # a PROMETHEUS_MULTIPROC_DIR that cannot work is named before any model loads
@@ -748,7 +749,8 @@ def serve(
         store = _key_store(index_dir, settings)
         has_keys = store.any_active()
         # A generator that is not configured fails here, with its message, not in every worker.
-        make_generator(settings, engine.embedder)
+        for generator in offered_generators(settings):
+            make_generator(settings, engine.embedder, generator)
     except RagError as exc:
         raise _fail(str(exc)) from None
     host, port, workers = settings.serve.host, settings.serve.port, settings.serve.workers
@@ -767,20 +769,24 @@ def serve(
     elif not has_keys:
         err.print("[yellow]every key is revoked[/]: requests get 401 until `rag keys add` makes a new one")
     log_access_to_stderr()
+    # Deadlines for slow clients' headers and bodies, and a cap on connections per address.
+    from rag.serve.connections import protocol_factory
+
     if workers == 1:
-        uvicorn.run(create_app(settings, open_access=not configured, engine=engine), host=host, port=port,
-                    log_level="info", access_log=False)
+        uvicorn.run(create_app(settings, open_access=not configured, engine=engine, loopback_only=loopback),
+                    host=host, port=port, log_level="info", access_log=False, http=protocol_factory(settings.serve))
         return
     # Worker processes build their own app from the environment: pass on what the flags said.
     from rag.config import env_var_name
 
-    os.environ.update({env_var_name("index.path"): str(settings.index.path), OPEN_ACCESS_ENV: str(int(not configured))})
+    open_mode = "0" if configured else "1" if loopback else NETWORK_OPEN
+    os.environ.update({env_var_name("index.path"): str(settings.index.path), OPEN_ACCESS_ENV: open_mode})
     if state.config_file:
         os.environ[CONFIG_ENV] = str(state.config_file)
     # Prometheus multi-process mode, so that /metrics on any worker reports every worker's counts.
     with shared_metrics_dir():
         uvicorn.run("rag.serve.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                    log_level="info", access_log=False)
+                    log_level="info", access_log=False, http=protocol_factory(settings.serve))
 
 
 @app.command()

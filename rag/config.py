@@ -122,10 +122,17 @@ class ServeSettings(_Section):
     max_request_mb: float = Field(gt=0, le=10_000)
     max_upload_mb: float = Field(gt=0, le=100_000)
     upload_collection: str
+    upload_dir: str
+    upload_spool_mb: float = Field(gt=0, le=10_000_000)
+    generators: list[Literal["local", "openai", "extractive"]]
     queue_depth: int = Field(ge=1, le=100_000)
     batch_size: int = Field(ge=1, le=1024)
     timeout: float = Field(gt=0, le=86_400)
     log_questions: bool
+    header_timeout: float = Field(ge=0, le=3600)
+    body_timeout: float = Field(ge=0, le=86_400)
+    body_min_rate_kb: float = Field(ge=0, le=1_048_576)
+    max_connections_per_client: int = Field(ge=0, le=1_000_000)
 
     @field_validator("upload_collection")
     @classmethod

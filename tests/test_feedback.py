@@ -102,7 +102,8 @@ def test_open_access_rates_its_answers_into_serve_feedback_file(tmp_path, make_e
     elsewhere = tmp_path / "private" / "ratings.sqlite"
     engine = make_engine(**{"serve.feedback_file": str(elsewhere), "answer.generator": "extractive"})
     engine.index([tmp_path / "docs"])
-    with TestClient(create_app(engine.settings, open_access=True, engine=engine)) as client:
+    # Open mode answers loopback names only (TestClient's default host is "testserver").
+    with TestClient(create_app(engine.settings, open_access=True, engine=engine), base_url="http://localhost") as client:
         answer = client.post("/v1/ask", json={"question": LEAVE, "generator": "extractive"}).json()
         r = client.post("/v1/feedback", json={"answer_id": answer["id"], "rating": "up"})
         assert r.status_code == 200, r.text

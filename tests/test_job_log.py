@@ -7,6 +7,7 @@ import time
 
 from rag.serve.job_log import JOBS_FILE, JobLog
 from rag.serve.jobs import Job, UploadJobs
+from rag.serve.spool import UploadSpool
 
 
 def _job(job_id: str, state: str) -> dict:
@@ -52,7 +53,7 @@ def test_uploads_a_stopping_server_never_ran_are_recorded_failed(make_engine, tm
     (tmp_path / "seed").mkdir()
     (tmp_path / "seed" / "seed.md").write_text("# Seed\n\nThe first document.\n")
     engine.index([tmp_path / "seed"])
-    jobs = UploadJobs(engine, max_waiting=10)
+    jobs = UploadJobs(engine, max_waiting=10, spool=UploadSpool(tmp_path / "spool", 2**30))
     folders = [jobs.new_folder() for _ in range(3)]
     for n, folder in enumerate(folders):
         (folder / f"note-{n}.md").write_text(f"# Note {n}\n\nText {n}.\n")

@@ -136,9 +136,13 @@ def test_the_local_model_streams_its_answer_token_by_token(served):
     assert chunks[-1].choices[0].finish_reason == "stop" and "citations" in chunks[-1].model_extra
 
 
-def test_rag_openai_is_offered_once_an_openai_compatible_server_is_configured():
+def test_only_the_generators_the_server_offers_are_models():
     configured = Settings.load(overrides={"generate.openai_base_url": "http://localhost:8000/v1",
-                                          "generate.openai_model": "qwen"}, environ={})
-    assert offered_models(configured) == {"rag": None, "rag-extractive": "extractive", "rag-local": "local",
-                                          "rag-openai": "openai"}
-    assert "rag-openai" not in offered_models(Settings.load(environ={}))
+                                          "generate.openai_model": "qwen",
+                                          "serve.generators": ["openai", "extractive"]}, environ={})
+    assert offered_models(configured) == {"rag": None, "rag-local": "local", "rag-openai": "openai",
+                                          "rag-extractive": "extractive"}
+    assert offered_models(Settings.load(environ={})) == {"rag": None, "rag-local": "local",
+                                                         "rag-extractive": "extractive"}
+    extractive_only = Settings.load(overrides={"answer.generator": "extractive"}, environ={})
+    assert offered_models(extractive_only) == {"rag": None, "rag-extractive": "extractive"}

@@ -16,23 +16,27 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from rag.config import Settings
 from rag.engine import Engine
-from rag.serve.middleware import AccessLog, BodyLimit, log_access_to_stderr
+from rag.serve.middleware import AccessLog, BodyLimit, OpenModeGuard, log_access_to_stderr
 from rag.serve.routes import answers, documents, feedback, openai_compat, ops, page
 from rag.serve.service import Service
 
 log = logging.getLogger(__name__)
 
 # How `rag serve --workers N` hands each worker process what the command line said.
-OPEN_ACCESS_ENV = "RAG_SERVE_OPEN_ACCESS"
+OPEN_ACCESS_ENV = "RAG_SERVE_OPEN_ACCESS"  # "0", "1" (loopback names only) or NETWORK_OPEN
+NETWORK_OPEN = "network"  # --insecure-no-auth on an address other machines reach
 CONFIG_ENV = "RAG_CONFIG"
 
 
-def create_app(settings: Settings, open_access: bool = False, engine: Engine | None = None) -> FastAPI:
-    """The ASGI app; `open_access` serves without keys while none exist (loopback only)."""
+def create_app(settings: Settings, open_access: bool = False, engine: Engine | None = None,
+               loopback_only: bool = True) -> FastAPI:
+    """The ASGI app; `open_access` serves without keys while none exist, to loopback names only
+    unless `loopback_only` is off (--insecure-no-auth on a network address)."""
     service = Service(settings, open_access, engine)
 
     @asynccontextmanager
@@ -55,6 +59,13 @@ def create_app(settings: Settings, open_access: bool = False, engine: Engine | N
                   for e in exc.errors()[:20]]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client closed, or serve.body_timeout cut it off (rag.serve.connections), before its
+        # body was complete: nobody reads this answer; it is logged as such, not as a 500.
+        cut = getattr(request.state, "log_fields", {}).get("cut_off")
+        return Response(status_code=408 if cut else 499)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
@@ -70,6 +81,9 @@ def create_app(settings: Settings, open_access: bool = False, engine: Engine | N
                            expose_headers=["X-Request-ID", "Retry-After", "Location"])
     app.add_middleware(BodyLimit, request_bytes=int(settings.serve.max_request_mb * 2**20),
                        upload_bytes=int(settings.serve.max_upload_mb * 2**20))
+    if open_access:
+        app.add_middleware(OpenModeGuard, is_open=lambda: not service.keys.configured(),
+                           loopback_only=loopback_only, trusted_origins=settings.serve.cors_origins)
     app.add_middleware(AccessLog, metrics=service.metrics)
     return app
 
@@ -79,4 +93,5 @@ def app_from_environment() -> FastAPI:
     the metrics folder all workers share from PROMETHEUS_MULTIPROC_DIR, as the parent process
     set them."""
     log_access_to_stderr()
-    return create_app(Settings.load(), open_access=os.environ.get(OPEN_ACCESS_ENV) == "1")
+    mode = os.environ.get(OPEN_ACCESS_ENV, "0")
+    return create_app(Settings.load(), open_access=mode in ("1", NETWORK_OPEN), loopback_only=mode != NETWORK_OPEN)

@@ -98,7 +98,7 @@ class JobLog:
                 self._conn = None
 
 
-def _started(pid: int) -> int | None:
+def process_started(pid: int) -> int | None:
     """When the process started (clock ticks after boot, Linux), so a reused pid is told apart."""
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
@@ -106,8 +106,19 @@ def _started(pid: int) -> int | None:
         return None
 
 
+def process_alive(pid: int, started: int | None) -> bool:
+    """Whether that process of this machine still runs (unknown counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return started is None or process_started(pid) in (None, started)
+
+
 def _this_process() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _started(os.getpid())}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_started(os.getpid())}
 
 
 def _alive(owner: dict[str, Any]) -> bool:
@@ -115,10 +126,6 @@ def _alive(owner: dict[str, Any]) -> bool:
     if owner.get("host") != socket.gethostname():
         return True
     try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, ValueError, TypeError):
+        return process_alive(int(owner["pid"]), owner.get("started"))
+    except (KeyError, ValueError, TypeError):
         return True
-    started = owner.get("started")
-    return started is None or _started(int(owner["pid"])) in (None, started)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import tempfile
 import threading
 import time
 import unicodedata
@@ -30,6 +29,8 @@ from rag.engine import Engine
 from rag.errors import IndexLockedError, RagError
 from rag.indexing import IndexReport
 from rag.serve.job_log import JOBS_FILE, JobLog
+from rag.serve.keys import ApiKey
+from rag.serve.spool import UploadSpool
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,15 @@ def _without_paths(value: Any, folder: Path) -> Any:
 class Job:
     id: str
     collection: str
-    key_name: str | None
+    key_name: str | None  # for people reading logs; ownership goes by key_id
     files: list[str]
     state: State = "queued"
     created: float = field(default_factory=time.time)
     finished: float | None = None
     report: dict[str, Any] | None = None
     error: str | None = None
+    # The key that made it (its id: a new key may reuse a revoked key's name); None in open mode.
+    key_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         report = self.report or {}
@@ -91,10 +94,16 @@ class Job:
                 "problems": report.get("problems", []), "error": self.error}
 
 
+def _job(collection: str, key: ApiKey | None, files: list[str]) -> Job:
+    return Job(uuid.uuid4().hex, collection, key.name if key else None, files,
+               key_id=key.key_id if key else None)
+
+
 class UploadJobs:
-    def __init__(self, engine: Engine, max_waiting: int) -> None:
+    def __init__(self, engine: Engine, max_waiting: int, spool: UploadSpool) -> None:
         self.engine = engine
         self._max_waiting = max_waiting
+        self.spool = spool
         # Where other processes on the index read this one's jobs (and it reads theirs).
         self._log = JobLog(engine.store.path / JOBS_FILE, _KEPT_JOBS)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-upload")
@@ -110,21 +119,24 @@ class UploadJobs:
 
     def new_folder(self) -> Path:
         """A private folder for one upload's files (removed when its job ends)."""
-        return Path(tempfile.mkdtemp(prefix="rag-upload-"))
+        return self.spool.new_folder()
 
-    def submit_files(self, folder: Path, collection: str, key_name: str | None) -> Job:
+    def submit_files(self, folder: Path, collection: str, key: ApiKey | None) -> Job:
         files = sorted(p.name for p in folder.iterdir())
-        return self._submit(Job(uuid.uuid4().hex, collection, key_name, files), folder,
+        return self._submit(_job(collection, key, files), folder,
                             lambda: self.engine.index([folder], collection=collection, origin=UPLOAD_ORIGIN))
 
     def submit_records(self, folder: Path, records_file: Path, count: int, collection: str,
-                       key_name: str | None) -> Job:
-        job = Job(uuid.uuid4().hex, collection, key_name, [f"{count} records"])
+                       key: ApiKey | None) -> Job:
+        """Records get the uploads' origin too: they replace earlier uploads of their ids, are
+        refused where an operator's `rag index --jsonl` stream put that id (and the reverse),
+        and a stream's `--sync` never removes them."""
+        job = _job(collection, key, [f"{count} records"])
 
         def run() -> IndexReport:
             with records_file.open("rb") as stream:
                 return self.engine.index_jsonl(stream, f"upload {job.id}", total_bytes=records_file.stat().st_size,
-                                               collection=collection)
+                                               collection=collection, origin=UPLOAD_ORIGIN)
         return self._submit(job, folder, run)
 
     def _submit(self, job: Job, folder: Path, run: Any) -> Job:

@@ -59,10 +59,13 @@ class AccessLog:
             logged = True
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.observe_request(route, scope["method"], status, seconds)
             state: dict[str, Any] = scope.get("state", {})
+            # Cut off by a deadline (rag.serve.connections), which answered 408 itself; whatever
+            # the app replied to the half-read request was never sent.
+            shown = 408 if "cut_off" in state.get("log_fields", {}) else status
+            self.metrics.observe_request(route, scope["method"], shown, seconds)
             line = {"request_id": request_id, "method": scope["method"], "route": route, "path": scope["path"],
-                    "status": status, "seconds": round(seconds, 4), "key": state.get("key_name"),
+                    "status": shown, "seconds": round(seconds, 4), "key": state.get("key_name"),
                     "client": (scope.get("client") or ("", 0))[0], **state.get("log_fields", {})}
             access_log.info(json.dumps(line, ensure_ascii=False))
 
@@ -121,3 +124,50 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+# Host names that can only be this machine: what a browser sends when a page of this machine
+# calls it. A DNS-rebinding page calls it under its own name, which is refused.
+_LOOPBACK_HOST = re.compile(r"^(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?$", re.I)
+
+
+class OpenModeGuard:
+    """While no key exists the service answers without one, so only requests that cannot come
+    from another site's page are served: a loopback `Host` (no DNS rebinding) unless the
+    operator opened the network with --insecure-no-auth, and no cross-site `Origin` or
+    `Sec-Fetch-Site` (a form another page submits needs no CORS preflight, so a cross-site
+    upload or delete would otherwise go through). Origins in serve.cors_origins are trusted."""
+
+    def __init__(self, app: ASGIApp, is_open: Any, loopback_only: bool, trusted_origins: list[str]) -> None:
+        self.app = app
+        self.is_open = is_open  # () -> bool: no key was ever made
+        self.loopback_only = loopback_only
+        self.trusted = {o.rstrip("/").lower() for o in trusted_origins}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.is_open():
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        refusal = None
+        if self.loopback_only and not _LOOPBACK_HOST.match(host):
+            refusal = (f"this server has no API keys yet, so it answers only requests to localhost or 127.0.0.1, "
+                       f"not to {host[:100]!r}; add a key (`rag keys add NAME`) to serve other names")
+        else:
+            origin = headers.get("origin", "").rstrip("/").lower()
+            own = {f"{scheme}://{host.lower()}" for scheme in ("http", "https")}
+            fetch_site = headers.get("sec-fetch-site", "").lower()
+            # Following a link here shows the person the page or a listing; nothing reaches the other site.
+            followed = scope["method"] in ("GET", "HEAD") and headers.get("sec-fetch-mode") == "navigate"
+            if (origin and origin not in own and origin not in self.trusted) or (
+                    fetch_site in ("cross-site", "same-site") and origin not in self.trusted and not followed):
+                refusal = ("this server has no API keys yet, so it refuses requests from other sites' pages; open "
+                           "its own page, or add a key (`rag keys add NAME`) and send it")
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"detail": refusal}).encode()
+        await send({"type": "http.response.start", "status": 403,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -27,6 +30,7 @@ from rag.serve.feedback import FeedbackStore, feedback_path
 from rag.serve.jobs import UploadJobs
 from rag.serve.keys import ApiKey, KeyStore, Scope, keys_path
 from rag.serve.metrics import Metrics, outcome
+from rag.serve.spool import SpoolFull, UploadSpool
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +45,23 @@ class Service:
         self._queues: dict[str, ModelQueue] = {}
         self._queues_lock = threading.Lock()
         self.search_queue = ModelQueue("embedding", self._search_batch, serve.batch_size, serve.queue_depth)
-        self.jobs = UploadJobs(self.engine, serve.queue_depth)
+        self.generators = offered_generators(settings)
+        self.jobs = UploadJobs(self.engine, serve.queue_depth,
+                               UploadSpool(Path(serve.upload_dir) if serve.upload_dir else None,
+                                           int(serve.upload_spool_mb * 2**20)))
         self.metrics = Metrics(self._index_counts, self._queue_sizes)
         self.feedback = FeedbackStore(feedback_path(settings.index.path, serve.feedback_file), serve.feedback_hours)
 
     # -- life --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the models (the embedding model and the configured generator) and open the index
+        """Load the models (the embedding model and every generator offered) and open the index
         before the first request, so /readyz means it and no request waits for a model load."""
         self.engine.embedder.warm_up()
-        warm_up = getattr(self.engine.answerer().generator, "warm_up", None)
-        if warm_up is not None:
-            warm_up()
+        for name in self.generators:
+            warm_up = getattr(self.engine.answerer(name).generator, "warm_up", None)
+            if warm_up is not None:
+                warm_up()
         if self.engine.store.exists():
             self.engine.reader()
         self.ready = True
@@ -91,8 +99,12 @@ class Service:
     def _generation_queue(self, generator: str | None) -> ModelQueue:
         """The generator's queue: one batch at a time for a model in this process; for an
         OpenAI-compatible server, generate.openai_concurrency asks (streamed ones included) at
-        once, since the server batches them itself."""
+        once, since the server batches them itself. Only generators the server offers: a
+        request must never make it load another model."""
         name = generator or self.settings.answer.generator
+        if name not in self.generators:
+            raise ConfigError(f"generator {name!r} is not offered by this server; choose one of "
+                              f"{', '.join(self.generators)} (the operator lists them in serve.generators)")
         with self._queues_lock:
             if name not in self._queues:
                 def run(key: Hashable, questions: list[str], name: str = name) -> list[Answer]:
@@ -196,6 +208,25 @@ def new_answer_id() -> str:
     return uuid.uuid4().hex
 
 
+def offered_generators(settings: Settings) -> list[str]:
+    """The generators requests may choose: answer.generator, then serve.generators (the
+    model-free extractive one when that is empty)."""
+    return list(dict.fromkeys([settings.answer.generator, *(settings.serve.generators or ["extractive"])]))
+
+
+# An absolute path: a slash, then characters a path holds, up to a space, quote or bracket.
+_PATH = re.compile(r"(?<![\w.~-])/[^\s'\"`,;()\[\]{}<>]+")
+
+
+def without_server_paths(text: str) -> str:
+    """The text with every absolute path on this machine (whose first folder exists here, so
+    routes such as /v1/ask stay) replaced: error bodies must not map the server's disk."""
+    def hide(match: re.Match[str]) -> str:
+        first = match.group(0).lstrip("/").split("/", 1)[0]
+        return "<a path on the server>" if first and os.path.isdir("/" + first) else match.group(0)
+    return _PATH.sub(hide, text)
+
+
 # -- access ---------------------------------------------------------------------------------
 
 
@@ -228,10 +259,12 @@ def key_filters(key: ApiKey | None, requested: list[str] | tuple[str, ...] = ())
 def http_error(exc: RagError) -> HTTPException:
     """RagErrors are the user's to act on, except those about the index files, whose messages
     name paths on the server: those are logged, and the client gets a short reason."""
+    if isinstance(exc, SpoolFull):
+        return HTTPException(503, str(exc), headers={"Retry-After": "30"})
     if isinstance(exc, IndexLockedError):
         return HTTPException(503, "the index is being written by another process; retry when it is done",
                              headers={"Retry-After": "5"})
     if isinstance(exc, (IndexNotFoundError, IndexCorruptError, IndexMismatchError)):
         log.error("index unavailable: %s", exc)
         return HTTPException(503, "the index is not available; the server's log says why")
-    return HTTPException(422 if isinstance(exc, ConfigError) else 400, str(exc))
+    return HTTPException(422 if isinstance(exc, ConfigError) else 400, without_server_paths(str(exc)))

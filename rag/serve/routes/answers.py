@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from rag.answer import Answer, Passage
 from rag.errors import RagError
 from rag.serve.keys import ApiKey
-from rag.serve.schemas import AskRequest, SearchRequest
+from rag.serve.schemas import ERROR_RESPONSES, STREAMED, AskRequest, SearchRequest
 from rag.serve.service import Service, access, http_error, key_filters
 
 STREAM_DOC = """With `stream: true` the answer is Server-Sent Events, always in this order:
@@ -30,7 +30,7 @@ def passage_dict(passage: Passage) -> dict[str, Any]:
 
 
 def router(service: Service) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["answers"])
+    api = APIRouter(prefix="/v1", tags=["answers"], responses=ERROR_RESPONSES)
     read = Depends(access(service, "read"))
 
     @api.post("/search")
@@ -42,7 +42,7 @@ def router(service: Service) -> APIRouter:
             raise http_error(exc) from None
         return {"hits": [hit.as_dict() for hit in hits]}
 
-    @api.post("/ask", description="A cited answer (or an honest \"I don't know\") from the passages the key "
+    @api.post("/ask", responses=STREAMED, description="A cited answer (or an honest \"I don't know\") from the passages the key "
                                   "may see: the `rag ask --json` object plus its `id`.\n\n" + STREAM_DOC)
     async def ask(body: AskRequest, request: Request, key: ApiKey | None = read) -> Any:
         filters = key_filters(key, body.filters)

@@ -10,7 +10,6 @@ import asyncio
 import json
 import shutil
 import time
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,26 +19,30 @@ from pydantic import ValidationError
 
 from rag.config import IngestSettings
 from rag.errors import RagError
-from rag.filters import parse_filters
+from rag.filters import document_matches, parse_filters
 from rag.ingest.loaders import supported_extensions
 from rag.serve.keys import ApiKey
 from rag.serve.jobs import Job, safe_upload_name
-from rag.serve.schemas import RecordsUpload
+from rag.serve.schemas import ERROR_RESPONSES, RecordsUpload
 from rag.serve.service import Service, access, http_error, key_filters
+from rag.serve.spool import SpoolFull
 
 Filters = Annotated[list[str], Query(alias="filter", max_length=32,
                                      description="`rag search --filter` expressions, e.g. source=hr/*")]
 _MAX_FILES = 1000
+# Past any index's document count, and well inside SQLite's 64-bit integers (an offset past 2^63
+# failed inside SQLite).
+MAX_OFFSET = 2**31 - 1
 
 
 def router(service: Service) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["documents"])
+    api = APIRouter(prefix="/v1", tags=["documents"], responses=ERROR_RESPONSES)
     read = Depends(access(service, "read"))
     write = Depends(access(service, "write"))
     engine = service.engine
 
     @api.get("/documents")
-    def list_documents(filters: Filters = [], offset: Annotated[int, Query(ge=0)] = 0,  # noqa: B006
+    def list_documents(filters: Filters = [], offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,  # noqa: B006
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                        key: ApiKey | None = read) -> dict[str, Any]:
         """One page of the documents the key may see, in collection and id order, with `total`."""
@@ -58,9 +61,11 @@ def router(service: Service) -> APIRouter:
                               key: ApiKey | None = write) -> dict[str, Any]:
         """Remove one document (in a new index version; queries keep being answered meanwhile)."""
         found = await asyncio.to_thread(_one, service, doc_id, collection, key)
-        exact = [f"collection={found['collection']}", f"doc_id={found['doc_id']}"]
-        deleted = await _write(service, lambda: engine.delete_matching(key_filters(key, exact)))
-        return {"deleted": [{"collection": c, "doc_id": d} for c, d in deleted]}
+        # By its exact id and collection, never as filter text (`1` must not delete `001`), and
+        # only if it still matches the key's filters when the write holds the lock.
+        deleted, _ = await _write(service, lambda: engine.delete([found["doc_id"]], found["collection"],
+                                                                 key_filters(key)))
+        return {"deleted": [{"collection": found["collection"], "doc_id": d} for d in deleted]}
 
     @api.delete("/documents")
     async def delete_documents(filters: Filters = [], key: ApiKey | None = write) -> dict[str, Any]:  # noqa: B006
@@ -115,7 +120,9 @@ def router(service: Service) -> APIRouter:
 
 
 def _may_see(job: Job, key: ApiKey | None) -> bool:
-    return key is None or job.key_name == key.name or key.allows("admin")
+    """The key that made it, by its id (a later key reusing a revoked key's name is another
+    key), or an admin key; everyone in open mode."""
+    return key is None or (job.key_id is not None and job.key_id == key.key_id) or key.allows("admin")
 
 
 def _one(service: Service, doc_id: str, collection: str | None, key: ApiKey | None) -> dict[str, Any]:
@@ -161,16 +168,19 @@ def _collection(service: Service, requested: str | None, key: ApiKey | None) -> 
         raise HTTPException(422, f"collection {collection!r}: {exc}") from None
     limits = parse_filters(key.filters) if key else []
     if limits:
-        on_collection = [f for f in limits if f.key == "collection"]
-        if len(on_collection) != len(limits) or not all(
-                fnmatchcase(collection, f.value) if f.op == "glob" else f.op == "=" and collection == f.value
-                for f in on_collection):
+        # The same matcher the key's reads go through, so it may upload exactly where it can read.
+        if any(f.key != "collection" for f in limits) or not document_matches(limits, {"collection": collection}):
             raise HTTPException(403, f"key {key.name!r} is limited to {' and '.join(key.filters)}; it may upload "
                                      "only into a collection its collection= filters name")
     return collection
 
 
 async def _upload_files(service: Service, request: Request, key: ApiKey | None) -> Job:
+    declared = request.headers.get("content-length", "")
+    try:  # refused before the body is read when the spool has no room for it
+        await asyncio.to_thread(service.jobs.spool.check_room, int(declared) if declared.isdigit() else 0)
+    except RagError as exc:
+        raise http_error(exc) from None
     form = await request.form(max_files=_MAX_FILES, max_fields=16)
     allowed = set(supported_extensions())
     folder = service.jobs.new_folder()
@@ -195,12 +205,12 @@ async def _upload_files(service: Service, request: Request, key: ApiKey | None) 
             target = folder / name
             if target.exists():
                 raise HTTPException(422, f"two uploaded files are named {name}; names must be unique in one upload")
-            with target.open("wb") as out:
-                await asyncio.to_thread(shutil.copyfileobj, upload.file, out)
-        return service.jobs.submit_files(folder, target_collection, key.name if key else None)
+            await asyncio.to_thread(service.jobs.spool.copy_in, upload.file, target)
+        return service.jobs.submit_files(folder, target_collection, key)
     except RagError as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
+        raise http_error(exc) if isinstance(exc, SpoolFull) else HTTPException(
+            503, str(exc), headers={"Retry-After": "10"}) from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -215,6 +225,10 @@ async def _upload_records(service: Service, request: Request, key: ApiKey | None
         raise HTTPException(422, [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()[:20]]) from None
     ingest = service.settings.ingest
     collection = _collection(service, body.collection, key)
+    try:
+        await asyncio.to_thread(service.jobs.spool.check_room, len(await request.body()))
+    except RagError as exc:
+        raise http_error(exc) from None
     folder = service.jobs.new_folder()
     try:
         records = folder / "records.jsonl"
@@ -224,8 +238,7 @@ async def _upload_records(service: Service, request: Request, key: ApiKey | None
                 if record.title is not None:
                     line[ingest.json_title_field] = record.title
                 out.write(json.dumps(line, ensure_ascii=False) + "\n")
-        return service.jobs.submit_records(folder, records, len(body.records), collection,
-                                           key.name if key else None)
+        return service.jobs.submit_records(folder, records, len(body.records), collection, key)
     except RagError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None

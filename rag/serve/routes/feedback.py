@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rag.errors import RagError
 from rag.serve.feedback import Rating
 from rag.serve.keys import ApiKey
+from rag.serve.schemas import ERROR_RESPONSES
 from rag.serve.service import Service, access
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class FeedbackRequest(BaseModel):
 
 
 def router(service: Service) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["feedback"])
+    api = APIRouter(prefix="/v1", tags=["feedback"], responses=ERROR_RESPONSES)
     read = Depends(access(service, "read"))
 
     @api.post("/feedback")

@@ -25,12 +25,14 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.answer import Answer
 from rag.config import Settings
 from rag.errors import RagError
 from rag.serve.keys import ApiKey
-from rag.serve.service import Service, access, http_error, key_filters, new_answer_id
+from rag.serve.schemas import STREAMED
+from rag.serve.service import Service, access, http_error, key_filters, new_answer_id, offered_generators
 
 CHAT_DOC = """The last user message is the question (a string, or content parts of type `text`);
 the model picks the generator: `rag` (the server's configured one), `rag-extractive`,
@@ -154,13 +156,9 @@ def question_of(messages: list[ChatMessage]) -> str:
 
 
 def offered_models(settings: Settings) -> dict[str, str | None]:
-    """Model name -> generator. `rag-openai` only when an OpenAI-compatible server is configured
-    (it cannot answer otherwise); `rag` follows answer.generator."""
-    models: dict[str, str | None] = {MODEL_PREFIX: None, f"{MODEL_PREFIX}-extractive": "extractive",
-                                     f"{MODEL_PREFIX}-local": "local"}
-    if settings.generate.openai_base_url and settings.generate.openai_model:
-        models[f"{MODEL_PREFIX}-openai"] = "openai"
-    return models
+    """Model name -> generator: `rag` (answer.generator) and `rag-NAME` for each generator the
+    server offers (serve.generators); no other can be chosen, so no request loads a model."""
+    return {MODEL_PREFIX: None, **{f"{MODEL_PREFIX}-{name}": name for name in offered_generators(settings)}}
 
 
 class OpenAIHTTPError(HTTPException):
@@ -178,6 +176,23 @@ def _model_not_found(model: str) -> OpenAIHTTPError:
 
 # -- errors in OpenAI's shape ---------------------------------------------------------------
 
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error body, which its clients raise as exceptions carrying `message`."""
+
+    error: OpenAIErrorBody
+
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": OpenAIError} for status in (400, 401, 403, 404, 408, 413, 422, 429, 503, 504)}
+
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
           422: "invalid_request_error", 429: "rate_limit_error"}
@@ -190,7 +205,7 @@ def openai_error(status: int, message: str, code: str | None = None, param: str 
     return {"error": {"message": message, "type": kind, "param": param, "code": code or _CODES.get(status)}}
 
 
-def _from_http(exc: HTTPException) -> JSONResponse:
+def _from_http(exc: StarletteHTTPException) -> JSONResponse:
     code = exc.code if isinstance(exc, OpenAIHTTPError) else None
     return JSONResponse(openai_error(exc.status_code, str(exc.detail), code), exc.status_code, exc.headers)
 
@@ -213,7 +228,7 @@ class OpenAIErrorRoute(APIRoute):
         async def handler(request: Request) -> Response:
             try:
                 return await handle(request)
-            except HTTPException as exc:
+            except StarletteHTTPException as exc:  # FastAPI's own (a body it cannot decode) are Starlette's
                 return _from_http(exc)
             except RequestValidationError as exc:
                 return _from_validation(exc)
@@ -224,7 +239,7 @@ class OpenAIErrorRoute(APIRoute):
 
 
 def router(service: Service) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIErrorRoute)
+    api = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIErrorRoute, responses=_ERROR_RESPONSES)
     read = Depends(access(service, "read"))
     started = int(time.time())
 
@@ -243,7 +258,7 @@ def router(service: Service) -> APIRouter:
             raise _model_not_found(model)
         return model_card(model)
 
-    @api.post("/chat/completions", description=CHAT_DOC)
+    @api.post("/chat/completions", description=CHAT_DOC, responses=STREAMED)
     async def chat_completions(body: ChatCompletionRequest, request: Request, key: ApiKey | None = read) -> Any:
         models = offered_models(service.settings)
         if body.model not in models:

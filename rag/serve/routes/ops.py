@@ -10,11 +10,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from rag.errors import RagError
 from rag.serve.keys import ApiKey
+from rag.serve.schemas import ERROR_RESPONSES
 from rag.serve.service import Service, access
 
 
 def router(service: Service) -> APIRouter:
-    api = APIRouter(tags=["operations"])
+    api = APIRouter(tags=["operations"], responses=ERROR_RESPONSES)
     admin = Depends(access(service, "admin"))
     read = Depends(access(service, "read"))
 
