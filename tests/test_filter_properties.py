@@ -202,3 +202,17 @@ def test_filters_that_cannot_mean_anything_are_refused_naming_the_filter():
         with pytest.raises(ConfigError, match=why) as error:
             parse_filters([bad])
         assert json.dumps(bad)[1:-1] in str(error.value)
+
+
+def test_a_record_with_nan_or_infinity_is_refused_and_metadata_filters_keep_working(make_engine):
+    """Python's json reads NaN and Infinity; stored, they made every metadata filter fail in SQLite."""
+    import io
+
+    engine = make_engine()
+    stream = b"".join(json.dumps(r, allow_nan=True).encode() + b"\n" for r in (
+        {"id": "nan", "text": "Badge office hours.", "metadata": {"p": float("nan")}},
+        {"id": "inf", "text": "Badge office rules.", "p": [1, float("inf")]},
+        {"id": "ok", "text": "Badge office place.", "p": 2}))
+    report = engine.index_jsonl(io.BytesIO(stream), "in.jsonl")
+    assert report.failed == 2 and all("NaN or Infinity" in p.reason for p in report.problems)
+    assert [h.doc_id for h in engine.search("badge office", filters=["p>=1"])] == ["ok"]

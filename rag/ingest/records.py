@@ -66,7 +66,12 @@ def record_to_document(
         metadata.update(_scalar_metadata(nested, set()))
     elif nested is not None:
         metadata["metadata"] = nested
-    canonical = json.dumps({"text": text, "title": title, "metadata": metadata}, sort_keys=True, ensure_ascii=False)
+    try:
+        canonical = json.dumps({"text": text, "title": title, "metadata": metadata}, sort_keys=True,
+                               ensure_ascii=False, allow_nan=False)
+    except ValueError:  # stored, NaN or Infinity would break every filter over metadata (not JSON)
+        raise IngestError("a metadata number is NaN or Infinity, which JSON has not; write null or a finite "
+                          "number", where) from None
     # The title as a heading: prepended to what every chunk embeds, not a chunk of its own.
     sections = [Section(text=text, headings=(title,) if title else ())]
     return Document(
