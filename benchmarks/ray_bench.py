@@ -104,7 +104,7 @@ def main() -> int:
             rows.append(f"| {label} | {seconds:.1f} | {args.records / seconds:.0f} | {report.chunks / seconds:.0f} | "
                         f"{report.chunks} | {base / seconds:.2f}x | {own:.1f} | {report.chunks / own:.0f} |")
             print(rows[-1], flush=True)
-            assert engine.check() == []
+            assert engine.check().problems == []
             engine.close()
         ray.shutdown()
     same = all(rows_ == indexes["one process"] for rows_ in indexes.values())

@@ -128,11 +128,11 @@ def size_section(size: int, texts: list[str], work: Path) -> list[str]:
     seconds = build(engine, size, texts)
     info = engine.info()
     rows = []
-    print(f"  built in {seconds:.0f} s, {info['disk_bytes'] / 2**20:.0f} MB", file=sys.stderr, flush=True)
+    print(f"  built in {seconds:.0f} s, {info.disk_bytes / 2**20:.0f} MB", file=sys.stderr, flush=True)
     files = work / f"files-{size}"
     add(engine, files, 0)  # the first write also loads the reader and compiles the encoder
     engine.delete(["new-0000.txt"])
-    segments = lambda: len(engine.info()["segments"])  # noqa: E731
+    segments = lambda: len(engine.info().segments)  # noqa: E731
     rows.append(row(size, "add one document", add(engine, files, 1), segments()))
     rows.append(row(size, "delete one document (of the big segment)", delete(engine, "r17"), segments()))
     rows.append(row(size, "delete one document (of a small segment)", delete(engine, "new-0001.txt"), segments()))
@@ -149,9 +149,9 @@ def size_section(size: int, texts: list[str], work: Path) -> list[str]:
                     {"seconds": seconds_, "without_embedding": seconds_, "bytes": nbytes}, segments()))
     rows.append(row(size, "add one document, after compaction", add(engine, files, i), segments()))
     rows.append(row(size, "delete one document, after compaction", delete(engine, "r18"), segments()))
-    assert engine.check() == [], engine.check()
+    assert engine.check().problems == [], engine.check().problems
     rows.insert(0, f"| {size:,} | built in one write (synthetic vectors) | {seconds:.1f} | | "
-                   f"{info['disk_bytes'] / 2**20:.1f} on disk | 1 |")
+                   f"{info.disk_bytes / 2**20:.1f} on disk | 1 |")
     for r in rows:
         print(r, flush=True)
     engine.close()
@@ -230,13 +230,13 @@ def scifact_section(work: Path, rounds: int) -> list[str]:
         ndcg = evaluate(engine, "SciFact test", [q for q in questions if q.qid in qrels], qrels, None, 10) \
             .retrieval["ndcg@10"]
         write = f"{written[label]:.1f}" if label in written else "—"
-        rows.append(f"| {label} | {len(engine.info()['segments'])} | {write} | {1000 * reader_open(engine):.0f} | "
+        rows.append(f"| {label} | {len(engine.info().segments)} | {write} | {1000 * reader_open(engine):.0f} | "
                     f"{ndcg:.4f} | "
                     f"{1000 * percentile(spent[label], 50):.2f} | {1000 * percentile(spent[label], 95):.2f} | "
                     + ", ".join(f"{1000 * p:.2f}" for p in round_p50[label]) + " | "
                     + " | ".join(f"{1000 * percentile(per_stage[label][s], 50):.2f}" for s in stages) + " |")
         print(rows[-1], flush=True)
-        assert engine.check() == []
+        assert engine.check().problems == []
     one, ten = percentile(spent[ONE], 50), percentile(spent[TEN], 50)
     copy = percentile(spent[COPY], 50)
     rows.append(f"\n10 segments against one: {1000 * (ten - one):+.2f} ms at p50 ({100 * (ten / one - 1):+.1f}%); "

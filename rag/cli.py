@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import logging
 import os
 import sys
@@ -306,7 +307,7 @@ def check(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     """Verify an index: checksums, FAISS ids against chunk rows, the manifest's counts."""
     try:
         settings, _ = _settings({"index.path": index_dir})
-        problems = _new_engine(settings).check()
+        problems = _new_engine(settings).check().problems
     except RagError as exc:
         raise _fail(str(exc)) from None
     if json_out:
@@ -798,23 +799,23 @@ def info(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     except RagError as exc:
         raise _fail(str(exc)) from None
     if json_out:
-        _print_json(data)
+        _print_json(asdict(data))
         return
-    m = data["manifest"]
-    out.print(f"index      {shown(data['path'])} ({data['version']}, format {m['format_version']})")
+    m = data.manifest
+    out.print(f"index      {shown(data.path)} ({data.version}, format {m['format_version']})")
     out.print(f"documents  {m['counts']['documents']}"
-              + (" (" + ", ".join(f"{shown(c)} {n}" for c, n in data["collections"].items()) + ")"
-                 if len(data["collections"]) > 1 else ""))
+              + (" (" + ", ".join(f"{shown(c)} {n}" for c, n in data.collections.items()) + ")"
+                 if len(data.collections) > 1 else ""))
     out.print(f"chunks     {m['counts']['chunks']} (vectors {m['counts']['vectors']})")
-    if data["segments"]:
-        out.print(f"segments   {len(data['segments'])} ("
-                  + ", ".join(f"{s['name']} {s['chunks']} rows" for s in data["segments"]) + ")")
-    if data["masked"]:
-        out.print(f"deleted    {data['masked']} vectors of deleted or replaced chunks still on disk, skipped by "
-                  f"searches ({data['masked'] / max(m['counts']['vectors'], 1):.1%}); merges and `rag compact` "
+    if data.segments:
+        out.print(f"segments   {len(data.segments)} ("
+                  + ", ".join(f"{s.name} {s.chunks} rows" for s in data.segments) + ")")
+    if data.masked:
+        out.print(f"deleted    {data.masked} vectors of deleted or replaced chunks still on disk, skipped by "
+                  f"searches ({data.masked / max(m['counts']['vectors'], 1):.1%}); merges and `rag compact` "
                   "drop them")
-    out.print(f"size       {data['disk_bytes'] / 2**20:.2f} MB on disk "
-              + ", ".join(f"{k} {v / 2**20:.2f} MB" for k, v in data["files"].items()))
+    out.print(f"size       {data.disk_bytes / 2**20:.2f} MB on disk "
+              + ", ".join(f"{k} {v / 2**20:.2f} MB" for k, v in data.files.items()))
     e = m["embedding"]
     out.print(f"embedding  {shown(e['model'])} (dim {e['dimension']}, normalized {e['normalize']}, "
               f"max {e['max_seq_length']} tokens)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -26,7 +27,8 @@ from rag.filters import Filter, parse_filters
 from rag.indexing import Indexer, IndexProgress, IndexReport, Preparer
 from rag.focus import focus_texts
 from rag.prompt import PromptBuilder
-from rag.records import Hit
+from rag.records import (CheckReport, DocumentDetail, DocumentPage, Facets, Hit, IndexInfo,
+                         SegmentSummary)
 from rag.retrieve import Mode, Reranker, Retriever
 
 if TYPE_CHECKING:
@@ -233,20 +235,20 @@ class Engine:
         parsed = parse_filters(filters)
         return self.answerer(generator).ask_stream(question, k, parsed, mode)
 
-    def documents(self, filters: list[str] | None = None, offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        """One page of the indexed documents matching the filters: {"total", "documents"}."""
+    def documents(self, filters: list[str] | None = None, offset: int = 0, limit: int = 100) -> DocumentPage:
+        """One page of the indexed documents matching the filters, in collection and id order."""
         parsed = parse_filters(filters)
         total, page = self.reader().chunks.list_documents(parsed, offset, limit)
-        return {"total": total, "offset": offset, "limit": limit, "documents": page}
+        return DocumentPage(total, offset, limit, page)
 
-    def facets(self, filters: list[str] | None = None) -> dict[str, Any]:
+    def facets(self, filters: list[str] | None = None) -> Facets:
         """What the documents matching the filters are made of: per collection, format and
         top-level source folder, how many and the filter that selects them, and the mtime range;
         for filter controls built from the index itself (a portal's), never offering a dead end."""
         return self.reader().chunks.facets(parse_filters(filters))
 
     def document(self, doc_id: str, collection: str | None = None,
-                 filters: list[str] | None = None) -> list[dict[str, Any]]:
+                 filters: list[str] | None = None) -> list[DocumentDetail]:
         """The documents with this id (one per collection holding it, or just `collection`'s)
         that match the filters, each with its chunks in order."""
         parsed = parse_filters(filters) + [Filter("doc_id", "=", doc_id)]
@@ -254,10 +256,10 @@ class Engine:
             parsed.append(Filter("collection", "=", collection))
         reader = self.reader()
         _, found = reader.chunks.list_documents(parsed, 0, 1000)
-        return [{**doc, "chunks": reader.chunks.document_chunks(doc["collection"], doc["doc_id"])}
+        return [DocumentDetail(**{**asdict(doc), "chunks": reader.chunks.document_chunks(doc.collection, doc.doc_id)})
                 for doc in found]
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> IndexInfo:
         """The manifest of the live version, with counts, its segments and size on disk."""
         name = self._live_version()
         manifest = Manifest.read(self.store.path / name)
@@ -267,18 +269,11 @@ class Engine:
             if base in (CHUNKS_FILE, VECTORS_FILE, ON_DISK_FILE):
                 files[base] = files.get(base, 0) + path.stat().st_size
         segments = manifest.model_extra.get("segments", []) if is_segmented(manifest) else []
-        return {
-            "path": str(self.store.path),
-            "version": name,
-            "disk_bytes": self.store.disk_bytes(),
-            "files": files,
-            "segments": [{k: r[k] for k in ("name", "chunks", "masked", "vectors")} for r in segments],
-            # Vectors no live chunk owns (deleted, in older segments or an HNSW graph), skipped by
-            # searches until a merge or `rag compact` drops them.
-            "masked": int(manifest.counts.get("masked", 0)),
-            "collections": self._collection_counts(name),
-            "manifest": manifest.model_dump(mode="json"),
-        }
+        return IndexInfo(
+            path=str(self.store.path), version=name, disk_bytes=self.store.disk_bytes(), files=files,
+            segments=[SegmentSummary(r["name"], r["chunks"], r["masked"], r["vectors"]) for r in segments],
+            masked=int(manifest.counts.get("masked", 0)), collections=self._collection_counts(name),
+            manifest=manifest.model_dump(mode="json"))
 
     def _collection_counts(self, name: str) -> dict[str, int]:
         rows = self.store.open_rows(name)
@@ -287,10 +282,13 @@ class Engine:
         finally:
             rows.close()
 
-    def check(self) -> list[str]:
-        """Problems with the live version (empty when sound): every file of it (the manifest's,
+    def check(self) -> CheckReport:
+        """Problems with the live version (none when sound): every file of it (the manifest's,
         and each segment's) is there with its checksum, the manifest agrees with FAISS, and ids
         agree everywhere, segment by segment."""
+        return CheckReport(self._problems())
+
+    def _problems(self) -> list[str]:
         try:
             name = self._live_version()
             manifest = Manifest.read(self.store.path / name)

@@ -82,3 +82,123 @@ class Hit:
         """The `rag search --json` shape; the chunk id travels in the metadata."""
         return {"text": self.text, "score": self.score, "doc_id": self.doc_id, "source": self.source,
                 "metadata": {**self.metadata, "chunk_id": self.chunk_id}}
+
+
+# -- what the index tells about its documents (listings, the page's filters, `rag info`) ----------
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    """One indexed document as listed: its identity, where it was read from and its chunk count."""
+
+    collection: str
+    doc_id: str
+    source: str
+    title: str | None
+    mtime: float | None
+    sha256: str
+    format: str | None
+    metadata: dict[str, Any]
+    indexed_at: str
+    chunks: int
+
+
+@dataclass(frozen=True)
+class DocumentPage:
+    """One page of a listing, and how many documents match in all."""
+
+    total: int
+    offset: int
+    limit: int
+    documents: list[DocumentSummary]
+
+
+@dataclass(frozen=True)
+class DocumentChunk:
+    chunk_id: int
+    ordinal: int
+    text: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DocumentDetail:
+    """A document with its chunks in reading order (the listing's fields, chunks in full)."""
+
+    collection: str
+    doc_id: str
+    source: str
+    title: str | None
+    mtime: float | None
+    sha256: str
+    format: str | None
+    metadata: dict[str, Any]
+    indexed_at: str
+    chunks: list[DocumentChunk]
+
+
+@dataclass(frozen=True)
+class Facet:
+    """A value documents share, how many, and the filter expression selecting exactly it."""
+
+    name: str
+    documents: int
+    filter: str
+
+
+@dataclass(frozen=True)
+class FolderFacet(Facet):
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    first: float
+    last: float
+
+
+@dataclass(frozen=True)
+class Facets:
+    """What the documents matching some filters are made of, for filter controls that never lead
+    to an empty result."""
+
+    documents: int
+    collections: list[Facet]
+    formats: list[Facet]
+    folders: list[FolderFacet]
+    mtime: TimeRange | None
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    name: str
+    chunks: int
+    masked: int
+    vectors: int
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """`rag info`: the live version, its manifest, counts, segments and size on disk."""
+
+    path: str
+    version: str
+    disk_bytes: int
+    files: dict[str, int]  # bytes per kind of file (chunks.sqlite, vectors.faiss, ...), all segments together
+    segments: list[SegmentSummary]
+    # Vectors no live chunk owns (deleted, in older segments or an HNSW graph), skipped by searches
+    # until a merge or `rag compact` drops them.
+    masked: int
+    collections: dict[str, int]
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """`rag check`: what is wrong with the live version; nothing when it is sound."""
+
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems

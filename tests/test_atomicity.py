@@ -71,24 +71,24 @@ def test_sigkill_at_every_stage_leaves_a_working_index(make_engine, sample_docs,
     for marker, delay in moments:
         what = _kill_at(cmd, env, marker, delay)
         reopened = Engine(engine.settings, embedder=embedder)
-        assert reopened.check() == [], what
+        assert reopened.check().problems == [], what
         version = reopened.store.current_version()
         hits = reopened.search("How many vacation days does an employee get?", k=3)
         assert hits and hits[0].doc_id == "handbook.md", what
-        counts = reopened.info()["manifest"]["counts"]
+        counts = reopened.info().manifest["counts"]
         # Either the old version or the complete new one: never anything in between.
         assert (version == base_version and counts["documents"] == 9) or counts["documents"] == 69, (what, counts)
         reopened.close()
     # The next writer cleans up what the killed ones left and finishes the job.
     final = make_engine()
     report = final.index([sample_docs])
-    assert report.failed == 0 and final.info()["manifest"]["counts"]["documents"] == 69
+    assert report.failed == 0 and final.info().manifest["counts"]["documents"] == 69
     assert not [p for p in final.store.path.iterdir() if p.name.startswith(".staging")]
-    named = {s["name"] for s in final.info()["segments"]}
+    named = {s.name for s in final.info().segments}
     assert {p.name for p in final.store.segments_root.iterdir()} <= named | {
         s["name"] for v in final.store.versions() for s in Manifest.read(final.store.path / v).model_extra["segments"]}, \
         "segments left by killed writers are removed"
-    assert final.check() == []
+    assert final.check().problems == []
     check = subprocess.run([sys.executable, "-m", "rag", "check", "--index", str(engine.store.path)], env=env,
                            capture_output=True, text=True, timeout=120)
     assert check.returncode == 0 and "is sound" in check.stdout, check.stderr

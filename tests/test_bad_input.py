@@ -128,7 +128,7 @@ def _manifest_dimension(c: Ctx) -> Outcome:
     manifest = json.loads((live / "manifest.json").read_text())
     manifest["embedding"]["dimension"] = 768
     (live / "manifest.json").write_text(json.dumps(manifest))
-    problems = c.make_engine().check()
+    problems = c.make_engine().check().problems
     assert any("dimension 768" in p for p in problems), problems
     deleting = raised(lambda: c.make_engine().delete(["notes.txt"]))
     assert c.make_engine().store.current_version() == live.name, "no version was committed"
@@ -138,7 +138,7 @@ def _manifest_dimension(c: Ctx) -> Outcome:
 def _check_missing_file(c: Ctx) -> Outcome:
     engine = c.built()
     (c.live(engine).parent / "segments" / "s000001" / "postings.json").unlink()
-    problems = c.make_engine().check()
+    problems = c.make_engine().check().problems
     return Outcome(1 if problems else 0, "; ".join(problems))
 
 

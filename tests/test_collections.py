@@ -180,8 +180,8 @@ def test_an_index_of_the_previous_release_is_read_as_it_is_and_migrated_by_the_n
                                  "text": "Lost badges are replaced at reception for 10 euros."}) + "\n"})
     index = write_format1_index(make_engine(**{"index.path": str(tmp_path / "index")}), Path("docs"))
     engine = make_engine(**{"index.path": str(index)})
-    assert engine.info()["manifest"]["format_version"] == 1
-    assert engine.check() == []
+    assert engine.info().manifest["format_version"] == 1
+    assert engine.check().problems == []
     hit = engine.search("Which class are train tickets reimbursed in?", k=1)[0]
     assert (hit.doc_id, hit.metadata["collection"]) == ("travel.md", "default")
     cafeteria = engine.search("cafeteria opening time", k=1)[0]
@@ -192,13 +192,13 @@ def test_an_index_of_the_previous_release_is_read_as_it_is_and_migrated_by_the_n
     report = engine.index([Path("docs")])
     assert (report.unchanged, report.added, report.updated, report.failed) == (4, 0, 0, 0)
     info = engine.info()
-    assert info["manifest"]["format_version"] == 3 and len(info["segments"]) == 1 and engine.check() == []
+    assert info.manifest["format_version"] == 3 and len(info.segments) == 1 and engine.check().problems == []
     assert engine.search("cafeteria opening time", k=1)[0].metadata["also_in"]
     # Origins are known from now on: another folder's travel.md is refused.
     other = _folder(tmp_path / "other", {"travel.md": "Travel is booked through the portal."})
     assert engine.index([other]).failed == 1
     assert engine.delete(["faq-1"]) == (["faq-1"], [])
-    assert engine.check() == []
+    assert engine.check().problems == []
 
 
 def test_progress_counts_chunks_while_one_large_document_is_embedded(make_engine, tmp_path, monkeypatch):

@@ -205,7 +205,7 @@ def test_engine_indexes_on_the_gpu_and_a_cpu_engine_reads_the_same_index(make_en
     assert engine.index([docs]).documents == 300
     (docs / "note-007.txt").write_text("Ticket 7 was closed: the forklift battery was replaced.")
     assert engine.index([docs]).updated == 1  # a removal and an add on an index loaded onto the GPU
-    assert engine.check() == []
+    assert engine.check().problems == []
     questions = ["forklift battery replaced", "fault code F123 in aisle 123", "conveyor fault in aisle 42"]
     on_gpu = [[(h.chunk_id, h.doc_id) for h in engine.search(q, k=5, mode="dense")] for q in questions]
     assert engine.reader().on_gpu  # the two segments, joined into one index on the GPU
@@ -233,7 +233,7 @@ def test_ivf_lists_on_disk_are_written_from_the_gpu_and_searched_on_the_cpu(make
     assert engine.store.use_gpu()
     assert engine.index([docs]).documents == 300  # trained and grown on the GPU, then moved to disk
     assert list(engine.store.segments_root.rglob(ON_DISK_FILE))
-    assert engine.check() == []
+    assert engine.check().problems == []
     questions = ["fault code F123 in aisle 123", "conveyor fault in aisle 42"]
     found = [[(h.chunk_id, h.score) for h in engine.search(q, k=5, mode="dense")] for q in questions]
     assert not engine.reader().on_gpu

@@ -49,9 +49,9 @@ def test_bm25_stays_in_step_through_update_delete_and_compact(make_engine, codes
     assert engine.search("MR-3007", k=1, mode="bm25")[0].doc_id == "part-07.md"
     engine.delete(["part-08.md"])
     assert "part-08.md" not in {h.doc_id for h in engine.search("MR-2008", k=40, mode="bm25")}
-    assert engine.check() == []
+    assert engine.check().problems == []
     engine.compact()
-    assert engine.check() == []
+    assert engine.check().problems == []
     hits = engine.search("MR-2009", k=5, filters=["doc_id=part-09.md"], mode="bm25")
     assert [h.doc_id for h in hits] == ["part-09.md"]
 
@@ -70,7 +70,7 @@ def test_new_bm25_parameters_are_read_as_built_until_the_next_write_rebuilds(mak
     rebuilt = retuned.search("order code MR-2031 chassis", k=3, mode="bm25")
     assert rebuilt[0].doc_id == "part-31.md"
     assert [h.score for h in rebuilt] != [h.score for h in built]
-    assert report.version == "v000002" and retuned.check() == []
+    assert report.version == "v000002" and retuned.check().problems == []
 
 
 def test_reranking_with_a_local_cross_encoder(make_engine, codes, tmp_path, embedder):

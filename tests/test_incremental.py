@@ -63,15 +63,15 @@ def test_rerun_embeds_nothing_changed_document_replaces_chunks_sync_and_delete(m
     changed = engine.index([docs], sync=True)
     assert (changed.added, changed.updated, changed.unchanged, changed.deleted) == (0, 1, 28, 1)
     assert counting.passages == embedded + 1
-    counts = engine.info()["manifest"]["counts"]
+    counts = engine.info().manifest["counts"]
     assert counts["documents"] == 29 and counts["chunks"] == 29
     assert all("F003" not in h.text for h in engine.search("fault F003 aisle 3", k=29))
     assert "T-004" not in {h.doc_id for h in engine.search("fault F004 aisle 4", k=29)}
 
     deleted, missing = engine.delete(["T-005", "no-such-id"])
     assert (deleted, missing) == (["T-005"], ["no-such-id"])
-    assert engine.info()["manifest"]["counts"]["documents"] == 28
-    assert engine.check() == []
+    assert engine.info().manifest["counts"]["documents"] == 28
+    assert engine.check().problems == []
 
 
 def test_sync_keeps_what_a_failing_file_had_indexed(make_engine, tmp_path):
@@ -146,7 +146,7 @@ def test_identical_content_under_two_ids_is_stored_once_and_found_under_both(mak
     engine = Engine(make_settings(), embedder=counting)
     report = engine.index([docs])
     assert report.added == 3 and report.deduplicated == 0  # the copy came in the same batch
-    counts = engine.info()["manifest"]["counts"]
+    counts = engine.info().manifest["counts"]
     assert counts["documents"] == 3 and counts["chunks"] == 2, "the copy's chunks are stored once"
     hits = engine.search("meal allowance abroad", k=5)
     assert len([h for h in hits if "45 euros" in h.text]) == 1, "no duplicate passages"
@@ -164,8 +164,8 @@ def test_identical_content_under_two_ids_is_stored_once_and_found_under_both(mak
     engine.delete([holder])
     hits = engine.search("meal allowance abroad", k=1)
     assert "45 euros" in hits[0].text and hits[0].doc_id != holder
-    assert engine.info()["manifest"]["counts"]["chunks"] == 2
-    assert engine.check() == []
+    assert engine.info().manifest["counts"]["chunks"] == 2
+    assert engine.check().problems == []
 
 
 @pytest.mark.parametrize("factory", FACTORIES)
@@ -233,10 +233,10 @@ def test_masked_ids_are_never_returned_and_compaction_is_reported(make_engine, t
     engine = make_engine(**{"index.factory": "HNSW32"})
     engine.index([docs])
     deleted, _ = engine.delete([f"T-{i:03d}" for i in range(0, 50, 2)])
-    assert len(deleted) == 25 and engine.info()["masked"] == 25
+    assert len(deleted) == 25 and engine.info().masked == 25
     ids = {h.doc_id for h in engine.search("conveyor fault", k=50)}
     assert ids == {f"T-{i:03d}" for i in range(1, 50, 2)}, "masked vectors never come back, and k is still met"
-    assert engine.compact() == 25 and engine.info()["masked"] == 0
+    assert engine.compact() == 25 and engine.info().masked == 0
     reader = engine.reader()
     assert len(reader.segments) == 1
     assert np.array_equal(np.sort(reader.segments[0].vectors.contains_ids()),

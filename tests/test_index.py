@@ -36,7 +36,7 @@ def test_manifest_records_what_the_index_was_built_with(make_engine, sample_docs
     engine = make_engine()
     engine.index([sample_docs])
     info = engine.info()
-    manifest = info["manifest"]
+    manifest = info.manifest
     assert manifest["format_version"] == 3
     assert manifest["embedding"] == {
         "model": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384, "normalize": True,
@@ -47,7 +47,7 @@ def test_manifest_records_what_the_index_was_built_with(make_engine, sample_docs
     assert manifest["counts"]["chunks"] == manifest["counts"]["vectors"] > 0
     assert manifest["created_at"] and manifest["updated_at"]
     # One write, one segment: its rows, vectors and BM25 postings, each with its checksum.
-    assert info["disk_bytes"] > 0 and manifest["files"] == {} and len(manifest["segments"]) == 1
+    assert info.disk_bytes > 0 and manifest["files"] == {} and len(manifest["segments"]) == 1
     assert set(manifest["segments"][0]["files"]) == {
         "chunks.sqlite", "vectors.faiss", "postings.json", "postings.vocab.json", "postings.ids.npy",
         "postings.lengths.npy", "postings.tf.npy", "postings.rows.npy", "postings.indptr.npy"}
@@ -65,19 +65,19 @@ def test_unchanged_documents_cost_nothing_and_changed_ones_replace_their_chunks(
     hits = engine.search("When does the cafeteria close?", k=20)
     cafeteria = [h for h in hits if h.doc_id == "notes.txt"]
     assert len(cafeteria) == 1 and "16:00" in cafeteria[0].text
-    assert engine.info()["manifest"]["counts"]["documents"] == 9
+    assert engine.info().manifest["counts"]["documents"] == 9
 
 
 def test_a_bad_file_never_costs_what_is_already_indexed(make_engine, sample_docs, tmp_path):
     engine = make_engine()
     engine.index([sample_docs])
-    before = engine.info()["manifest"]["counts"]
+    before = engine.info().manifest["counts"]
     (sample_docs / "corrupt.pdf").write_bytes(b"%PDF-1.4\n garbage garbage")
     (sample_docs / "new.md").write_text("# New\n\nThe new parking garage opens in May.")
     report = engine.index([sample_docs])
     assert report.failed == 1 and report.added == 1 and report.exit_code() == 1
     assert report.problems[0].path == str(sample_docs / "corrupt.pdf")
-    after = engine.info()["manifest"]["counts"]
+    after = engine.info().manifest["counts"]
     assert after["documents"] == before["documents"] + 1
     assert engine.search("parking garage", k=1)[0].doc_id == "new.md"
 
@@ -104,8 +104,8 @@ def test_another_model_of_another_dimension_is_refused(make_settings, sample_doc
     settings = make_settings(**{"embedding.model": str(model_dir)})
     engine = Engine(settings)
     assert engine.index([sample_docs]).documents == 9
-    assert engine.info()["manifest"]["embedding"]["dimension"] == 64
-    assert engine.info()["manifest"]["embedding"]["model"] == "minilm-64"
+    assert engine.info().manifest["embedding"]["dimension"] == 64
+    assert engine.info().manifest["embedding"]["model"] == "minilm-64"
     default = Engine(make_settings(), embedder=embedder)
     with pytest.raises(IndexMismatchError, match=r"model: index has 'minilm-64'.*dimension: index has 64"):
         default.search("vacation days")
@@ -143,20 +143,20 @@ def test_other_index_types_build_train_update_and_search(make_engine, tmp_path, 
     report = engine.index([docs])
     assert report.updated == 1
     info = engine.info()
-    counts = info["manifest"]["counts"]
+    counts = info.manifest["counts"]
     masked = 1
     assert counts["chunks"] == 300 and counts["vectors"] == 300 + masked and counts["masked"] == masked
-    assert info["masked"] == masked and [s["chunks"] for s in info["segments"]] == [300, 1]
-    assert engine.check() == []
+    assert info.masked == masked and [s.chunks for s in info.segments] == [300, 1]
+    assert engine.check().problems == []
     hits = engine.search("forklift battery replaced", k=3)
     assert "note-007.txt" in [h.doc_id for h in hits]
     old = engine.search("fault code F007 in aisle 7", k=300)
     assert all("F007" not in h.text for h in old), "the replaced text must never come back"
     assert engine.compact() == masked
-    counts = engine.info()["manifest"]["counts"]
+    counts = engine.info().manifest["counts"]
     assert counts["vectors"] == counts["chunks"] == 300 and counts["masked"] == 0
-    assert len(engine.info()["segments"]) == 1
-    assert engine.check() == []
+    assert len(engine.info().segments) == 1
+    assert engine.check().problems == []
     assert "note-007.txt" in [h.doc_id for h in engine.search("forklift battery replaced", k=3)]
 
 

@@ -57,7 +57,7 @@ def test_uploads_a_stopping_server_never_ran_are_recorded_failed(make_engine, tm
     folders = [jobs.new_folder() for _ in range(3)]
     for n, folder in enumerate(folders):
         (folder / f"note-{n}.md").write_text(f"# Note {n}\n\nText {n}.\n")
-    live = engine.info()["manifest"]
+    live = engine.info().manifest
     # Another process's write holds the index: the first upload waits for it, the others queue.
     with engine.store.open_writer(live["embedding"], live["chunking"]):
         submitted = [jobs.submit_files(folder, "docs", None) for folder in folders]
@@ -70,4 +70,4 @@ def test_uploads_a_stopping_server_never_ran_are_recorded_failed(make_engine, tm
     assert states[0]["state"] == "failed" and "server stopped while another process" in states[0]["error"]
     for queued in states[1:]:
         assert queued["state"] == "failed" and "server stopped before indexing" in queued["error"]
-    assert [d["doc_id"] for d in engine.documents()["documents"]] == ["seed.md"]
+    assert [d.doc_id for d in engine.documents().documents] == ["seed.md"]

@@ -68,7 +68,7 @@ def test_keys_live_beside_the_index_versions_and_survive_writes(make_engine, sam
     engine.index([sample_docs])
     engine.delete(["new.md"])
     assert store.verify(token).name == "portal"
-    assert engine.check() == []
+    assert engine.check().problems == []
 
 
 def test_rag_keys_cli_prints_the_key_once_and_never_lists_it(cli_env, tmp_path):

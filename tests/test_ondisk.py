@@ -111,10 +111,10 @@ def test_an_index_with_lists_on_disk_searches_writes_merges_and_checks_like_one_
     for engine in (disk, memory):
         engine.delete(["note-005.txt", "note-310.txt"])
     root = disk.store.segments_root
-    with_lists = {s["name"] for s in disk.info()["segments"] if (root / s["name"] / ON_DISK_FILE).is_file()}
+    with_lists = {s.name for s in disk.info().segments if (root / s.name / ON_DISK_FILE).is_file()}
     assert len(with_lists) == 3, "every segment holding vectors keeps its lists on disk"
     assert not list(memory.store.segments_root.rglob(ON_DISK_FILE))
-    assert disk.info()["files"][ON_DISK_FILE] > 0
+    assert disk.info().files[ON_DISK_FILE] > 0
     queries = ["fault code F123 in hall 3", "forklift battery technician", "part P-42 logged", "loading dock"]
 
     def scored(engine, query: str) -> list[tuple[float, int]]:
@@ -124,31 +124,31 @@ def test_an_index_with_lists_on_disk_searches_writes_merges_and_checks_like_one_
         assert scored(disk, query) == scored(memory, query)
         assert [h.chunk_id for h in disk.search(query, k=5, filters=["source=*note-1*"])] == \
                [h.chunk_id for h in memory.search(query, k=5, filters=["source=*note-1*"])]
-    assert disk.check() == []
+    assert disk.check().problems == []
 
     assert disk.compact() == memory.compact() == 2
-    merged = disk.info()["segments"]
-    assert len(merged) == 1 and (root / merged[0]["name"] / ON_DISK_FILE).is_file()
+    merged = disk.info().segments
+    assert len(merged) == 1 and (root / merged[0].name / ON_DISK_FILE).is_file()
     for query in queries:
         assert scored(disk, query) == scored(memory, query)
-    assert disk.check() == []
+    assert disk.check().problems == []
 
     # A lists file cut short is named when a reader opens it, not read past its end (SIGBUS).
-    lists = root / merged[0]["name"] / ON_DISK_FILE
+    lists = root / merged[0].name / ON_DISK_FILE
     whole = lists.read_bytes()
     lists.write_bytes(whole[: len(whole) // 2])
     fresh = make_engine(**common, **{"index.path": str(tmp_path / "disk")})
     with pytest.raises(IndexCorruptError, match="vectors.ivfdata .* cut short"):
         fresh.search("loading dock", k=3, mode="dense")
-    assert any(ON_DISK_FILE in problem for problem in fresh.check())
+    assert any(ON_DISK_FILE in problem for problem in fresh.check().problems)
     lists.write_bytes(whole)
 
     # `rag check` covers the lists file like every other file of a segment.
-    lists = root / merged[0]["name"] / ON_DISK_FILE
+    lists = root / merged[0].name / ON_DISK_FILE
     data = bytearray(lists.read_bytes())
     data[len(data) // 2] ^= 0xFF
     lists.write_bytes(bytes(data))
-    assert any(ON_DISK_FILE in problem for problem in disk.check())
+    assert any(ON_DISK_FILE in problem for problem in disk.check().problems)
 
 
 def test_rag_index_json_stays_clean_while_faiss_writes_lists_to_disk(tmp_path, cli_env):

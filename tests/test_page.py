@@ -458,8 +458,8 @@ def test_facet_filters_select_exactly_their_value_whatever_its_characters(make_e
     engine = make_engine(**{"ingest.collection": "2026"})
     engine.index([kb])
     facets = engine.facets()
-    assert [c["filter"] for c in facets["collections"]] == ["collection=2026"], "a collection compares as text"
-    assert {f["name"]: f["documents"] for f in facets["folders"]} == {"[draft] notes": 1, "v1..2": 1, "plain": 2}
-    for facet in facets["collections"] + facets["folders"]:
-        assert engine.documents([facet["filter"]])["total"] == facet["documents"], facet
-    assert engine.facets(["collection=other"])["documents"] == 0
+    assert [c.filter for c in facets.collections] == ["collection=2026"], "a collection compares as text"
+    assert {f.name: f.documents for f in facets.folders} == {"[draft] notes": 1, "v1..2": 1, "plain": 2}
+    for facet in facets.collections + facets.folders:
+        assert engine.documents([facet.filter]).total == facet.documents, facet
+    assert engine.facets(["collection=other"]).documents == 0

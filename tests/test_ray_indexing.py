@@ -48,7 +48,7 @@ def contents(engine: Engine) -> dict[str, Any]:
     chunks = conn.execute("SELECT id, collection, doc_id, ordinal, text, metadata, tokens FROM chunks ORDER BY id").fetchall()
     documents = conn.execute("SELECT collection, doc_id, source, origin, title, mtime, sha256, format, metadata, "
                              "content_of FROM documents ORDER BY collection, doc_id").fetchall()
-    manifest = engine.info()["manifest"]
+    manifest = engine.info().manifest
     for key in ("created_at", "updated_at"):
         manifest.pop(key)
     for segment in manifest["segments"]:
@@ -82,7 +82,7 @@ def assert_same_index(local: Engine, on_ray: Engine) -> None:
     # Other embedding batches pad differently: the same vectors to within the encoder's precision.
     x, y = np.stack([va[i] for i in sorted(va)]), np.stack([vb[i] for i in sorted(vb)])
     assert np.abs(x - y).max() < 1e-3 and np.min(np.sum(x * y, axis=1)) > 0.9999
-    assert local.check() == [] and on_ray.check() == []
+    assert local.check().problems == [] and on_ray.check().problems == []
 
 
 def test_files_on_ray_make_the_index_one_process_makes_and_change_it_the_same_way(cluster, make_engine, tmp_path):
@@ -146,7 +146,7 @@ def test_an_ivf_index_on_ray_gets_vectors_encoded_by_the_workers(cluster, make_e
     for question in ("forklift battery replaced", "fault code F321", "conveyor in aisle 4"):
         assert [h.chunk_id for h in local.search(question, k=5, mode="dense")] == \
                [h.chunk_id for h in on_ray.search(question, k=5, mode="dense")]
-    assert on_ray.check() == []
+    assert on_ray.check().problems == []
 
 
 def test_json_lines_records_on_ray(cluster, make_engine, tmp_path):
@@ -220,7 +220,7 @@ def test_a_job_whose_worker_dies_without_retries_leaves_the_live_version_untouch
     killer.join()
     assert killed
     assert contents(engine) == before
-    assert engine.check() == []
+    assert engine.check().problems == []
     assert not list((tmp_path / "index").rglob(".staging-*")), "the failed run left its staging folder"
     assert engine.index([more]).added == 200  # the next run works
 

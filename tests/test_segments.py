@@ -39,11 +39,11 @@ def test_a_write_adds_a_segment_and_leaves_the_older_ones_untouched(make_engine,
     after = _segment_files(engine)
     assert {k: v for k, v in after.items() if k in before} == before, "older segments are never rewritten"
     info = engine.info()
-    assert [s["chunks"] for s in info["segments"]] == [40, 1]
+    assert [s.chunks for s in info.segments] == [40, 1]
     new_bytes = sum((engine.store.segments_root / f).stat().st_size for f in set(after) - set(before))
     assert new_bytes < 200_000  # the new document's rows, vector and postings, not a copy of the index
     assert engine.search("fault code F040", k=1, mode="bm25")[0].doc_id == "note-040.txt"
-    assert engine.check() == []
+    assert engine.check().problems == []
 
 
 def test_replacing_and_deleting_documents_of_older_segments_hides_them_everywhere(make_engine, tmp_path):
@@ -58,12 +58,12 @@ def test_replacing_and_deleting_documents_of_older_segments_hides_them_everywher
         assert not [h for h in hits if "F007" in h.text or "F011" in h.text], mode
         assert engine.search("mezzanine gate hinge", k=1, mode=mode)[0].doc_id == "note-007.txt"
     listed = engine.documents(limit=100)
-    assert listed["total"] == 29 and "note-011.txt" not in {d["doc_id"] for d in listed["documents"]}
-    assert engine.facets()["documents"] == 29
-    counts = engine.info()["manifest"]["counts"]
+    assert listed.total == 29 and "note-011.txt" not in {d.doc_id for d in listed.documents}
+    assert engine.facets().documents == 29
+    counts = engine.info().manifest["counts"]
     assert (counts["documents"], counts["chunks"], counts["masked"]) == (29, 29, 2)
-    assert engine.check() == []
-    assert engine.document("note-007.txt")[0]["chunks"][0]["text"].startswith("Ticket 7 was closed")
+    assert engine.check().problems == []
+    assert engine.document("note-007.txt")[0].chunks[0].text.startswith("Ticket 7 was closed")
     assert engine.document("note-011.txt") == []
 
 
@@ -79,7 +79,7 @@ def test_bm25_scores_do_not_depend_on_how_the_writes_were_split(make_engine, tmp
         for i in part:
             (part_docs / f"note-{i:03d}.txt").write_bytes((docs / f"note-{i:03d}.txt").read_bytes())
         split.index([part_docs])
-    assert len(split.info()["segments"]) == 3
+    assert len(split.info().segments) == 3
     for query in ("forklift battery fault", "technician checked the loading dock", "part P-13 hall 2", "F033"):
         for mode in ("bm25", "dense", "hybrid"):
             a = [(h.doc_id, round(h.score, 5)) for h in one.search(query, k=10, mode=mode)]
@@ -96,21 +96,21 @@ def test_merges_keep_at_most_max_segments_and_drop_what_tombstones_hide(make_eng
             (docs / f"note-{write:03d}.txt").write_text(f"Ticket {write} reopened: ceiling leak over dock {write}.\n")
         engine.index([docs])
         info = engine.info()
-        assert len(info["segments"]) <= 3
-        assert engine.check() == []
-    assert info["manifest"]["counts"]["documents"] == 35
-    assert sum(s["chunks"] for s in info["segments"]) >= 35
+        assert len(info.segments) <= 3
+        assert engine.check().problems == []
+    assert info.manifest["counts"]["documents"] == 35
+    assert sum(s.chunks for s in info.segments) >= 35
     hits = engine.search("ceiling leak", k=10, mode="bm25")
     assert {h.doc_id for h in hits} == {f"note-{i:03d}.txt" for i in range(2, 7)}
     assert not [h for h in engine.search("fault code F004", k=35, mode="bm25") if "F004" in h.text]
-    assert engine.compact() == engine.info()["masked"] or engine.info()["masked"] == 0
+    assert engine.compact() == engine.info().masked or engine.info().masked == 0
     info = engine.info()
-    assert len(info["segments"]) == 1 and info["masked"] == 0 and info["segments"][0]["chunks"] == 35
+    assert len(info.segments) == 1 and info.masked == 0 and info.segments[0].chunks == 35
     # Segments no version names any more are gone from the disk.
     assert sorted(p.name for p in engine.store.segments_root.iterdir()) == \
         sorted({s["name"] for v in engine.store.versions()
                 for s in __import__("json").loads((engine.store.path / v / "manifest.json").read_text())["segments"]})
-    assert engine.check() == []
+    assert engine.check().problems == []
 
 
 def test_a_document_sharing_its_content_takes_over_the_chunks_of_a_deleted_one_in_an_older_segment(
@@ -127,9 +127,9 @@ def test_a_document_sharing_its_content_takes_over_the_chunks_of_a_deleted_one_i
     for mode in ("dense", "bm25"):
         hit = engine.search("When does the loading dock close?", k=1, mode=mode)[0]
         assert hit.doc_id == "b.txt" and "also_in" not in hit.metadata, mode
-    assert engine.check() == []
+    assert engine.check().problems == []
     assert engine.compact() >= 1 and engine.search("loading dock", k=1)[0].doc_id == "b.txt"
-    assert engine.check() == []
+    assert engine.check().problems == []
 
 
 def test_a_reader_keeps_the_version_it_opened_while_merges_delete_its_segments(make_engine, tmp_path):
@@ -141,7 +141,7 @@ def test_a_reader_keeps_the_version_it_opened_while_merges_delete_its_segments(m
     reader = engine.store.open_reader()
     engine.delete(["note-003.txt"])
     engine.compact()  # one segment now; the reader's two are deleted from the disk
-    assert len(engine.info()["segments"]) == 1
+    assert len(engine.info().segments) == 1
     assert not (engine.store.segments_root / reader.segments[0].name).exists()
     vectors = engine.embedder.embed_queries(["fault code F003"])
     found = reader.search(vectors, 14)
@@ -161,9 +161,9 @@ def test_segments_of_other_index_types_share_one_training_and_merge(make_engine,
         _write(docs, range(260 + i, 261 + i))
         engine.index([docs])
     info = engine.info()
-    assert len(info["segments"]) <= 2 and engine.check() == []
+    assert len(info.segments) <= 2 and engine.check().problems == []
     if factory.startswith("IVF"):
-        template = info["manifest"]["template"]
+        template = info.manifest["template"]
         assert template and (engine.store.segments_root / template / "trained.faiss").is_file()
     assert engine.search("fault code F262", k=1, mode="dense")[0].doc_id in {f"note-{i:03d}.txt" for i in range(263)}
     assert engine.search("F262", k=1, mode="bm25")[0].doc_id == "note-262.txt"
@@ -188,14 +188,14 @@ def test_check_finds_a_damaged_segment_and_a_document_live_twice(make_engine, tm
         row = first.execute("SELECT * FROM documents WHERE doc_id = 'note-001.txt'").fetchone()
         columns = [c[1] for c in first.execute("PRAGMA table_info(documents)")]
         conn.execute(f"INSERT INTO documents ({', '.join(columns)}) VALUES ({', '.join('?' * len(row))})", row)
-    problems = Engine(engine.settings, embedder=engine.embedder).check()
+    problems = Engine(engine.settings, embedder=engine.embedder).check().problems
     assert any(f"{second}/chunks.sqlite: size or checksum differs" in p for p in problems), problems
     manifest = json.loads(manifest_path.read_text())
     from rag.index.segments import file_digest
 
     manifest["segments"][1]["files"]["chunks.sqlite"] = file_digest(database)
     manifest_path.write_text(json.dumps(manifest))
-    problems = Engine(engine.settings, embedder=engine.embedder).check()
+    problems = Engine(engine.settings, embedder=engine.embedder).check().problems
     assert any("live in two segments" in p for p in problems), problems
 
 
@@ -237,8 +237,8 @@ def test_the_most_segments_sqlite_can_read_together_still_merge(make_engine, tmp
             (docs / "note-002.txt").unlink()
             engine.delete(["note-002.txt"])
         engine.index([docs])
-        assert len(engine.info()["segments"]) <= 10
-    assert engine.check() == [] and engine.info()["manifest"]["counts"]["documents"] == 11
+        assert len(engine.info().segments) <= 10
+    assert engine.check().problems == [] and engine.info().manifest["counts"]["documents"] == 11
     assert engine.search("F011", k=1, mode="bm25")[0].doc_id == "note-011.txt"
     assert not [h for h in engine.search("F002", k=11, mode="bm25") if "F002" in h.text]
 
@@ -285,7 +285,7 @@ def test_small_segments_searched_as_one_rank_exactly_as_searched_one_by_one(make
     assert engine.facets() == one_by_one.facets()
     for doc_id in ("note-003.txt", "copy-of-note-031.txt", "note-031.txt", "note-012.txt"):
         assert engine.document(doc_id) == one_by_one.document(doc_id)
-    assert engine.check() == [] and one_by_one.check() == []
+    assert engine.check().problems == [] and one_by_one.check().problems == []
 
 
 def test_merging_ivf_pq_segments_moves_their_codes_unchanged(make_engine, tmp_path):
@@ -299,7 +299,7 @@ def test_merging_ivf_pq_segments_moves_their_codes_unchanged(make_engine, tmp_pa
         _write(docs, part)
         engine.index([docs])
     engine.delete(["note-005.txt", "note-310.txt"])
-    assert len(engine.info()["segments"]) == 4
+    assert len(engine.info().segments) == 4
     queries = ["fault code F123 in hall 3", "forklift battery technician", "part P-42 logged", "loading dock"]
     def scored(query: str) -> list[tuple[float, int]]:
         # Every candidate of the probed lists (PQ scores tie often: order them by id too).
@@ -307,6 +307,6 @@ def test_merging_ivf_pq_segments_moves_their_codes_unchanged(make_engine, tmp_pa
 
     before = [scored(q) for q in queries]
     assert engine.compact() == 2  # the two deleted documents' vectors
-    assert len(engine.info()["segments"]) == 1 and engine.check() == []
+    assert len(engine.info().segments) == 1 and engine.check().problems == []
     after = [scored(q) for q in queries]
     assert after == before and min(len(found) for found in after) > 50

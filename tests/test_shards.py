@@ -37,7 +37,7 @@ def test_a_sharded_segment_finds_what_the_whole_index_finds(make_engine, tmp_pat
                 compared += len(a)
     assert compared > 200
     assert not {h.doc_id for h in sharded.search("fault code F007", k=400, mode="dense")} & {"note-007.txt"}
-    assert sharded.check() == []
+    assert sharded.check().problems == []
     ids = np.sort(whole.reader().segments[0].ids)[:50]
     assert np.array_equal(split[0].reconstruct(ids), whole.reader().segments[0].vectors.reconstruct(ids))
 

@@ -41,14 +41,14 @@ def test_disk_full_is_a_clear_error_and_the_old_index_survives(small_fs, make_en
     fs = small_fs(4096)
     engine = make_engine(**{"index.path": str(fs / "index")})
     engine.index([sample_docs])
-    before = engine.info()["version"]
+    before = engine.info().version
     for i in range(12):
         (sample_docs / f"extra-{i}.txt").write_text(f"Extra document {i}. " + "Lorem ipsum dolor sit amet. " * 60)
     _fill(fs, leave_kb=24)
     with pytest.raises(RagError, match="disk full while writing the index .* previous version is intact"):
         engine.index([sample_docs])
     (fs / "filler.bin").unlink()
-    assert engine.info()["version"] == before
+    assert engine.info().version == before
     assert [p.name for p in (fs / "index").iterdir() if p.name.startswith(".staging")] == []
     assert engine.search("How many vacation days?", k=1)[0].doc_id == "handbook.md"
     # With space again, the same run succeeds.

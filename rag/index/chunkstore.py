@@ -25,7 +25,8 @@ import numpy as np
 from rag.errors import IndexCorruptError
 from rag.filters import Filter, exact_expression, to_sql
 from rag.index.manifest import utc_now
-from rag.records import Chunk, Document
+from rag.records import (Chunk, Document, DocumentChunk, DocumentSummary, Facet, Facets, FolderFacet,
+                         TimeRange)
 
 CHUNKS_FILE = "chunks.sqlite"
 
@@ -100,12 +101,11 @@ class StoredDocument:
     format: str | None
 
 
-def _document_row(row: tuple[Any, ...]) -> dict[str, Any]:
+def _document_row(row: tuple[Any, ...]) -> DocumentSummary:
     # Not which other document holds its content: that one may lie outside the caller's filters.
     collection, doc_id, source, title, mtime, sha256, fmt, metadata, indexed_at, chunks = row
-    return {"collection": collection, "doc_id": doc_id, "source": source, "title": title, "mtime": mtime,
-            "sha256": sha256, "format": fmt, "metadata": json.loads(metadata), "indexed_at": indexed_at,
-            "chunks": int(chunks)}
+    return DocumentSummary(collection, doc_id, source, title, mtime, sha256, fmt, json.loads(metadata), indexed_at,
+                           int(chunks))
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
@@ -362,7 +362,7 @@ class ChunkStore:
     _MATCHING_DOCUMENTS = ("FROM documents d LEFT JOIN chunks c ON c.collection = d.collection "
                            "AND c.doc_id = COALESCE(d.content_of, d.doc_id) WHERE {where}")
 
-    def list_documents(self, filters: list[Filter], offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    def list_documents(self, filters: list[Filter], offset: int, limit: int) -> tuple[int, list[DocumentSummary]]:
         """(how many documents match, one page of them in collection and id order)."""
         where, params = to_sql(filters)
         matching = self._MATCHING_DOCUMENTS.format(where=where)
@@ -383,7 +383,7 @@ class ChunkStore:
             f"SELECT DISTINCT d.collection, d.doc_id {self._MATCHING_DOCUMENTS.format(where=where)} "
             "ORDER BY d.collection, d.doc_id", params)]
 
-    def facets(self, filters: list[Filter]) -> dict[str, Any]:
+    def facets(self, filters: list[Filter]) -> Facets:
         """What the documents matching the filters are made of, for filter controls that always
         find something: how many documents there are per collection, per format and per top-level
         folder of their sources, each with the filter expression that selects exactly it, and the
@@ -411,19 +411,18 @@ class ChunkStore:
                 top = "/".join(parts[:len(shared) + 1])
                 folders[top] = folders.get(top, 0) + n
         first, last = (next(value for kind, value, _ in rows if kind == end) for end in ("first", "last"))
-        return {
-            "documents": next(int(n) for kind, _, n in rows if kind == "first"),
-            "collections": [{"name": name, "documents": int(n), "filter": exact_expression("collection", name)}
-                            for kind, name, n in sorted(rows) if kind == "collection"],
-            "formats": [{"name": name, "documents": int(n), "filter": exact_expression("format", name)}
-                        for kind, name, n in sorted(rows) if kind == "format"],
-            "folders": [{"name": top.rsplit("/", 1)[-1], "path": top, "documents": n,
-                         "filter": exact_expression("source", top + "/") + "*"}
-                        for top, n in sorted(folders.items())],
-            "mtime": {"first": first, "last": last} if first is not None else None,
-        }
+        return Facets(
+            documents=next(int(n) for kind, _, n in rows if kind == "first"),
+            collections=[Facet(name, int(n), exact_expression("collection", name))
+                         for kind, name, n in sorted(rows) if kind == "collection"],
+            formats=[Facet(name, int(n), exact_expression("format", name))
+                     for kind, name, n in sorted(rows) if kind == "format"],
+            folders=[FolderFacet(top.rsplit("/", 1)[-1], n, exact_expression("source", top + "/") + "*", top)
+                     for top, n in sorted(folders.items())],
+            mtime=TimeRange(first, last) if first is not None else None,
+        )
 
-    def document_chunks(self, collection: str, doc_id: str) -> list[dict[str, Any]]:
+    def document_chunks(self, collection: str, doc_id: str) -> list[DocumentChunk]:
         """A document's chunks in order (those of the document holding its content, if shared)."""
         rows = self.conn.execute(
             "SELECT c.id, c.ordinal, c.text, c.metadata, d.source, d.title FROM documents d JOIN chunks c "
@@ -433,7 +432,7 @@ class ChunkStore:
         for cid, ordinal, text, metadata, source, title in rows:
             chunk = json.loads(metadata)  # this document's source and title, not the holder's
             chunk.update({k: v for k, v in (("source", source), ("title", title)) if k in chunk})
-            out.append({"chunk_id": cid, "ordinal": ordinal, "text": text, "metadata": chunk})
+            out.append(DocumentChunk(cid, ordinal, text, chunk))
         return out
 
     def chunk_ids(self) -> Iterator[int]:

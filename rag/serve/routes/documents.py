@@ -21,6 +21,7 @@ from rag.config import IngestSettings
 from rag.errors import RagError
 from rag.filters import document_matches, parse_filters
 from rag.ingest.loaders import supported_extensions
+from rag.records import DocumentDetail, DocumentPage, Facets
 from rag.serve.keys import ApiKey
 from rag.serve.jobs import Job, safe_upload_name
 from rag.serve.schemas import ERROR_RESPONSES, RecordsUpload
@@ -44,7 +45,7 @@ def router(service: Service) -> APIRouter:
     @api.get("/documents")
     def list_documents(filters: Filters = [], offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,  # noqa: B006
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                       key: ApiKey | None = read) -> dict[str, Any]:
+                       key: ApiKey | None = read) -> DocumentPage:
         """One page of the documents the key may see, in collection and id order, with `total`."""
         try:
             return engine.documents(key_filters(key, filters), offset, limit)
@@ -52,7 +53,7 @@ def router(service: Service) -> APIRouter:
             raise http_error(exc) from None
 
     @api.get("/documents/{doc_id:path}")
-    def get_document(doc_id: str, collection: str | None = None, key: ApiKey | None = read) -> dict[str, Any]:
+    def get_document(doc_id: str, collection: str | None = None, key: ApiKey | None = read) -> DocumentDetail:
         """A document's metadata and its chunks in order (`collection` when the id is in several)."""
         return _one(service, doc_id, collection, key)
 
@@ -63,9 +64,8 @@ def router(service: Service) -> APIRouter:
         found = await asyncio.to_thread(_one, service, doc_id, collection, key)
         # By its exact id and collection, never as filter text (`1` must not delete `001`), and
         # only if it still matches the key's filters when the write holds the lock.
-        deleted, _ = await _write(service, lambda: engine.delete([found["doc_id"]], found["collection"],
-                                                                 key_filters(key)))
-        return {"deleted": [{"collection": found["collection"], "doc_id": d} for d in deleted]}
+        deleted, _ = await _write(service, lambda: engine.delete([found.doc_id], found.collection, key_filters(key)))
+        return {"deleted": [{"collection": found.collection, "doc_id": d} for d in deleted]}
 
     @api.delete("/documents")
     async def delete_documents(filters: Filters = [], key: ApiKey | None = write) -> dict[str, Any]:  # noqa: B006
@@ -106,7 +106,7 @@ def router(service: Service) -> APIRouter:
         return job.as_dict()
 
     @api.get("/facets")
-    def facets(filters: Filters = [], key: ApiKey | None = read) -> dict[str, Any]:  # noqa: B006
+    def facets(filters: Filters = [], key: ApiKey | None = read) -> Facets:  # noqa: B006
         """What the documents the key may see are made of: `collections`, `formats` and top-level
         source `folders`, each {name, documents, filter} (the filter expression selecting it),
         and the `mtime` range {first, last} in epoch seconds; for filter controls that offer
@@ -125,7 +125,7 @@ def _may_see(job: Job, key: ApiKey | None) -> bool:
     return key is None or (job.key_id is not None and job.key_id == key.key_id) or key.allows("admin")
 
 
-def _one(service: Service, doc_id: str, collection: str | None, key: ApiKey | None) -> dict[str, Any]:
+def _one(service: Service, doc_id: str, collection: str | None, key: ApiKey | None) -> DocumentDetail:
     try:
         found = service.engine.document(doc_id, collection, key_filters(key))
     except RagError as exc:
@@ -134,7 +134,7 @@ def _one(service: Service, doc_id: str, collection: str | None, key: ApiKey | No
         raise HTTPException(404, f"no document {doc_id!r}" + (f" in collection {collection!r}" if collection else ""))
     if len(found) > 1:
         raise HTTPException(409, f"document id {doc_id!r} is in collections "
-                                 f"{', '.join(d['collection'] for d in found)}; add ?collection=NAME")
+                                 f"{', '.join(d.collection for d in found)}; add ?collection=NAME")
     return found[0]
 
 
