@@ -38,7 +38,8 @@ from rag.cluster import wire
 from rag.config import Settings
 from rag.errors import ConfigError, RagError
 from rag.index.store import bm25_tokens, make_tokenizer
-from rag.index.vectors import VectorIndex, held_in
+from rag.idsets import held_in
+from rag.index.vectors import VectorIndex
 from rag.indexing import Indexer, Prepared, Preparer, loaded_documents, make_chunker
 from rag.ingest.discover import SourceFile
 from rag.records import Document

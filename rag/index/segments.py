@@ -27,7 +27,8 @@ import numpy as np
 
 from rag.errors import IndexCorruptError
 from rag.index.chunkstore import CHUNK_COLUMNS, CHUNKS_FILE, DOCUMENT_COLUMNS, _SCHEMA
-from rag.index.shards import ShardedIndex, members, split
+from rag.idsets import members
+from rag.index.shards import ShardedIndex, split
 from rag.index.vectors import ON_DISK_FILE, VECTORS_FILE, VectorIndex
 from rag.lexical import deserialize_tokens
 from rag.lexical.segments import FILES as POSTINGS_FILES, Postings

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from rag.index.vectors import VectorIndex, held_in
+from rag.idsets import held_in, members
+from rag.index.vectors import VectorIndex
 
 # Below this many vectors a shard's share of a query costs less than the thread hand-off.
 MIN_SHARD_VECTORS = 50_000
@@ -34,11 +35,6 @@ def split(index: VectorIndex, shards: int) -> "ShardedIndex | VectorIndex":
             not (index.exhaustive or index.is_ivf):
         return index
     return ShardedIndex([index.shard(shards, n) for n in range(shards)])
-
-
-def members(ids: np.ndarray, held: np.ndarray) -> np.ndarray:
-    """Those of `ids` that `held` (ascending) holds."""
-    return ids[held_in(ids, held)] if len(ids) else np.zeros(0, np.int64)
 
 
 class ShardedIndex:

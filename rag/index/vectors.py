@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from rag.errors import ConfigError, IndexCorruptError, RagError
+from rag.idsets import held_in
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,6 @@ def _faiss_prints_to_stderr() -> Iterator[None]:
         libc.fflush(None)
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def held_in(ids: np.ndarray, held: np.ndarray) -> np.ndarray:
-    """Which of `ids` the ascending array `held` holds (a mask): a binary search per id, so a
-    filter or the deleted ids cost their own length, not a pass over every vector's id."""
-    if not len(held):
-        return np.zeros(len(ids), bool)
-    return held[np.minimum(np.searchsorted(held, ids), len(held) - 1)] == ids
 
 
 def _claim_written_space(on_disk: Any) -> None:
