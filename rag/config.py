@@ -64,6 +64,11 @@ class IngestSettings(_Section):
     exclude: list[str]
     max_file_mb: float = Field(gt=0, le=100_000)
     csv_rows_per_chunk: int = Field(ge=1, le=10_000)
+    max_unpacked_mb: float = Field(gt=0, le=100_000)
+    max_unpack_ratio: float = Field(ge=10, le=2000)
+    max_archive_members: int = Field(ge=100, le=10_000_000)
+    max_xml_elements: int = Field(ge=10_000, le=1_000_000_000)
+    max_nesting_depth: int = Field(ge=32, le=1_000_000)
     collection: str
     follow_symlinks: Literal["inside", "never", "all"]
 

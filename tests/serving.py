@@ -52,6 +52,7 @@ class Server:
     index: Path
     log: Path
     tokens: dict[str, str] = field(default_factory=dict)
+    pid: int = 0  # the server process
 
     def auth(self, name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[name]}"}
@@ -82,7 +83,7 @@ def running_servers(index: Path, logs: list[Path], env: dict[str, str] | None = 
             with log.open("w") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "rag", "serve", "--port", str(port), "--index",
                                          str(index), *(args or [])], env=environ, stdout=out, stderr=subprocess.STDOUT)
-            started.append((proc, Server(f"http://127.0.0.1:{port}", index, log)))
+            started.append((proc, Server(f"http://127.0.0.1:{port}", index, log, pid=proc.pid)))
         deadline = time.monotonic() + 180
         for proc, server in started:
             while True:

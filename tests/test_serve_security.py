@@ -370,3 +370,37 @@ def test_the_command_line_filters_mean_the_same(hostile):
         shown = {(h["metadata"]["collection"], d) for h in json.loads(done.stdout)
                  for d in [h["doc_id"], *h["metadata"].get("also_in", [])]}
         assert shown == {(d["collection"], d["doc_id"]) for d in everything if matches(wanted, d, {})}, wanted
+
+
+# -- hostile files through the upload route ----------------------------------------------------
+
+
+def test_hostile_uploads_fail_alone_and_the_server_stays_small(hostile, tmp_path):
+    """A zip bomb, a .docx that lies about its sizes, a PDF bomb, nested HTML, a deep JSON record and
+    a CSV field that never ends, uploaded together with a good file: each fails in the job with the
+    setting to raise, the good one is indexed, and the server's memory stays within bounds."""
+    import psutil
+
+    import hostile_files as H
+
+    built = [H.zip_bomb_docx(tmp_path / "bomb.docx"), H.lying_header_docx(tmp_path / "liar.docx"),
+             H.flate_bomb_pdf(tmp_path / "bomb.pdf"), H.nested_html(tmp_path / "deep.html", "div", 300_000),
+             H.deep_json(tmp_path / "deep.json"), H.huge_csv_field(tmp_path / "field.csv", 5)]
+    good = tmp_path / "good.md"
+    good.write_text("# Good\n\nThe good file says the archive room is on floor 3.\n")
+    server = psutil.Process(hostile.pid)
+    before = server.memory_info().rss
+    auth = hostile.auth("writer")
+    files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in [*built, good]]
+    job = _wait(hostile, httpx.post(f"{hostile.base}/v1/documents", files=files, data={"collection": "hostile"},
+                                    headers=auth, timeout=120), auth)
+    reasons = {p["path"]: p["reason"] for p in job["problems"]}
+    assert job["counts"]["added"] == 1 and set(reasons) == {p.name for p in built}, job
+    for name, setting in (("bomb.docx", "max_unpack"), ("liar.docx", "declares"), ("bomb.pdf", "max_unpacked_mb"),
+                          ("deep.html", "max_nesting_depth"), ("deep.json", "nest"), ("field.csv", "line")):
+        assert setting in reasons[name], (name, reasons[name])
+    grown = server.memory_info().rss - before
+    assert grown < 300 * 2**20, f"the server grew by {grown / 2**20:.0f} MB"
+    hits = httpx.post(f"{hostile.base}/v1/search", json={"question": "Where is the archive room?",
+                                                         "filters": ["collection=hostile"]}, headers=auth).json()
+    assert hits["hits"][0]["doc_id"] == "good.md"

@@ -18,24 +18,31 @@ from rag.ingest.table import parse_csv
 from rag.ingest.text import decode_text, normalize_whitespace
 from rag.records import Document, Section
 
-Parser = Callable[[bytes], tuple[list[Section], str | None]]
+Parsed = tuple[list[Section], str | None]
+# A parser gets the file's bytes and the [ingest] settings, whose limits bound what it may unpack.
+Parser = Callable[[bytes, IngestSettings], Parsed]
 
 
-def parse_plain_text(data: bytes) -> tuple[list[Section], str | None]:
+def parse_plain_text(data: bytes) -> Parsed:
     text = normalize_whitespace(decode_text(data))
     return ([Section(text=text)] if text else []), None
 
 
+def _bytes_only(parse: Callable[[bytes], Parsed]) -> Parser:
+    """A parser that needs no settings, called like those that do."""
+    return lambda data, settings: parse(data)
+
+
 LOADERS: dict[str, tuple[str, Parser]] = {
-    ".txt": ("text", parse_plain_text),
-    ".text": ("text", parse_plain_text),
-    ".md": ("markdown", parse_markdown),
-    ".markdown": ("markdown", parse_markdown),
+    ".txt": ("text", _bytes_only(parse_plain_text)),
+    ".text": ("text", _bytes_only(parse_plain_text)),
+    ".md": ("markdown", _bytes_only(parse_markdown)),
+    ".markdown": ("markdown", _bytes_only(parse_markdown)),
     ".html": ("html", parse_html),
     ".htm": ("html", parse_html),
     ".pdf": ("pdf", parse_pdf),
     ".docx": ("docx", parse_docx),
-    ".csv": ("csv", parse_csv),
+    ".csv": ("csv", _bytes_only(parse_csv)),
 }
 RECORD_EXTENSIONS = (".json", ".jsonl")
 
@@ -72,7 +79,7 @@ def load_source(src: SourceFile, settings: IngestSettings) -> Iterator[Document 
 
     fmt, parser = LOADERS[suffix]
     try:
-        sections, title = parser(data)
+        sections, title = parser(data, settings)
     except RagError as exc:
         yield exc
         return

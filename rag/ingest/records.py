@@ -32,6 +32,24 @@ def json_error(exc: json.JSONDecodeError, line: str) -> str:
     return f"not valid JSON: {message} at column {exc.pos + 1}"
 
 
+# Python's JSON reader and writer recurse once per level and stop near 1,000 levels, sooner the
+# deeper the caller's stack: a record past that is refused with this, wherever it failed.
+_TOO_DEEP = ("arrays and objects nested too deeply to read (Python's JSON reader stops near 1,000 levels); "
+             "flatten the data")
+
+
+def _nesting_over(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` levels deep; iterative, so any depth is safe."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def record_to_document(
     record: Any, where: str, default_id: str, source: str, settings: IngestSettings, mtime: float | None,
     size: int = 0, origin: str = "",
@@ -39,6 +57,10 @@ def record_to_document(
     """A record as a Document; `where` names the file and line for error messages."""
     if not isinstance(record, dict):
         raise IngestError(f"expected a JSON object, got {_json_type(record)}", where)
+    if _nesting_over(record, settings.max_nesting_depth):
+        raise IngestError(f"arrays and objects nested over {settings.max_nesting_depth} levels deep, past "
+                          f"ingest.max_nesting_depth; flatten the record, or raise ingest.max_nesting_depth "
+                          f"(RAG_INGEST_MAX_NESTING_DEPTH)", where)
     text_field, id_field, title_field = settings.json_text_field, settings.json_id_field, settings.json_title_field
     if text_field not in record:
         raise IngestError(
@@ -117,7 +139,7 @@ def iter_jsonl_lines(lines: Iterable[bytes], rel: str, source: str, settings: In
         except json.JSONDecodeError as exc:
             yield IngestError(json_error(exc, line), where)
         except RecursionError:
-            yield IngestError("not valid JSON: nested too deeply", where)
+            yield IngestError(_TOO_DEEP, where)
         except RagError as exc:
             yield exc
 
@@ -143,7 +165,7 @@ def iter_json_records(
         yield IngestError(f"not UTF-8 text (byte {exc.start + 1})")
         return
     except RecursionError:
-        yield IngestError("not valid JSON: nested too deeply")
+        yield IngestError(_TOO_DEEP)
         return
     if isinstance(payload, dict) and settings.json_text_field not in payload:
         # A wrapper object such as {"data": [...]}: take its only list of records.
@@ -156,5 +178,7 @@ def iter_json_records(
         try:
             yield record_to_document(record, f"{rel} record {number}", f"{rel}#{number}", source, settings, mtime,
                                      share, origin)
+        except RecursionError:
+            yield IngestError(_TOO_DEEP, f"{rel} record {number}")
         except RagError as exc:
             yield exc

@@ -17,14 +17,20 @@ def parse_csv(data: bytes) -> tuple[list[Section], str | None]:
         dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
+    reader = csv.reader(io.StringIO(text), dialect)
+    rows = (row for row in reader if any(c.strip() for c in row))
     try:
-        rows = [row for row in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in row)]
+        # Each row joined as it is read: a list of every row's fields took 60 bytes a field.
+        header = [" ".join(c.split()) for c in next(rows, [])]
+        body = tuple(" | ".join(" ".join(c.split()) for c in row) for row in rows)
     except csv.Error as exc:
-        raise IngestError(f"malformed CSV: {exc}") from None
-    if not rows:
+        if "field larger than field limit" in str(exc):
+            raise IngestError(f"the field read at line {reader.line_num:,} grows past {csv.field_size_limit():,} "
+                              f"characters, the most Python's csv reader takes: most likely a quote (\") opened "
+                              f"and never closed; close it, or split the field") from None
+        raise IngestError(f"malformed CSV on line {reader.line_num:,}: {exc}") from None
+    if not header:
         raise SkipDocument("empty file")
-    header = [" ".join(c.split()) for c in rows[0]]
-    body = tuple(" | ".join(" ".join(c.split()) for c in row) for row in rows[1:])
     if not body:
         raise SkipDocument("CSV has a header but no rows")
     return [Section(text="", table_header=" | ".join(header), table_rows=body)], None
