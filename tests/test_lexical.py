@@ -161,6 +161,17 @@ def test_k_limits_and_validates(corpus_index: BM25Index) -> None:
         corpus_index.search("pump", 0)
 
 
+def test_ties_go_to_the_earlier_chunk_also_at_the_kth_place() -> None:
+    # Every seventh chunk says "pump" twice, the others once; ids fall as rows rise, so the rows
+    # decide among equal scores, also for the last places of the k.
+    texts = ["pump pump seal" if row % 7 == 0 else "pump seal" for row in range(20)]
+    ids = list(range(900, 880, -1))
+    index = build(texts, ids)
+    assert index.search("pump", 4)[0].tolist() == [900, 893, 886, 899]
+    assert index.search("pump", 5)[0].tolist() == [900, 893, 886, 899, 898]
+    assert index.search("pump", 2, allowed=[881, 890, 895])[0].tolist() == [895, 890]
+
+
 def test_filter_is_applied_inside_scoring() -> None:
     # 500 chunks all matching "pump"; the 5 admitted ones are the weakest matches, so filtering
     # the top k afterwards would return none of them.

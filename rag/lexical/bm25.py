@@ -1,15 +1,13 @@
-"""A BM25 index over chunk ids, scored by bm25s, saved as plain .npy arrays and JSON.
+"""The format 2 BM25 index (`bm25.*` files): one score matrix per version, read for old indexes.
 
-The score matrix is built here with numpy and scipy rather than by `bm25s.BM25.index`, which
-counts terms document by document in Python: the store rebuilds the matrix from stored token
-lists at every commit, and this path is about twice as fast (and gives the same matrix,
-with a vocabulary in first-seen order instead of set order, so equal input gives equal files).
-Scores come from bm25s (`BM25.get_scores`), with a metadata filter applied as its `weight_mask`
-inside the scoring, so a filter that admits 1% of the chunks still yields k hits when k exist.
+Index versions of format 2 and older hold one BM25 score matrix over all their chunks, with idf
+and length normalization baked into the weights (a CSC matrix, chunks as rows, as bm25s lays it
+out), saved as plain .npy arrays and JSON. `BM25Index.load` opens one, and its searches are scored
+by bm25s (`BM25.get_scores`), with a metadata filter applied as its `weight_mask` inside the
+scoring, so a filter that admits 1% of the chunks still yields k hits when k exist.
 
-Only the methods whose score is a sum over the query terms a chunk contains are offered
-(lucene, robertson, atire): a score above zero then means "shares a term with the query", so a
-filtered-out or unrelated chunk is never returned. BM25L and BM25+ give every chunk a score.
+Nothing in rag writes this format: `build` and `save` are here so that tests can make the files an
+old release wrote (the weights come from `rag.lexical.scoring`, as `SegmentedBM25`'s do).
 """
 
 from __future__ import annotations
@@ -21,7 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from rag.errors import ConfigError, IndexCorruptError, IndexMismatchError
+from rag.errors import IndexCorruptError, IndexMismatchError
+from rag.idsets import positions
+from rag.lexical import scoring
+from rag.lexical.files import check_columns, read_array, read_json
+from rag.lexical.hits import Hits, id_array, no_hits, top_k
+from rag.lexical.postings import Postings
 from rag.lexical.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
@@ -33,27 +36,14 @@ INDICES_FILE = "bm25.indices.npy"
 INDPTR_FILE = "bm25.indptr.npy"
 FILES = (META_FILE, VOCAB_FILE, IDS_FILE, DATA_FILE, INDICES_FILE, INDPTR_FILE)
 
-METHODS = ("lucene", "robertson", "atire")
-
-Hits = tuple[np.ndarray, np.ndarray]
-
-
-def check_parameters(method: str, k1: float, b: float) -> None:
-    """Refuse a BM25 variant or parameter that would score wrongly, naming it."""
-    if method not in METHODS:
-        raise ConfigError(f"BM25 method must be one of {', '.join(METHODS)}, not {method!r}")
-    if not k1 > 0:
-        raise ConfigError(f"BM25 k1 must be above 0, not {k1}")
-    if not 0 <= b <= 1:
-        raise ConfigError(f"BM25 b must be between 0 and 1, not {b}")
-
 
 class BM25Index:
-    """Chunk ids and their BM25 term scores; `build` replaces the contents, `search` reads them."""
+    """Chunk ids and their BM25 term weights: `load` opens saved files, `search` reads them;
+    `build` replaces the contents and `save` writes them (for tests)."""
 
     def __init__(self, tokenizer: Tokenizer | None = None, method: str = "lucene",
                  k1: float = 1.5, b: float = 0.75) -> None:
-        check_parameters(method, k1, b)
+        scoring.check_parameters(method, k1, b)
         self.tokenizer = tokenizer or Tokenizer()
         self.method = method
         self.k1 = float(k1)
@@ -80,35 +70,19 @@ class BM25Index:
 
     def build(self, ids: np.ndarray, token_lists: Iterable[list[str]]) -> None:
         """Index `token_lists[i]` under chunk id `ids[i]`; one pass over `token_lists`."""
-        from rag.lexical.segments import Postings
-
         postings = Postings.build(ids, token_lists, self.tokenizer.settings)
         self._set(postings.ids, postings.vocab, self._score_matrix(postings))
 
-    def _score_matrix(self, postings: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """BM25 weight of each (term, chunk) pair as a CSC matrix, chunks as rows (bm25s's layout),
-        from the term counts. The arithmetic works in place in float32: at 200,000 chunks the
-        float64 temporaries were most of the indexing run's peak memory."""
+    def _score_matrix(self, postings: Postings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BM25 weight of each (term, chunk) pair as a CSC matrix, chunks as rows (bm25s's layout)."""
         if not postings.vocab:
             return _empty_matrix()
-        n_docs, doc_lengths = len(postings.ids), postings.lengths
-        tf, indices, indptr = postings.tf, postings.rows, postings.indptr
-        df = np.diff(indptr).astype(np.float64)
-        if self.method == "lucene":
-            idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
-        elif self.method == "robertson":
-            idf = np.log(np.maximum(1.0, (n_docs - df + 0.5) / (df + 0.5)))
-        else:
-            idf = np.log(n_docs / df)
-        length_norm = (self.k1 * (1 - self.b + self.b * doc_lengths / doc_lengths.mean())).astype(np.float32)
-        denominator = length_norm[indices]
-        denominator += tf
-        if self.method == "atire":
-            tf *= self.k1 + 1
-        np.divide(tf, denominator, out=tf)
-        del denominator
-        tf *= np.repeat(idf.astype(np.float32), np.diff(indptr))
-        return tf, indices, indptr
+        counts = np.diff(postings.indptr)
+        idf = scoring.idf(self.method, len(postings.ids), counts.astype(np.float64))
+        norm = scoring.length_norm(postings.lengths, self.k1, self.b, postings.lengths.mean())
+        data = scoring.weights(postings.tf, norm[postings.rows], np.repeat(idf.astype(np.float32), counts),
+                               self.method, self.k1)
+        return data, postings.rows, postings.indptr
 
     def _set(self, ids: np.ndarray, vocab: dict[str, int],
              matrix: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
@@ -143,35 +117,33 @@ class BM25Index:
         if k < 1:
             raise ValueError(f"k must be at least 1, not {k}")
         if self._retriever is None:
-            return [_no_hits() for _ in queries]
+            return [no_hits() for _ in queries]
         mask = None
         if allowed is not None:
             mask = np.zeros(len(self._ids), dtype=np.float32)
-            mask[self._positions(_id_array(allowed))] = 1.0
+            mask[self._positions(id_array(allowed))] = 1.0
         return [self._top(self.tokenizer.tokenize(query), k, mask) for query in queries]
 
     def _top(self, tokens: list[str], k: int, mask: np.ndarray | None) -> Hits:
         known = [token for token in tokens if token in self._vocab]
         if not known:
-            return _no_hits()
+            return no_hits()
         scores = self._retriever.get_scores(known, weight_mask=mask)
-        # Top k among the chunks that matched: cheaper than partitioning every score (most are
-        # zero, all but 1% under a narrow filter) and ties go to the earlier chunk.
-        hits = np.flatnonzero(scores > 0)
-        if len(hits) > k:
-            hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
-        hits = hits[np.lexsort((hits, -scores[hits]))]
-        return self._ids[hits], scores[hits]
+        # Top k among the chunks that matched, cheaper than among every score (most are zero, all
+        # but 1% under a narrow filter); ties go to the earlier chunk.
+        rows = np.flatnonzero(scores > 0)
+        rows, best = top_k(rows, scores[rows], k)
+        return self._ids[rows], best
 
     def _positions(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of those of `ids` that are indexed (binary search, not a scan per query)."""
-        at = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
-        return self._id_order[at[self._sorted_ids[at] == ids]]
+        at = positions(ids, self._sorted_ids)
+        return self._id_order[at[at >= 0]]
 
     # -- files ---------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        """Write FILES into `directory` (which the index store makes atomic and fsyncs)."""
+        """Write FILES into `directory`, as a release of format 2 did (for tests: rag writes postings)."""
         directory.mkdir(parents=True, exist_ok=True)
         data, indices, indptr = self._matrix
         terms = sorted(self._vocab, key=self._vocab.__getitem__)
@@ -198,7 +170,7 @@ class BM25Index:
         arrays, so a reader need not know them. With `mmap` the score arrays are mapped rather than
         copied, so that processes serving the same index share them through the page cache.
         """
-        meta = _read_json(directory / META_FILE, dict)
+        meta = read_json(directory / META_FILE, dict)
         saved = meta.get("bm25") if isinstance(meta.get("bm25"), dict) else {}
         index = cls(tokenizer, method or saved.get("method", "lucene"),
                     k1 if k1 is not None else saved.get("k1", 1.5), b if b is not None else saved.get("b", 0.75))
@@ -217,14 +189,14 @@ class BM25Index:
                 f"{directory}: the BM25 index was built with {meta.get('bm25')}, the settings give "
                 f"{index.settings}; use those settings or rebuild the BM25 index"
             )
-        terms = _read_json(directory / VOCAB_FILE, list)
+        terms = read_json(directory / VOCAB_FILE, list)
         mode = "r" if mmap else None
-        ids = _read_array(directory / IDS_FILE, np.int64, None)
-        data = _read_array(directory / DATA_FILE, np.float32, mode)
-        indices = _read_array(directory / INDICES_FILE, np.int32, mode)
-        indptr = _read_array(directory / INDPTR_FILE, np.int64, mode)
+        ids = read_array(directory / IDS_FILE, np.int64, None)
+        data = read_array(directory / DATA_FILE, np.float32, mode)
+        indices = read_array(directory / INDICES_FILE, np.int32, mode)
+        indptr = read_array(directory / INDPTR_FILE, np.int64, mode)
         vocab = {term: i for i, term in enumerate(terms)}
-        problem = _check(meta, terms, vocab, ids, data, indices, indptr)
+        problem = check_columns(meta, terms, vocab, ids, data, indices, indptr, "a score")
         if problem:
             raise IndexCorruptError(f"{directory}: the BM25 index is damaged ({problem}); rebuild the index")
         index._set(ids, vocab, (data, indices, indptr))
@@ -233,59 +205,3 @@ class BM25Index:
 
 def _empty_matrix() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(1, np.int64)
-
-
-def _no_hits() -> Hits:
-    return np.zeros(0, np.int64), np.zeros(0, np.float32)
-
-
-def _id_array(ids: Collection[int] | np.ndarray) -> np.ndarray:
-    if isinstance(ids, np.ndarray):
-        return ids.astype(np.int64, copy=False).ravel()
-    return np.fromiter(ids, dtype=np.int64, count=len(ids))
-
-
-def _read_json(path: Path, kind: type) -> Any:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IndexCorruptError(f"{path} is missing; rebuild the index") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexCorruptError(f"{path} cannot be read ({exc}); rebuild the index") from None
-    if not isinstance(value, kind):
-        raise IndexCorruptError(f"{path} does not hold a JSON {kind.__name__}; rebuild the index")
-    return value
-
-
-def _read_array(path: Path, dtype: type, mmap_mode: str | None) -> np.ndarray:
-    try:
-        values = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except FileNotFoundError:
-        raise IndexCorruptError(f"{path} is missing; rebuild the index") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise IndexCorruptError(f"{path} cannot be read ({exc}); rebuild the index") from None
-    if values.dtype != dtype or values.ndim != 1:
-        raise IndexCorruptError(
-            f"{path} holds {values.dtype} of shape {values.shape}, not a {np.dtype(dtype)} vector; rebuild the index"
-        )
-    return values
-
-
-def _check(meta: dict[str, Any], terms: list[Any], vocab: dict[str, int], ids: np.ndarray,
-           data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> str | None:
-    """What is inconsistent between the files, or None; bad arrays would give wrong hits silently."""
-    if (meta.get("chunks"), meta.get("terms"), meta.get("postings")) != (len(ids), len(terms), len(data)):
-        return "the array sizes differ from the ones recorded"
-    if len(vocab) != len(terms) or not all(isinstance(t, str) for t in terms):
-        return "the vocabulary has repeated or non-text terms"
-    if len(indices) != len(data) or len(indptr) != len(terms) + 1:
-        return "the score arrays disagree in length"
-    if indptr[0] != 0 or indptr[-1] != len(data) or np.any(np.diff(indptr) < 0):
-        return "the term offsets are out of order"
-    if len(indices) and (indices.min() < 0 or indices.max() >= len(ids)):
-        return "a posting points past the last chunk"
-    if not np.all(data >= 0):
-        return "a score is negative or not a number"
-    if len(np.unique(ids)) != len(ids):
-        return "a chunk id appears twice"
-    return None

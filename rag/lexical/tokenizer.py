@@ -6,8 +6,8 @@ as ``MR-2041``, ``v2.3`` or ``ISO-9001``, gives its whole form and its parts, an
 letters and digits gives its letter and digit pieces too (``MR2041`` -> ``mr2041 mr 2041``), so
 "MR-2041", "MR 2041" and "MR2041" all find each other and the exact form ranks first. Han runs
 are segmented by jieba in search mode (which adds the shorter words inside long ones), or, with
-no dictionary, cut into single characters and overlapping character pairs. Tokens never contain white space, so a token list can be stored as one
-space-joined string.
+no dictionary, cut into single characters and overlapping character pairs. Tokens never contain
+white space, so a token list can be stored as one space-joined string.
 """
 
 from __future__ import annotations
@@ -92,9 +92,6 @@ class Tokenizer:
             else:
                 tokens.extend(self._latin(run))
         return tokens
-
-    def tokenize_many(self, texts: list[str]) -> list[list[str]]:
-        return [self.tokenize(text) for text in texts]
 
     def _latin(self, run: str) -> list[str]:
         codes: list[str] = []
