@@ -303,7 +303,7 @@ def main() -> int:
     import faiss
 
     from rag import Settings
-    from rag.index.vectors import gpu_count
+    from rag.index.faisslib import gpu_count
 
     cuda_embed = not args.cpu_only and _torch_cuda()
     faiss_gpu = not args.cpu_only and gpu_count() > 0

@@ -8,13 +8,13 @@ prompt are removed and the answer is marked ungrounded.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable, Iterator
 
 from rag.answer import Answer, Citation, Passage, is_abstention, resolve_citations, strip_citations
 from rag.errors import RagError
 from rag.filters import Filter
 from rag.generate.base import Generation, Generator
+from rag.timing import StageClock
 from rag.prompt import Prompt, PromptBuilder
 from rag.records import Hit
 from rag.verify import adds_to, is_supported, support, unmentioned_names
@@ -81,9 +81,10 @@ class Answerer:
                 warn.append(f"the best passage matches poorly ({relevance:.2f} < answer.min_relevance "
                             f"{self.min_relevance:.2f}), so the generator was not asked")
                 hits = []
-            started = time.perf_counter()
-            prompt = self._check_names(self.builder.build(question, hits, self.generator.style), warn)
-            prepared.append((prompt, {**share, "prompt": time.perf_counter() - started}, warn))
+            clock = StageClock(dict(share))
+            with clock("prompt"):
+                prompt = self._check_names(self.builder.build(question, hits, self.generator.style), warn)
+            prepared.append((prompt, clock.stages, warn))
         return prepared
 
     def _check_names(self, prompt: Prompt, warnings: list[str]) -> Prompt:
@@ -169,20 +170,20 @@ class Answerer:
     def ask_many(self, questions: list[str], k: int | None = None, filters: list[Filter] | None = None,
                  mode: str | None = None) -> list[Answer]:
         """Batched: one retrieval pass and one generation call for all the questions."""
-        started = time.perf_counter()
+        clock = StageClock()
         prepared = self._prepare(questions, k, filters, mode)
         with_passages = [i for i, (p, _, _) in enumerate(prepared) if p.passages]
         generations = {i: Generation("") for i in range(len(prepared))}
-        gen_started = time.perf_counter()
-        if with_passages:
-            outputs = self.generator.generate([prepared[i][0] for i in with_passages], self.max_new_tokens)
-            generations.update(zip(with_passages, outputs))
-        generation_seconds = (time.perf_counter() - gen_started) / max(len(with_passages), 1)
+        with clock("generation"):
+            if with_passages:
+                outputs = self.generator.generate([prepared[i][0] for i in with_passages], self.max_new_tokens)
+                generations.update(zip(with_passages, outputs))
+        generation_seconds = clock.stages["generation"] / max(len(with_passages), 1)
         answers = []
         for i, (prompt, timings, warnings) in enumerate(prepared):
             timings = {**timings, "generation": generation_seconds if i in with_passages else 0.0,
                        "first_token": generations[i].timings.get("first_token", generation_seconds)}
-            timings["total"] = (time.perf_counter() - started) / len(prepared)
+            timings["total"] = clock.elapsed() / len(prepared)
             answers.append(self._finish(prompt, generations[i], timings, warnings))
         return answers
 
@@ -191,24 +192,22 @@ class Answerer:
         """Yields the numbered passages the generator is given (before any text, so that a
         client can show sources while the answer streams), pieces of text as they are
         generated, then the finished Answer."""
-        started = time.perf_counter()
+        clock = StageClock()
         ((prompt, timings, warnings),) = self._prepare([question], k, filters, mode)
         yield list(prompt.passages)
         pieces: list[str] = []
         first: float | None = None
-        gen_started = time.perf_counter()
-        if prompt.passages:
-            for piece in self.generator.stream(prompt, self.max_new_tokens):
+        with clock("generation"):
+            for piece in self.generator.stream(prompt, self.max_new_tokens) if prompt.passages else ():
                 if first is None:
                     piece = piece.lstrip()  # completion models start after "Answer:" with a space
                     if not piece:
                         continue
-                    first = time.perf_counter() - started
+                    first = clock.elapsed()
                 pieces.append(piece)
                 yield piece
         text = "".join(pieces)
-        timings.update(generation=time.perf_counter() - gen_started, first_token=first or 0.0,
-                       total=time.perf_counter() - started)
+        timings.update(generation=clock.stages["generation"], first_token=first or 0.0, total=clock.elapsed())
         count = self.generator.count_tokens
         generation = Generation(text, count(prompt.completion if self.generator.style == "completion"
                                             else prompt.chat_text()), count(text))

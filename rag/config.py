@@ -17,6 +17,7 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from rag.errors import ConfigError
+from rag.names import GeneratorName, SearchMode
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.toml")
 ENV_PREFIX = "RAG_"
@@ -63,12 +64,12 @@ class IngestSettings(_Section):
     ignore_file: str
     exclude: list[str]
     max_file_mb: float = Field(gt=0, le=100_000)
-    csv_rows_per_chunk: int = Field(ge=1, le=10_000)
     max_unpacked_mb: float = Field(gt=0, le=100_000)
     max_unpack_ratio: float = Field(ge=10, le=2000)
     max_archive_members: int = Field(ge=100, le=10_000_000)
     max_xml_elements: int = Field(ge=10_000, le=1_000_000_000)
     max_nesting_depth: int = Field(ge=32, le=1_000_000)
+    csv_rows_per_chunk: int = Field(ge=1, le=10_000)
     collection: str
     follow_symlinks: Literal["inside", "never", "all"]
 
@@ -102,7 +103,7 @@ class IndexSettings(_Section):
 
 class SearchSettings(_Section):
     k: int = Field(ge=1, le=1000)
-    mode: Literal["hybrid", "dense", "bm25"]
+    mode: SearchMode
     fusion: Literal["scores", "rrf"]
     candidates: int = Field(ge=1, le=10000)
     rrf_k: float = Field(ge=0, le=10000)
@@ -129,7 +130,7 @@ class ServeSettings(_Section):
     upload_collection: str
     upload_dir: str
     upload_spool_mb: float = Field(gt=0, le=10_000_000)
-    generators: list[Literal["local", "openai", "extractive"]]
+    generators: list[GeneratorName]
     queue_depth: int = Field(ge=1, le=100_000)
     batch_size: int = Field(ge=1, le=1024)
     timeout: float = Field(gt=0, le=86_400)
@@ -146,7 +147,7 @@ class ServeSettings(_Section):
 
 
 class AnswerSettings(_Section):
-    generator: Literal["local", "openai", "extractive"]
+    generator: GeneratorName
     k: int = Field(ge=1, le=100)
     max_new_tokens: int = Field(ge=1, le=8192)
     context_tokens: int = Field(ge=0, le=1_000_000)

@@ -6,9 +6,8 @@ import logging
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-import numpy as np
 
 from rag.answer import Answer, Passage
 from rag.answering import Answerer
@@ -18,17 +17,15 @@ from rag.config import IngestSettings, Settings
 from rag.embed import Embedder
 from rag.generate.factory import make_generator, templates_from_settings
 from rag.errors import ConfigError, RagError
-from rag.index.chunkstore import CHUNKS_FILE
 from rag.index.manifest import Manifest, check_embedding
-from rag.index.segments import file_digest
-from rag.index.store import IndexReader, IndexStore, IndexWriter, is_segmented, version_problems
-from rag.index.vectors import ON_DISK_FILE, VECTORS_FILE
+from rag.index.reader import IndexReader
+from rag.index.store import IndexStore
+from rag.index.writer import IndexWriter
 from rag.filters import Filter, parse_filters
-from rag.indexing import Indexer, IndexProgress, IndexReport, Preparer
+from rag.indexing import Indexer, IndexProgress, IndexReport, PreparerFactory
 from rag.focus import focus_texts
 from rag.prompt import PromptBuilder
-from rag.records import (CheckReport, DocumentDetail, DocumentPage, Facets, Hit, IndexInfo,
-                         SegmentSummary)
+from rag.records import CheckReport, DocumentDetail, DocumentPage, Facets, Hit, IndexInfo
 from rag.retrieve import Mode, Reranker, Retriever
 
 if TYPE_CHECKING:
@@ -169,18 +166,10 @@ class Engine:
         with self._writer_for_removal() as writer:
             return writer.compact()
 
-    def _live_version(self) -> str:
-        """The live version's name; the not-found error, with its hint, when there is none."""
-        name = self.store.current_version()
-        if name is None:
-            self.store.open_reader()  # raises IndexNotFoundError
-        return name  # type: ignore[return-value]
-
     def _writer_for_removal(self) -> IndexWriter:
         """A writer that embeds nothing, so it takes the live version's model identity from its
         manifest instead of loading the embedding model."""
-        name = self._live_version()
-        manifest = Manifest.read(self.store.path / name)
+        manifest = Manifest.read(self.store.path / self.store.live_version())
         return self.store.open_writer(manifest.embedding, manifest.chunking)
 
     # -- answers -------------------------------------------------------------------------
@@ -238,14 +227,14 @@ class Engine:
     def documents(self, filters: list[str] | None = None, offset: int = 0, limit: int = 100) -> DocumentPage:
         """One page of the indexed documents matching the filters, in collection and id order."""
         parsed = parse_filters(filters)
-        total, page = self.reader().chunks.list_documents(parsed, offset, limit)
+        total, page = self.reader().chunks.catalog.list_documents(parsed, offset, limit)
         return DocumentPage(total, offset, limit, page)
 
     def facets(self, filters: list[str] | None = None) -> Facets:
         """What the documents matching the filters are made of: per collection, format and
         top-level source folder, how many and the filter that selects them, and the mtime range;
         for filter controls built from the index itself (a portal's), never offering a dead end."""
-        return self.reader().chunks.facets(parse_filters(filters))
+        return self.reader().chunks.catalog.facets(parse_filters(filters))
 
     def document(self, doc_id: str, collection: str | None = None,
                  filters: list[str] | None = None) -> list[DocumentDetail]:
@@ -255,76 +244,18 @@ class Engine:
         if collection is not None:
             parsed.append(Filter("collection", "=", collection))
         reader = self.reader()
-        _, found = reader.chunks.list_documents(parsed, 0, 1000)
-        return [DocumentDetail(**{**asdict(doc), "chunks": reader.chunks.document_chunks(doc.collection, doc.doc_id)})
+        catalog = reader.chunks.catalog
+        _, found = catalog.list_documents(parsed, 0, 1000)
+        return [DocumentDetail(**{**asdict(doc), "chunks": catalog.document_chunks(doc.collection, doc.doc_id)})
                 for doc in found]
 
     def info(self) -> IndexInfo:
         """The manifest of the live version, with counts, its segments and size on disk."""
-        name = self._live_version()
-        manifest = Manifest.read(self.store.path / name)
-        files: dict[str, int] = {}
-        for file, (path, _) in self.store.version_files(name).items():
-            base = file.rsplit("/", 1)[-1]
-            if base in (CHUNKS_FILE, VECTORS_FILE, ON_DISK_FILE):
-                files[base] = files.get(base, 0) + path.stat().st_size
-        segments = manifest.model_extra.get("segments", []) if is_segmented(manifest) else []
-        return IndexInfo(
-            path=str(self.store.path), version=name, disk_bytes=self.store.disk_bytes(), files=files,
-            segments=[SegmentSummary(r["name"], r["chunks"], r["masked"], r["vectors"]) for r in segments],
-            masked=int(manifest.counts.get("masked", 0)), collections=self._collection_counts(name),
-            manifest=manifest.model_dump(mode="json"))
-
-    def _collection_counts(self, name: str) -> dict[str, int]:
-        rows = self.store.open_rows(name)
-        try:
-            return rows.collection_counts()
-        finally:
-            rows.close()
+        return self.store.describe()
 
     def check(self) -> CheckReport:
-        """Problems with the live version (none when sound): every file of it (the manifest's,
-        and each segment's) is there with its checksum, the manifest agrees with FAISS, and ids
-        agree everywhere, segment by segment."""
-        return CheckReport(self._problems())
-
-    def _problems(self) -> list[str]:
-        try:
-            name = self._live_version()
-            manifest = Manifest.read(self.store.path / name)
-            files = self.store.version_files(name)
-        except RagError as exc:
-            return [str(exc)]
-        problems: list[str] = []
-        for file, (path, expected) in files.items():
-            try:
-                actual = file_digest(path)
-            except FileNotFoundError:
-                problems.append(f"{file} is missing from {path.parent}")
-                continue
-            except OSError as exc:
-                problems.append(f"{file} cannot be read ({exc.strerror or exc})")
-                continue
-            if actual != expected:
-                problems.append(f"{file}: size or checksum differs from the manifest")
-        if problems:
-            return problems
-        try:
-            reader = self.store.open_reader()
-        except RagError as exc:
-            return problems + [str(exc)]
-        try:
-            problems.extend(version_problems(reader.manifest, reader.segments))
-            problems.extend(reader.chunks.integrity_problems())
-            counts = reader.chunks.counts()
-            if counts["documents"] != manifest.counts.get("documents"):
-                problems.append(f"{counts['documents']} documents in SQLite, manifest says {manifest.counts.get('documents')}")
-            if counts["chunks"] != manifest.counts.get("chunks"):
-                problems.append(f"{counts['chunks']} chunks in SQLite, manifest says {manifest.counts.get('chunks')}")
-            problems.extend(_id_problems(reader))
-        finally:
-            reader.close()
-        return problems
+        """Problems with the live version (none when sound): files, checksums, FAISS, rows, BM25."""
+        return self.store.check()
 
     def close(self) -> None:
         if self._reader is not None:
@@ -332,34 +263,9 @@ class Engine:
             self._reader = None
 
 
-def _preparer(ray: RayOptions | None) -> Callable[[Indexer], Preparer] | None:
+def _preparer(ray: RayOptions | None) -> PreparerFactory | None:
     if ray is None:
         return None
     from rag.cluster.ray_indexing import ray_preparer
 
     return ray_preparer(ray)
-
-
-def _id_problems(reader: IndexReader) -> list[str]:
-    """Where FAISS, the chunk rows and BM25 disagree about which chunk ids exist."""
-    problems = []
-    seen: set[int] = set()
-    for segment in reader.segments:
-        ids = segment.vectors.contains_ids() if segment.vectors is not None else np.zeros(0, np.int64)
-        if len(set(ids.tolist())) != len(ids):
-            problems.append(f"segment {segment.name}: FAISS holds duplicate ids")
-        if seen & set(ids.tolist()):
-            problems.append(f"segment {segment.name}: FAISS holds ids another segment holds too")
-        seen |= set(ids.tolist())
-    masked = set(int(i) for i in reader.masked)
-    faiss_ids = seen - masked
-    chunk_ids = set(reader.chunks.chunk_ids())
-    if masked & chunk_ids:
-        problems.append(f"{len(masked & chunk_ids)} masked ids still have chunks")
-    if faiss_ids - chunk_ids:
-        problems.append(f"{len(faiss_ids - chunk_ids)} FAISS ids have no chunk")
-    if chunk_ids - faiss_ids:
-        problems.append(f"{len(chunk_ids - faiss_ids)} chunks have no vector")
-    if reader.lexical is not None and set(reader.lexical.ids.tolist()) != chunk_ids:
-        problems.append("the BM25 index and the chunk rows hold different chunk ids")
-    return problems

@@ -10,21 +10,19 @@ ranking. A metadata filter restricts both searches to the chunks it admits.
 
 from __future__ import annotations
 
-import time
-from typing import Any, Literal
-
 import numpy as np
 
 from rag.config import SearchSettings
 from rag.embed import Embedder
 from rag.errors import ConfigError
 from rag.filters import Filter
-from rag.index.store import IndexReader
+from rag.index.reader import IndexReader
+from rag.index.rows import ShownChunk
+from rag.names import SEARCH_MODES as MODES
+from rag.names import SearchMode as Mode
 from rag.prompt import detect_language
 from rag.records import Hit
-
-Mode = Literal["hybrid", "dense", "bm25"]
-MODES: tuple[Mode, ...] = ("hybrid", "dense", "bm25")
+from rag.timing import StageClock
 
 
 def _over_best(ranking: list[tuple[int, float]]) -> dict[int, float]:
@@ -75,10 +73,9 @@ class Retriever:
         lexical = self.reader.lexical
         if mode == "hybrid" and lexical is None:
             mode = "dense"  # an index written before BM25 existed, until its next write
-        spent: dict[str, float] = {}
-        started = time.perf_counter()
-        allowed = self.reader.chunks.matching_chunk_ids(filters) if filters else None
-        spent["filter"] = time.perf_counter() - started
+        clock = StageClock({})
+        with clock("filter"):
+            allowed = self.reader.chunks.rows.matching_chunk_ids(filters) if filters else None
         depth = max(k, self.settings.candidates) if mode == "hybrid" or self.reranker else k
         if self.reranker:
             depth = max(depth, self.settings.rerank_top_n)
@@ -86,39 +83,32 @@ class Retriever:
         dense: list[list[tuple[int, float]]] = [[] for _ in questions]
         use_dense = [mode == "dense" or (mode == "hybrid" and self._dense_understands(q)) for q in questions]
         if any(use_dense):
-            started = time.perf_counter()
-            asked = [q for q, use in zip(questions, use_dense) if use]
-            vectors = self.embedder.embed_queries(asked)
-            spent["embed"] = time.perf_counter() - started
-            started = time.perf_counter()
-            found = iter(self.reader.search(vectors, depth, allowed))
-            dense = [next(found) if use else [] for use in use_dense]
-            spent["search"] = time.perf_counter() - started
+            with clock("embed"):
+                vectors = self.embedder.embed_queries([q for q, use in zip(questions, use_dense) if use])
+            with clock("search"):
+                found = iter(self.reader.search(vectors, depth, allowed))
+                dense = [next(found) if use else [] for use in use_dense]
 
         sparse: list[list[tuple[int, float]]] = [[] for _ in questions]
         if mode in ("hybrid", "bm25"):
             if lexical is None:
                 raise ConfigError(f"index {self.reader.directory.parent} has no BM25 index yet (written by an "
                                   "older rag); run `rag index` on it once, or use --mode dense")
-            started = time.perf_counter()
-            sparse = [list(zip(ids.tolist(), scores.tolist())) for ids, scores in lexical.search_many(
-                questions, depth, allowed)]
-            spent["bm25"] = time.perf_counter() - started
+            with clock("bm25"):
+                sparse = [list(zip(ids.tolist(), scores.tolist())) for ids, scores in lexical.search_many(
+                    questions, depth, allowed)]
 
-        started = time.perf_counter()
-        fused = [self._fuse(d, s, mode) for d, s in zip(dense, sparse)]
-        spent["fuse"] = time.perf_counter() - started
-        started = time.perf_counter()
+        with clock("fuse"):
+            fused = [self._fuse(d, s, mode) for d, s in zip(dense, sparse)]
         keep = max(k, self.settings.rerank_top_n) if self.reranker else k
-        rows = self.reader.chunks.get_chunks({cid for ranking in fused for cid, _ in ranking[:keep]}, filters)
-        out = [self._hits(ranking[:keep], rows, d, s) for ranking, d, s in zip(fused, dense, sparse)]
-        spent["fetch"] = time.perf_counter() - started
+        with clock("fetch"):
+            rows = self.reader.chunks.rows.get_chunks({cid for ranking in fused for cid, _ in ranking[:keep]}, filters)
+            out = [self._hits(ranking[:keep], rows, d, s) for ranking, d, s in zip(fused, dense, sparse)]
         if self.reranker:
-            started = time.perf_counter()
-            out = [self._rerank(q, hits) for q, hits in zip(questions, out)]
-            spent["rerank"] = time.perf_counter() - started
+            with clock("rerank"):
+                out = [self._rerank(q, hits) for q, hits in zip(questions, out)]
         if timings is not None:
-            for stage, seconds in spent.items():
+            for stage, seconds in clock.stages.items():
                 timings[stage] = timings.get(stage, 0.0) + seconds
         return [hits[:k] for hits in out]
 
@@ -144,7 +134,7 @@ class Retriever:
         return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
     @staticmethod
-    def _hits(ranking: list[tuple[int, float]], rows: dict[int, dict[str, Any]], dense: list[tuple[int, float]],
+    def _hits(ranking: list[tuple[int, float]], rows: dict[int, ShownChunk], dense: list[tuple[int, float]],
               sparse: list[tuple[int, float]]) -> list[Hit]:
         cosine, bm25 = dict(dense), dict(sparse)
         hits = []
@@ -152,13 +142,13 @@ class Retriever:
             row = rows.get(cid)
             if row is None:  # an id FAISS holds but SQLite does not: `rag check` reports it
                 continue
-            metadata = {**row["metadata"], "ordinal": row["ordinal"]}
-            if row["title"] is not None:
-                metadata["title"] = row["title"]
+            metadata = {**row.metadata, "ordinal": row.ordinal}
+            if row.title is not None:
+                metadata["title"] = row.title
             # Each retriever's own score, for display and for the relevance floor.
             metadata["scores"] = {name: round(float(v[cid]), 6) for name, v in (("dense", cosine), ("bm25", bm25))
                                   if cid in v}
-            hits.append(Hit(row["text"], float(score), row["doc_id"], row["source"], metadata, cid))
+            hits.append(Hit(row.text, float(score), row.doc_id, row.source, metadata, cid))
         return hits
 
     def _rerank(self, question: str, hits: list[Hit]) -> list[Hit]:

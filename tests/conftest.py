@@ -181,10 +181,10 @@ def write_format1_index(engine: Engine, folder: Path) -> Path:
 
     import numpy as np
 
-    from rag.index.chunkstore import CHUNKS_FILE
+    from rag.index.schema import CHUNKS_FILE
     from rag.index.segments import SEGMENTS_DIR
     from rag.index.segments import file_digest
-    from rag.index.store import make_tokenizer
+    from rag.index.tokens import make_tokenizer
     from rag.index.vectors import VECTORS_FILE
     from rag.lexical import BM25Index, deserialize_tokens
     from rag.lexical.bm25 import FILES as BM25_FILES

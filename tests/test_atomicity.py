@@ -86,7 +86,7 @@ def test_sigkill_at_every_stage_leaves_a_working_index(make_engine, sample_docs,
     assert not [p for p in final.store.path.iterdir() if p.name.startswith(".staging")]
     named = {s.name for s in final.info().segments}
     assert {p.name for p in final.store.segments_root.iterdir()} <= named | {
-        s["name"] for v in final.store.versions() for s in Manifest.read(final.store.path / v).model_extra["segments"]}, \
+        s.name for v in final.store.versions() for s in Manifest.read(final.store.path / v).segments}, \
         "segments left by killed writers are removed"
     assert final.check().problems == []
     check = subprocess.run([sys.executable, "-m", "rag", "check", "--index", str(engine.store.path)], env=env,

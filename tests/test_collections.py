@@ -202,9 +202,9 @@ def test_an_index_of_the_previous_release_is_read_as_it_is_and_migrated_by_the_n
 
 
 def test_progress_counts_chunks_while_one_large_document_is_embedded(make_engine, tmp_path, monkeypatch):
-    from rag import indexing
+    from rag.indexing import batches
 
-    monkeypatch.setattr(indexing, "EMBED_FLUSH_CHUNKS", 50)  # 512 in use: the same code, a smaller document
+    monkeypatch.setattr(batches, "EMBED_FLUSH_CHUNKS", 50)  # 512 in use: the same code, a smaller document
     docs = _folder(tmp_path / "docs", {"large.txt": " ".join(
         f"Sentence {i} of the large manual describes step {i} of the procedure." for i in range(400))})
     events: list[tuple[int, int, int]] = []

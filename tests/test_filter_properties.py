@@ -79,15 +79,15 @@ def expressions(draw, docs: list[dict]) -> str:
 
 def _store(tmp_path: Path, docs: list[dict]) -> tuple[ChunkStore, dict[int, tuple[dict, dict]]]:
     """The documents in a real chunks.sqlite; chunk id -> (its holder's stored fields, chunk metadata)."""
-    store = ChunkStore.open_staging(tmp_path / "chunks.sqlite", None)
+    store = ChunkStore.create(tmp_path / "chunks.sqlite")
     chunk_rows: dict[int, tuple[dict, dict]] = {}
     for d in docs:
         metadata = {"source": d["source"], "title": d["title"], "mtime": d["mtime"], "sha256": str(d["n"]),
                     "format": d["format"], "fields": d["fields"], **d["extra"]}
-        store.put_document(Document(d["doc_id"], [], metadata), d["collection"], d["content_of"])
+        store.rows.put_document(Document(d["doc_id"], [], metadata), d["collection"], d["content_of"])
         if d["content_of"] is None:
             chunks = [Chunk(d["doc_id"], n, f"text {d['n']}.{n}", "", meta) for n, meta in enumerate(d["chunks"])]
-            for cid, meta in zip(store.add_chunks(chunks, [None] * len(chunks), d["collection"]), d["chunks"]):
+            for cid, meta in zip(store.rows.add_chunks(chunks, [None] * len(chunks), d["collection"]), d["chunks"]):
                 chunk_rows[cid] = (d, meta)
     store.commit()
     for d in docs:  # what the filters read: the stored row, indexed_at included
@@ -117,24 +117,24 @@ def test_every_filter_route_equals_the_documented_meaning(tmp_path_factory, data
     try:
         expected_chunks = {cid for cid, (holder, meta) in chunks.items()
                            if any(matches(wanted, d, meta) for d in _sharing(docs, holder))}
-        assert set(store.matching_chunk_ids(filters).tolist()) == expected_chunks, wanted
+        assert set(store.rows.matching_chunk_ids(filters).tolist()) == expected_chunks, wanted
 
         def listed(d: dict) -> bool:
             holder = next(h for h in docs if h["collection"] == d["collection"]
                           and h["doc_id"] == (d["content_of"] or d["doc_id"]))
             return any(matches(wanted, d, meta) for cid, (h, meta) in chunks.items() if h is holder)
         expected_documents = sorted((d["collection"], d["doc_id"]) for d in docs if listed(d))
-        total, page = store.list_documents(filters, 0, 1000)
-        assert (total, [(p["collection"], p["doc_id"]) for p in page]) == (len(expected_documents), expected_documents)
-        assert store.matching_documents(filters) == expected_documents
+        total, page = store.catalog.list_documents(filters, 0, 1000)
+        assert (total, [(p.collection, p.doc_id) for p in page]) == (len(expected_documents), expected_documents)
+        assert store.catalog.matching_documents(filters) == expected_documents
 
         # A shared chunk is shown as the first document the filters allow; also_in names only allowed ones.
-        for cid, row in store.get_chunks(expected_chunks, filters).items():
+        for cid, row in store.rows.get_chunks(expected_chunks, filters).items():
             holder, meta = chunks[cid]
             allowed = [d["doc_id"] for d in _sharing(docs, holder) if matches(wanted, d, meta)]
-            assert [row["doc_id"], *row["metadata"].get("also_in", [])] == allowed, (wanted, cid)
+            assert [row.doc_id, *row.metadata.get("also_in", [])] == allowed, (wanted, cid)
             shown = next(d for d in docs if (d["collection"], d["doc_id"]) == (holder["collection"], allowed[0]))
-            assert (row["source"], row["title"]) == (shown["source"], shown["title"])
+            assert (row.source, row.title) == (shown["source"], shown["title"])
     finally:
         store.close()
 
@@ -186,7 +186,7 @@ def test_number_like_values_compare_as_their_type(tmp_path):
     store, _ = _store(tmp_path, docs)
     try:
         def listed(*expressions: str) -> list[tuple[str, str]]:
-            return [(d["collection"], d["doc_id"]) for d in store.list_documents(parse_filters(list(expressions)), 0, 100)[1]]
+            return [(d.collection, d.doc_id) for d in store.catalog.list_documents(parse_filters(list(expressions)), 0, 100)[1]]
         assert listed("collection=2024") == [("2024", "1"), ("2024", "10")]
         assert listed("doc_id=1") == [("2024", "1")]
         assert listed("priority=1") == [("02024", "1-notes"), ("2024", "1"), ("2024-private", "001")]

@@ -17,7 +17,8 @@ import pytest
 
 from rag import Settings
 from rag.embed import Embedder
-from rag.index.vectors import ON_DISK_FILE, VectorIndex, gpu_count
+from rag.index.faisslib import gpu_count
+from rag.index.vectors import ON_DISK_FILE, VectorIndex
 
 
 def _nvidia_device() -> bool:

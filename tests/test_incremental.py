@@ -240,4 +240,4 @@ def test_masked_ids_are_never_returned_and_compaction_is_reported(make_engine, t
     reader = engine.reader()
     assert len(reader.segments) == 1
     assert np.array_equal(np.sort(reader.segments[0].vectors.contains_ids()),
-                          np.sort(np.fromiter(reader.chunks.chunk_ids(), dtype=np.int64)))
+                          np.sort(np.fromiter(reader.chunks.rows.chunk_ids(), dtype=np.int64)))

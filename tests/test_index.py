@@ -182,12 +182,12 @@ def test_a_second_writer_is_told_who_holds_the_lock(make_engine, sample_docs, em
     engine = make_engine()
     engine.index([sample_docs])
     writer = engine.store.open_writer(embedder.identity(), {})
-    writer._lock()
+    writer.lock.acquire()
     try:
         with pytest.raises(IndexLockedError, match=f"pid {os.getpid()}"):
             make_engine().index([sample_docs])
     finally:
-        writer._unlock()
+        writer.lock.release()
 
 
 def test_readers_keep_their_snapshot_and_see_commits_without_restart(make_engine, sample_docs, tmp_path):
@@ -198,7 +198,7 @@ def test_readers_keep_their_snapshot_and_see_commits_without_restart(make_engine
     (sample_docs / "extra.txt").write_text("The rooftop garden is open on Fridays.")
     writer.index([sample_docs])
     # The old snapshot still answers (its files are kept or still open) ...
-    assert snapshot.chunks.counts()["documents"] == 9
+    assert snapshot.chunks.catalog.counts()["documents"] == 9
     # ... and the engine moves to the new version on its next search.
     assert reader.search("rooftop garden", k=1)[0].doc_id == "extra.txt"
 
@@ -253,9 +253,9 @@ def test_a_run_reports_its_stages_and_dedupes_against_the_batch_being_embedded(m
     """Embedding runs on its own thread while the next batch is read and chunked: a document whose
     content is in the batch being embedded is still stored once, and the report says where the
     time went."""
-    import rag.indexing
+    import rag.indexing.batches
 
-    monkeypatch.setattr(rag.indexing, "EMBED_FLUSH_CHUNKS", 2)  # a batch every two chunks
+    monkeypatch.setattr(rag.indexing.batches, "EMBED_FLUSH_CHUNKS", 2)  # a batch every two chunks
     docs = tmp_path / "batches"
     docs.mkdir()
     texts = {"a.txt": "The loading dock closes at 17:00 on Fridays.",
@@ -310,8 +310,8 @@ def test_documents_prepared_elsewhere_are_written_with_their_chunks_vectors_and_
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "given.txt").write_text("whatever the file says")
     engine = make_engine()
-    report = Indexer(engine.settings, embedder, engine.store, preparer=lambda i: Given(i.settings.ingest, None)).run(
-        [tmp_path / "docs"])
+    report = Indexer(engine.settings, embedder, engine.store, preparer=lambda settings, origin: Given(settings, None)
+                     ).run([tmp_path / "docs"])
     assert report.added == 1 and report.chunks == 1
     rows = engine.reader().chunks.conn.execute("SELECT text, tokens FROM chunks").fetchall()
     assert rows == [("The heat pump in hall 4 was serviced.", "zzqx")]

@@ -145,8 +145,8 @@ def test_a_reader_keeps_the_version_it_opened_while_merges_delete_its_segments(m
     assert not (engine.store.segments_root / reader.segments[0].name).exists()
     vectors = engine.embedder.embed_queries(["fault code F003"])
     found = reader.search(vectors, 14)
-    rows = reader.chunks.get_chunks([cid for cid, _ in found[0]])
-    assert any("F003" in row["text"] for row in rows.values()), "the old snapshot still holds note-003"
+    rows = reader.chunks.rows.get_chunks([cid for cid, _ in found[0]])
+    assert any("F003" in row.text for row in rows.values()), "the old snapshot still holds note-003"
     ids, _ = reader.lexical.search("F003", 3)
     assert len(ids)
     reader.close()

@@ -30,17 +30,17 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from rag.cluster import wire
 from rag.config import Settings
 from rag.errors import ConfigError, RagError
-from rag.index.store import bm25_tokens, make_tokenizer
+from rag.index.tokens import bm25_tokens, make_tokenizer
 from rag.idsets import held_in
 from rag.index.vectors import VectorIndex
-from rag.indexing import Indexer, Prepared, Preparer, loaded_documents, make_chunker
+from rag.indexing import IndexState, Prepared, PreparerFactory, loaded_documents, make_chunker
 from rag.ingest.discover import SourceFile
 from rag.records import Document
 
@@ -66,9 +66,9 @@ class RayOptions:
     retries: int | None = None
 
 
-def ray_preparer(options: RayOptions) -> Callable[[Indexer], Preparer]:
+def ray_preparer(options: RayOptions) -> PreparerFactory:
     """What `Indexer(preparer=...)` takes to prepare a run's documents on Ray."""
-    return lambda indexer: RayPreparer(indexer, options)
+    return lambda settings, origin: RayPreparer(settings, origin, options)
 
 
 def _ray() -> Any:
@@ -83,11 +83,16 @@ def _ray() -> Any:
 class RayPreparer:
     """Prepares a run's documents on a Ray cluster, started here or reached at an address."""
 
-    def __init__(self, indexer: Indexer, options: RayOptions) -> None:
-        self.indexer = indexer
+    def __init__(self, settings: Settings, origin: str | None, options: RayOptions) -> None:
+        self.settings = settings
+        self.origin = origin
         self.options = options
+        self.state: IndexState | None = None
 
     # -- the Preparer protocol --------------------------------------------------------------
+
+    def start(self, state: IndexState) -> None:
+        self.state = state
 
     def files(self, files: list[SourceFile]) -> Iterator[Iterable[Document | Prepared | RagError]]:
         units = [{"unit": n, "path": str(f.path), "rel": f.rel, "real": str(f.real), "record": ""}
@@ -132,11 +137,12 @@ class RayPreparer:
         earlier write trained, if any, so that they encode the vectors for it (the writer then
         stores codes instead of assigning and encoding every vector itself). Documents this run
         writes need not be in it: the writer refuses a second document of the same id."""
-        writer = self.indexer.writer
-        trained = writer.trained_template if writer is not None else None
+        if self.state is None:
+            raise RuntimeError("a Ray preparer runs only after Indexer handed it the index's state (start)")
+        trained = self.state.trained_template
         if trained is not None:
-            log.info("Ray: actors encode vectors for the index's trained %s", self.indexer.settings.index.factory)
-        return {"stored": ray.put(content_keys(self.indexer.stored_content())),
+            log.info("Ray: actors encode vectors for the index's trained %s", self.settings.index.factory)
+        return {"stored": ray.put(content_keys(self.state.stored_content)),
                 "template": ray.put(np.fromfile(trained, dtype=np.uint8)) if trained is not None else None}
 
     def _records(self, ray: Any, window: list[Document | RagError],
@@ -165,7 +171,7 @@ class RayPreparer:
         workers = self.options.workers or (gpus if gpus else max(1, cpus // 4))
         if workers < 1:
             raise ConfigError(f"--ray-workers {workers}: give at least 1")
-        settings = self.indexer.settings
+        settings = self.settings
         # Each actor a GPU of its own; more actors than GPUs share them (Ray's fractional GPUs,
         # in its steps of 0.0001), rather than waiting for GPUs that never come free.
         gpus_each = math.floor(10_000 * min(1.0, gpus / workers)) / 10_000 if gpus else 0.0
@@ -185,7 +191,7 @@ class RayPreparer:
                 PrepareActor, batch_size=per_call, batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)), num_gpus=gpus_each,
                 num_cpus=1, fn_constructor_kwargs={
-                    "settings": settings.model_dump_json(), "origin": self.indexer.origin, **state,
+                    "settings": settings.model_dump_json(), "origin": self.origin, **state,
                     "threads": 0 if gpus else max(1, cpus // workers)}, **extra)
         unit, group = 0, []
         placements: set[tuple[str, str]] = set()  # (GPU ids Ray gave an actor, where it embedded)

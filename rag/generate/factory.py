@@ -7,9 +7,10 @@ from pathlib import Path
 from rag.config import Settings
 from rag.embed import Embedder
 from rag.generate.base import Generator, GeneratorError
+from rag.names import GENERATOR_NAMES
 from rag.prompt import Language, Templates
 
-GENERATORS = ("local", "openai", "extractive")
+GENERATORS = GENERATOR_NAMES
 
 
 def make_generator(settings: Settings, embedder: Embedder, name: str | None = None) -> Generator:

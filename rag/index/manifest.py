@@ -21,6 +21,23 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+# The first format whose versions are lists of segments.
+SEGMENTED_FORMAT = 3
+
+
+class SegmentRecord(BaseModel):
+    """One segment as a version's manifest names it (rag.index.segments)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    chunks: int  # live rows it holds
+    masked: int = 0  # vectors it holds that no row owns (an HNSW index removes none in place)
+    vectors: int
+    dimension: int | None = None
+    files: dict[str, dict[str, Any]] = {}  # file name -> {"bytes", "sha256"}
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -32,7 +49,27 @@ class Manifest(BaseModel):
     chunking: dict[str, Any]
     index: dict[str, Any]
     counts: dict[str, int]
+    # Format 2 and older: the version folder's own files. Format 3: none (they are the segments').
     files: dict[str, dict[str, Any]] = {}
+    # Format 3 (absent before): the segments, oldest first; the trained template IVF indexes start
+    # from; the ids and segment number the next write continues from.
+    segments: list[SegmentRecord] = []
+    template: str | None = None
+    template_files: dict[str, dict[str, Any]] = {}
+    next_chunk_id: int = 1
+    next_segment: int = 1
+
+    @property
+    def segmented(self) -> bool:
+        return self.format_version >= SEGMENTED_FORMAT
+
+    def parts(self) -> list[SegmentRecord]:
+        """The segments it names, and its training template as a record of the same shape."""
+        if not self.segmented:
+            return []
+        template = [SegmentRecord(name=self.template, chunks=0, vectors=0, files=self.template_files)] \
+            if self.template else []
+        return [*self.segments, *template]
 
     @classmethod
     def read(cls, directory: Path) -> "Manifest":
@@ -58,8 +95,16 @@ class Manifest(BaseModel):
 
     def write(self, directory: Path) -> Path:
         path = directory / MANIFEST_FILE
-        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(self.as_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
+
+    def as_json(self) -> dict[str, Any]:
+        """What manifest.json holds: a format-2 manifest without the segment fields it never had."""
+        data = self.model_dump(mode="json")
+        if not self.segmented:
+            for name in ("segments", "template", "template_files", "next_chunk_id", "next_segment"):
+                data.pop(name, None)
+        return data
 
 
 def check_embedding(index_dir: Path, recorded: dict[str, Any], current: dict[str, Any]) -> None:

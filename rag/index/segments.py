@@ -26,12 +26,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from rag.errors import IndexCorruptError
-from rag.index.chunkstore import CHUNK_COLUMNS, CHUNKS_FILE, DOCUMENT_COLUMNS, _SCHEMA
+from rag.index.manifest import Manifest, SegmentRecord
+from rag.index.schema import CHUNK_COLUMNS, CHUNKS_FILE, DOCUMENT_COLUMNS, create_tables, quoted
 from rag.idsets import members
 from rag.index.shards import ShardedIndex, split
 from rag.index.vectors import ON_DISK_FILE, VECTORS_FILE, VectorIndex
 from rag.lexical import deserialize_tokens
-from rag.lexical.segments import FILES as POSTINGS_FILES, Postings
+from rag.lexical.postings import FILES as POSTINGS_FILES, Postings
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +74,19 @@ class Segment:
     ids: np.ndarray  # the chunk ids its vectors hold, ascending
 
     @classmethod
-    def open(cls, directory: Path, record: dict[str, Any], factory: str, use_gpu: bool,
+    def open(cls, directory: Path, record: SegmentRecord, factory: str, use_gpu: bool,
              tokenizer_settings: dict[str, Any], shards: int = 1) -> "Segment":
         """Load a committed segment; with `shards` > 1 a large Flat or IVF index is split (rag.index.shards)."""
-        files = record.get("files", {})
+        files = record.files
         vectors = VectorIndex.load(directory / VECTORS_FILE, factory, use_gpu) if VECTORS_FILE in files else None
         postings = Postings.load(directory, tokenizer_settings) if POSTINGS_FILES[0] in files else None
         ids = np.sort(vectors.contains_ids()) if vectors is not None else np.zeros(0, np.int64)
-        if vectors is not None and vectors.ntotal != record.get("vectors"):
-            raise IndexCorruptError(f"{directory}: the manifest says {record.get('vectors')} vectors, FAISS holds "
+        if vectors is not None and vectors.ntotal != record.vectors:
+            raise IndexCorruptError(f"{directory}: the manifest says {record.vectors} vectors, FAISS holds "
                                     f"{vectors.ntotal}; run `rag check`, or rebuild the index")
         if vectors is not None and shards > 1:
             vectors = split(vectors, shards)  # type: ignore[assignment]
-        return cls(record["name"], directory, vectors, postings, ids)
+        return cls(record.name, directory, vectors, postings, ids)
 
     def holds(self, ids: np.ndarray) -> np.ndarray:
         """Those of `ids` (ascending) whose vectors this segment holds."""
@@ -144,7 +145,7 @@ def joined_vectors(parts: list[Segment], dead: np.ndarray, use_gpu: bool) -> Seg
 
 
 def finish_segment(staging: Path, final: Path, vectors: VectorIndex | None, postings: Postings | None,
-                   name: str) -> dict[str, Any]:
+                   name: str) -> SegmentRecord:
     """Save a segment's vectors and postings beside its chunks.sqlite, fsync everything and
     rename the folder into place; returns its manifest record."""
     conn = sqlite3.connect(f"file:{staging / CHUNKS_FILE}?mode=ro", uri=True)
@@ -167,8 +168,8 @@ def finish_segment(staging: Path, final: Path, vectors: VectorIndex | None, post
     fsync_path(staging)
     os.replace(staging, final)
     fsync_path(final.parent)
-    return {"name": name, "chunks": int(rows), "masked": int(masked), "vectors": int(ntotal),
-            "dimension": vectors.dimension if vectors is not None else None, "files": files}
+    return SegmentRecord(name=name, chunks=int(rows), masked=int(masked), vectors=int(ntotal),
+                         dimension=vectors.dimension if vectors is not None else None, files=files)
 
 
 def plan_merges(sizes: list[int], max_segments: int) -> list[tuple[int, int]]:
@@ -182,70 +183,23 @@ def plan_merges(sizes: list[int], max_segments: int) -> list[tuple[int, int]]:
     return [(start, end) for start, end, _ in runs if end - start > 1]
 
 
-def merge_segments(root: Path, version: list[dict[str, Any]], merged: list[dict[str, Any]], name: str,
+def merge_segments(root: Path, version: list[SegmentRecord], merged: list[SegmentRecord], name: str,
                    factory: str, template: Path | None, retokenize: Callable[[str], str] | None,
-                   train_sample: int, tokenizer_settings: dict[str, Any], ondisk_bytes: int = 0) -> dict[str, Any]:
+                   train_sample: int, tokenizer_settings: dict[str, Any], ondisk_bytes: int = 0) -> SegmentRecord:
     """A new segment `name` holding the live rows of the `merged` records (a run of `version`'s
     segments) and their vectors, and the tombstones they carry that still name a row of a
     segment outside the run. With `retokenize`, BM25 tokens are made again from the texts."""
     staging = root / f".staging-{name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    merged_names = {r["name"] for r in merged}
-    outside = [r["name"] for r in version if r["name"] not in merged_names]
+    merged_names = {r.name for r in merged}
     conn = sqlite3.connect(str(staging / CHUNKS_FILE))
-
-    @contextlib.contextmanager
-    def attached(segment: str) -> Iterator[None]:
-        """One segment attached as `s` at a time: a version may have more segments than SQLite
-        attaches at once (a write adds one to index.max_segments before merging). SQLite
-        detaches only outside a transaction, hence the commit (of a staging file)."""
-        conn.execute("ATTACH DATABASE ? AS s", (f"file:{root / segment / CHUNKS_FILE}?mode=ro&immutable=1",))
-        try:
-            yield
-        finally:
-            conn.commit()
-            conn.execute("DETACH DATABASE s")
-
     try:
-        conn.execute("PRAGMA journal_mode=OFF")
-        conn.execute("PRAGMA synchronous=OFF")
-        conn.executescript(_SCHEMA)
-        conn.execute("CREATE TEMP TABLE gone_chunks (id INTEGER PRIMARY KEY)")
-        conn.execute("CREATE TEMP TABLE gone_documents (segment TEXT, collection TEXT, doc_id TEXT, "
-                     "PRIMARY KEY (segment, collection, doc_id)) WITHOUT ROWID")
-        conn.execute("CREATE TEMP TABLE carried_chunks (id INTEGER PRIMARY KEY)")
-        for record in version:
-            with attached(record["name"]):
-                conn.execute("INSERT OR IGNORE INTO gone_chunks SELECT id FROM s.deleted_chunks")
-                conn.execute("INSERT OR IGNORE INTO gone_documents SELECT * FROM s.deleted_documents")
-        top = 0
-        names = ", ".join("'" + n.replace("'", "''") + "'" for n in outside)
-        for record in merged:
-            quoted = "'" + record["name"].replace("'", "''") + "'"
-            with attached(record["name"]):
-                conn.execute(f"INSERT INTO main.documents ({DOCUMENT_COLUMNS}) SELECT {DOCUMENT_COLUMNS} FROM s.documents d "
-                             f"WHERE NOT EXISTS (SELECT 1 FROM gone_documents g WHERE g.segment = {quoted} "
-                             "AND g.collection = d.collection AND g.doc_id = d.doc_id)")
-                conn.execute(f"INSERT INTO main.chunks ({CHUNK_COLUMNS}) SELECT {CHUNK_COLUMNS} FROM s.chunks "
-                             "WHERE id NOT IN (SELECT id FROM gone_chunks)")
-                # Tombstones against segments the merge leaves alone still apply to them.
-                if names:
-                    conn.execute(f"INSERT OR IGNORE INTO main.deleted_documents SELECT * FROM s.deleted_documents "
-                                 f"WHERE segment IN ({names})")
-                conn.execute("INSERT OR IGNORE INTO carried_chunks SELECT id FROM s.deleted_chunks")
-                row = conn.execute("SELECT seq FROM s.sqlite_sequence WHERE name = 'chunks'").fetchone()
-                top = max(top, int(row[0]) if row else 0)
-        for segment in outside:
-            with attached(segment):
-                # EXISTS looks each id up; `id IN (SELECT id FROM ...)` built a set of every id there.
-                conn.execute("INSERT OR IGNORE INTO main.deleted_chunks SELECT t.id FROM carried_chunks t "
-                             "WHERE EXISTS (SELECT 1 FROM s.chunks c WHERE c.id = t.id)")
-        conn.execute("DELETE FROM main.sqlite_sequence WHERE name = 'chunks'")
-        conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES ('chunks', ?)", (top,))
+        rows = _MergedRows(conn, root)
+        rows.copy(version, merged, [r.name for r in version if r.name not in merged_names])
         if retokenize is not None:
-            rows = conn.execute("SELECT id, text FROM main.chunks").fetchall()
-            conn.executemany("UPDATE main.chunks SET tokens = ? WHERE id = ?", ((retokenize(t), i) for i, t in rows))
+            texts = conn.execute("SELECT id, text FROM main.chunks").fetchall()
+            conn.executemany("UPDATE main.chunks SET tokens = ? WHERE id = ?", ((retokenize(t), i) for i, t in texts))
         conn.commit()
         live = np.fromiter((r[0] for r in conn.execute("SELECT id FROM main.chunks ORDER BY id")), dtype=np.int64)
         postings = Postings.build(live, (deserialize_tokens(r[0]) for r in conn.execute(
@@ -256,10 +210,74 @@ def merge_segments(root: Path, version: list[dict[str, Any]], merged: list[dict[
     return finish_segment(staging, root / name, vectors, postings, name)
 
 
-def _merged_vectors(root: Path, merged: list[dict[str, Any]], live: np.ndarray, factory: str,
+class _MergedRows:
+    """The rows of a merge's staging chunks.sqlite, copied from its segments one attached at a
+    time: a version may have more segments than SQLite attaches at once (a write adds one to
+    index.max_segments before merging)."""
+
+    def __init__(self, conn: sqlite3.Connection, root: Path) -> None:
+        self.conn = conn
+        self.root = root
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        create_tables(conn)
+        conn.execute("CREATE TEMP TABLE gone_chunks (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TEMP TABLE gone_documents (segment TEXT, collection TEXT, doc_id TEXT, "
+                     "PRIMARY KEY (segment, collection, doc_id)) WITHOUT ROWID")
+        conn.execute("CREATE TEMP TABLE carried_chunks (id INTEGER PRIMARY KEY)")
+
+    @contextlib.contextmanager
+    def attached(self, segment: str) -> Iterator[None]:
+        """The segment attached as `s`. SQLite detaches only outside a transaction, hence the
+        commit (of a staging file)."""
+        self.conn.execute("ATTACH DATABASE ? AS s", (f"file:{self.root / segment / CHUNKS_FILE}?mode=ro&immutable=1",))
+        try:
+            yield
+        finally:
+            self.conn.commit()
+            self.conn.execute("DETACH DATABASE s")
+
+    def copy(self, version: list[SegmentRecord], merged: list[SegmentRecord], outside: list[str]) -> None:
+        conn = self.conn
+        for record in version:
+            with self.attached(record.name):
+                conn.execute("INSERT OR IGNORE INTO gone_chunks SELECT id FROM s.deleted_chunks")
+                conn.execute("INSERT OR IGNORE INTO gone_documents SELECT * FROM s.deleted_documents")
+        top = 0
+        names = ", ".join(quoted(n) for n in outside)
+        for record in merged:
+            with self.attached(record.name):
+                top = max(top, self._copy_live(record.name, names))
+        for segment in outside:
+            with self.attached(segment):
+                # EXISTS looks each id up; `id IN (SELECT id FROM ...)` built a set of every id there.
+                conn.execute("INSERT OR IGNORE INTO main.deleted_chunks SELECT t.id FROM carried_chunks t "
+                             "WHERE EXISTS (SELECT 1 FROM s.chunks c WHERE c.id = t.id)")
+        conn.execute("DELETE FROM main.sqlite_sequence WHERE name = 'chunks'")
+        conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES ('chunks', ?)", (top,))
+
+    def _copy_live(self, segment: str, outside: str) -> int:
+        """The attached segment's live rows, and its tombstones against segments outside the run;
+        returns the highest chunk id it ever gave."""
+        conn = self.conn
+        conn.execute(f"INSERT INTO main.documents ({DOCUMENT_COLUMNS}) SELECT {DOCUMENT_COLUMNS} FROM s.documents d "
+                     f"WHERE NOT EXISTS (SELECT 1 FROM gone_documents g WHERE g.segment = {quoted(segment)} "
+                     "AND g.collection = d.collection AND g.doc_id = d.doc_id)")
+        conn.execute(f"INSERT INTO main.chunks ({CHUNK_COLUMNS}) SELECT {CHUNK_COLUMNS} FROM s.chunks "
+                     "WHERE id NOT IN (SELECT id FROM gone_chunks)")
+        # Tombstones against segments the merge leaves alone still apply to them.
+        if outside:
+            conn.execute(f"INSERT OR IGNORE INTO main.deleted_documents SELECT * FROM s.deleted_documents "
+                         f"WHERE segment IN ({outside})")
+        conn.execute("INSERT OR IGNORE INTO carried_chunks SELECT id FROM s.deleted_chunks")
+        row = conn.execute("SELECT seq FROM s.sqlite_sequence WHERE name = 'chunks'").fetchone()
+        return int(row[0]) if row else 0
+
+
+def _merged_vectors(root: Path, merged: list[SegmentRecord], live: np.ndarray, factory: str,
                     template: Path | None, train_sample: int, ondisk_bytes: int, staging: Path) -> VectorIndex | None:
-    sources = [VectorIndex.load(root / record["name"] / VECTORS_FILE, factory, use_gpu=False)
-               for record in merged if record.get("vectors")]
+    sources = [VectorIndex.load(root / record.name / VECTORS_FILE, factory, use_gpu=False)
+               for record in merged if record.vectors]
     if template is not None and sources and all(source.is_ivf for source in sources):
         # IVF (with PQ): the segments' stored codes are moved as they are, less the dead vectors.
         index = VectorIndex.load(template, factory, use_gpu=False)
@@ -281,3 +299,25 @@ def _merged_vectors(root: Path, merged: list[dict[str, Any]], live: np.ndarray, 
         index.train(vectors[:train_sample])
     index.add(vectors, ids)
     return index
+
+
+def version_problems(manifest: Manifest, segments: list[Segment]) -> list[str]:
+    """Where the manifest and the FAISS indexes of a version's segments disagree (empty when they agree)."""
+    problems = []
+    dimension = manifest.embedding.get("dimension")
+    metric = manifest.index.get("metric", "inner_product")
+    for segment in segments:
+        vectors = segment.vectors
+        if vectors is None:
+            continue
+        where = "" if segment.name == "legacy" else f"segment {segment.name}: "
+        if dimension != vectors.dimension:
+            problems.append(f"{where}the manifest says embedding dimension {dimension}, FAISS holds "
+                            f"{vectors.dimension}-dimensional vectors")
+        if metric != vectors.metric:
+            problems.append(f"{where}the manifest says metric {metric}, FAISS uses {vectors.metric}")
+    count = manifest.counts.get("vectors")
+    held = sum(s.vectors.ntotal for s in segments if s.vectors is not None)
+    if count is not None and count != held:
+        problems.append(f"the manifest says {count} vectors, FAISS holds {held}")
+    return problems

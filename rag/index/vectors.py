@@ -15,18 +15,18 @@ index that grows a document at a time; benchmarks/gpu_bench.py measures it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
-import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from rag.errors import ConfigError, IndexCorruptError, RagError
-from rag.idsets import held_in
+from rag.idsets import exact_top_k
+from rag.index import ivf as ivf_lists
+from rag.index.faisslib import SMALL_SEARCH, load_faiss, prints_to_stderr, team_threads
 
 log = logging.getLogger(__name__)
 
@@ -35,61 +35,7 @@ VECTORS_FILE = "vectors.faiss"
 ON_DISK_FILE = "vectors.ivfdata"
 
 
-def _faiss() -> Any:
-    global _TEAM_THREADS
-    try:
-        import faiss
-    except ImportError:
-        raise RagError("FAISS is not installed: pip install 'rag[cpu]' (or 'rag[gpu]' on a CUDA machine)") from None
-    if _TEAM_THREADS == 0:
-        _TEAM_THREADS = faiss.omp_get_max_threads()
-    return faiss
-
-
-# A search of fewer queries than this runs on its own thread alone. An OpenMP team gains nothing
-# on one query, and beside a busy process its barrier waits out a descheduled thread: a SciFact
-# search took 21 ms instead of 0.9 next to one CPU-bound process. OpenMP keeps the thread count
-# per thread, so this touches neither concurrent batch searches nor index builds; it is restored
-# after the search, because torch reads the same setting (the generator that answered after a
-# search on the same thread ran on one core, at half the speed).
-SMALL_SEARCH = 16
-_TEAM_THREADS = 0  # OpenMP's own default, read when faiss is first imported
-
-
-@contextlib.contextmanager
-def _faiss_prints_to_stderr() -> Iterator[None]:
-    """FAISS's on-disk lists printf a line to C stdout each time their file grows; sent to
-    stderr instead, so they never mix into what rag prints there (`--json` output). Process-wide
-    while it lasts: a server's other threads printing meanwhile go to stderr too."""
-    libc = ctypes.CDLL(None)
-    sys.stdout.flush()
-    libc.fflush(None)
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        libc.fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def _claim_written_space(on_disk: Any) -> None:
-    """Mark the space FAISS just laid lists out in as used. Growing the file from empty records
-    all of it as one free slot, even where merge_from_multiple (or set_all_lists_sizes) placed
-    lists: the next list to grow would be given offset 0 and overwrite the first lists."""
-    if on_disk.totsize:
-        on_disk.allocate_slot(on_disk.totsize)
-
-
-def gpu_count() -> int:
-    """GPUs faiss can use: 0 with faiss-cpu, whose module has no GPU functions at all."""
-    faiss = _faiss()
-    get = getattr(faiss, "get_num_gpus", None)
-    return int(get()) if get else 0
-
-
-# Filters admitting at most this many vectors are scored exactly (a matrix product over their
+# Filters admitting at most this many vectors are scored exactly (exact_top_k over their
 # reconstructed vectors) rather than through the approximate index.
 EXACT_SEARCH_LIMIT = 20_000
 
@@ -118,7 +64,7 @@ class VectorIndex:
 
     @classmethod
     def create(cls, factory: str, dimension: int, use_gpu: bool) -> "VectorIndex":
-        faiss = _faiss()
+        faiss = load_faiss()
         try:
             index = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
@@ -135,7 +81,7 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, factory: str, use_gpu: bool) -> "VectorIndex":
-        faiss = _faiss()
+        faiss = load_faiss()
         if not path.is_file():
             raise IndexCorruptError(f"{path} is missing; run `rag check` or rebuild the index")
         lists = path.with_name(ON_DISK_FILE)
@@ -162,7 +108,7 @@ class VectorIndex:
     def _to_gpu(self) -> None:
         """Copy the CPU index to GPU 0; an index type the GPU lacks (HNSW), or faiss-cpu (no
         StandardGpuResources), leaves it on the CPU for good, searched there as before."""
-        faiss = _faiss()
+        faiss = load_faiss()
         try:
             self._gpu_resources = faiss.StandardGpuResources()
             self._gpu = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._cpu)
@@ -187,7 +133,7 @@ class VectorIndex:
         filtered and changed by removals."""
         if self._gpu is None or not self._cpu_stale:
             return
-        faiss = _faiss()
+        faiss = load_faiss()
         cpu = faiss.index_gpu_to_cpu(self._gpu)
         ivf = faiss.try_extract_index_ivf(cpu)
         if ivf is not None:
@@ -219,19 +165,19 @@ class VectorIndex:
     @property
     def exhaustive(self) -> bool:
         """Whether this is a flat index: its vectors reconstruct exactly and need no training."""
-        faiss = _faiss()
+        faiss = load_faiss()
         inner = faiss.downcast_index(self._cpu.index) if hasattr(self._cpu, "index") else self._cpu
         return isinstance(inner, faiss.IndexFlat)
 
     @property
     def metric(self) -> str:
         """The manifest's name for the FAISS metric ("inner_product", "l2", or the raw number)."""
-        faiss = _faiss()
+        faiss = load_faiss()
         kind = int(self._active.metric_type)
         return {faiss.METRIC_INNER_PRODUCT: "inner_product", faiss.METRIC_L2: "l2"}.get(kind, str(kind))
 
     def min_training_vectors(self) -> int:
-        faiss = _faiss()
+        faiss = load_faiss()
         ivf = faiss.try_extract_index_ivf(self._cpu)
         need = int(ivf.nlist) if ivf is not None else 1
         if "PQ" in self.factory.upper():
@@ -252,14 +198,14 @@ class VectorIndex:
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         if len(vectors) == 0:
             return
-        with _faiss_prints_to_stderr() if self.on_disk else contextlib.nullcontext():
+        with prints_to_stderr() if self.on_disk else contextlib.nullcontext():
             self._active.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
         self._cpu_stale = self._gpu is not None
 
     @classmethod
     def from_bytes(cls, data: np.ndarray, factory: str) -> "VectorIndex":
         """An index from a file's bytes, in FAISS's own format (a trained template sent to workers)."""
-        return cls(_faiss().deserialize_index(np.ascontiguousarray(data, dtype=np.uint8)), factory, use_gpu=False)
+        return cls(load_faiss().deserialize_index(np.ascontiguousarray(data, dtype=np.uint8)), factory, use_gpu=False)
 
     @property
     def code_size(self) -> int:
@@ -272,32 +218,23 @@ class VectorIndex:
         return self._cpu.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def add_codes(self, codes: np.ndarray, ids: np.ndarray) -> None:
-        """Store vectors `encode` made with this index's training: exactly what `add` of the
-        vectors would store, without assigning lists and encoding (the costly part of an IVF add)."""
+        """Store vectors `encode` made with this index's training (rag.index.ivf.add_codes)."""
         if not len(codes):
             return
-        faiss = _faiss()
         self._sync_to_cpu()
-        ivf = faiss.extract_index_ivf(self._cpu)
-        with _faiss_prints_to_stderr() if self.on_disk else contextlib.nullcontext():
-            ivf.add_sa_codes(np.ascontiguousarray(codes, dtype=np.uint8), np.ascontiguousarray(ids, dtype=np.int64))
-        if self._cpu is not ivf:
-            self._cpu.ntotal = ivf.ntotal  # a pre-transform (OPQ) around the IVF keeps its own count
+        ivf_lists.add_codes(self._cpu, codes, ids)
         if self._gpu is not None:
             self._cpu_changed()
 
     @property
     def on_disk(self) -> bool:
         """Whether this IVF index's inverted lists live in a mapped file (ON_DISK_FILE)."""
-        faiss = _faiss()
-        ivf = faiss.try_extract_index_ivf(self._cpu)
-        return ivf is not None and isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists)
+        return ivf_lists.on_disk(self._cpu)
 
     @property
     def list_bytes_per_vector(self) -> int:
         """What a vector takes in an IVF index's inverted lists (its code and id); 0 for other types."""
-        ivf = _faiss().try_extract_index_ivf(self._cpu)
-        return int(ivf.code_size) + 8 if ivf is not None else 0
+        return ivf_lists.list_bytes_per_vector(self._cpu)
 
     @property
     def list_bytes(self) -> int:
@@ -307,88 +244,27 @@ class VectorIndex:
     def move_lists_to_disk(self, path: Path) -> None:
         """Move this IVF index's inverted lists into the file `path` (ON_DISK_FILE beside where
         the index will be saved), mapped from then on: later adds grow the file, not memory."""
-        faiss = _faiss()
         self._sync_to_cpu()
-        ivf = faiss.extract_index_ivf(self._cpu)
-        ivf.set_direct_map_type(faiss.DirectMap.NoMap)
-        on_disk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(path))
-        lists = faiss.InvertedListsPtrVector()
-        lists.push_back(ivf.invlists)
-        with _faiss_prints_to_stderr():
-            on_disk.merge_from_multiple(lists.data(), lists.size(), False, False)
-        _claim_written_space(on_disk)
-        ivf.replace_invlists(on_disk, True)
-        on_disk.this.disown()  # the index owns it now
-        self._rebuilt_id_map(ivf)
+        ivf_lists.move_lists_to_disk(self._cpu, path)
+        self._cpu_changed()
 
     @property
     def is_ivf(self) -> bool:
-        return _faiss().try_extract_index_ivf(self._cpu) is not None
+        return load_faiss().try_extract_index_ivf(self._cpu) is not None
 
     def absorb(self, others: list["VectorIndex"], keep: np.ndarray, path: Path | None = None) -> None:
-        """Move the vectors of `keep` (ids, ascending) from `others` (IVF indexes trained like this
-        empty one) into it as they are stored, list by list, into memory or into inverted lists in
-        the file `path`. A merge copies codes instead of decoding and encoding every vector again,
-        and reads its sources (mapped, where they are on disk) without changing them, so a merge
-        to disk needs the memory of one list."""
-        faiss = _faiss()
+        """Move the vectors of `keep` (ids, ascending) from `others` (IVF indexes trained like
+        this empty one) into it as stored, into memory or lists in the file `path` (a merge
+        copies codes instead of decoding and encoding every vector again)."""
         self._sync_to_cpu()
-        target = faiss.extract_index_ivf(self._cpu)
-        target.set_direct_map_type(faiss.DirectMap.NoMap)  # rebuilt once, at the end
-        nlist, code_size = int(target.nlist), int(target.code_size)
-        sources = []
         for other in others:
             other._sync_to_cpu()
-            sources.append(faiss.extract_index_ivf(other._cpu).invlists)
-
-        def live_ids(invlists: Any, list_no: int) -> tuple[np.ndarray, np.ndarray]:
-            """A list's ids, and which of them are kept."""
-            pointer = invlists.get_ids(list_no)
-            ids = faiss.rev_swig_ptr(pointer, invlists.list_size(list_no)).copy()
-            invlists.release_ids(list_no, pointer)
-            return ids, held_in(ids, keep)
-
-        def live_entries(invlists: Any, list_no: int) -> tuple[np.ndarray, np.ndarray]:
-            ids, live = live_ids(invlists, list_no)
-            if not live.any():
-                return ids[:0], np.zeros(0, np.uint8)
-            pointer = invlists.get_codes(list_no)
-            codes = faiss.rev_swig_ptr(pointer, len(ids) * code_size).reshape(len(ids), code_size)[live].ravel()
-            invlists.release_codes(list_no, pointer)
-            return ids[live], codes
-
-        on_disk = None
-        if path is not None:
-            # The file is laid out first, each list's place reserved for what it will hold.
-            sizes = np.array([sum(int(live_ids(source, list_no)[1].sum()) for source in sources)
-                              for list_no in range(nlist)], dtype=np.uint64)
-            if sizes.any():  # nothing live: no file, an empty index
-                on_disk = faiss.OnDiskInvertedLists(nlist, code_size, str(path))
-                on_disk.set_all_lists_sizes(faiss.swig_ptr(sizes))
-                with _faiss_prints_to_stderr():
-                    on_disk.update_totsize(int(sizes.sum()) * (code_size + 8))  # creates and maps the file
-                _claim_written_space(on_disk)
-        for list_no in range(nlist):
-            offset = 0
-            for source in sources:
-                ids, codes = live_entries(source, list_no)
-                if not len(ids):
-                    continue
-                if on_disk is not None:
-                    on_disk.update_entries(list_no, offset, len(ids), faiss.swig_ptr(ids), faiss.swig_ptr(codes))
-                    offset += len(ids)
-                else:
-                    target.invlists.add_entries(list_no, len(ids), faiss.swig_ptr(ids), faiss.swig_ptr(codes))
-        if on_disk is not None:
-            target.replace_invlists(on_disk, True)
-            on_disk.this.disown()  # the index owns it now
-        target.ntotal = int(sum(target.invlists.list_size(n) for n in range(nlist)))
-        self._rebuilt_id_map(target)
+        ivf_lists.absorb(self._cpu, [other._cpu for other in others], keep, path)
+        self._cpu_changed()
 
     def shard(self, count: int, number: int) -> "VectorIndex":
         """A new CPU index of the same type holding the vectors whose id % count == number (a
         Flat index's copied, an IVF index's codes copied as stored, under the same quantizer)."""
-        faiss = _faiss()
         self._sync_to_cpu()
         if self.exhaustive:
             ids = self.contains_ids()
@@ -396,40 +272,18 @@ class VectorIndex:
             part = VectorIndex.create(self.factory, self.dimension, use_gpu=False)
             part.add(self.reconstruct(ids), ids)
             return part
-        copy = faiss.clone_index(self._cpu)
-        copy.reset()
-        target = faiss.extract_index_ivf(copy)
-        target.set_direct_map_type(faiss.DirectMap.NoMap)
-        faiss.extract_index_ivf(self._cpu).copy_subset_to(target, faiss.InvertedLists.SUBSET_TYPE_ID_MOD, count, number)
-        part = VectorIndex(copy, self.factory, use_gpu=False)
-        part._rebuilt_id_map(target)
-        return part
-
-    def _rebuilt_id_map(self, ivf: Any) -> None:
-        """After codes were moved into the IVF lists directly: the id map rebuilt from them, and
-        the count of a pre-transform (OPQ) around the IVF, which keeps its own."""
-        ivf.set_direct_map_type(_faiss().DirectMap.Hashtable)
-        if self._cpu is not ivf:
-            self._cpu.ntotal = ivf.ntotal
-        self._cpu_changed()
+        return VectorIndex(ivf_lists.shard(self._cpu, count, number), self.factory, use_gpu=False)
 
     @property
     def removes_in_place(self) -> bool:
         """HNSW graphs cannot drop nodes: their removed ids are masked until `rag compact`."""
         return "HNSW" not in self.factory.upper()
 
-    def rebuild_without(self, drop: np.ndarray) -> int:
-        """A fresh index holding every vector but `drop` (what `rag compact` does)."""
-        self._sync_to_cpu()
-        removed = self._rebuild_without({int(i) for i in drop})
-        self._cpu_changed()
-        return removed
-
     def remove(self, ids: list[int]) -> int:
         """Remove ids in place where FAISS can; otherwise rebuild without them (HNSW)."""
         if not ids:
             return 0
-        faiss = _faiss()
+        faiss = load_faiss()
         self._sync_to_cpu()
         id_array = np.asarray(ids, dtype=np.int64)
         if faiss.try_extract_index_ivf(self._cpu) is not None:
@@ -447,7 +301,7 @@ class VectorIndex:
         return removed
 
     def _all_ids(self) -> np.ndarray:
-        faiss = _faiss()
+        faiss = load_faiss()
         if isinstance(self._cpu, (faiss.IndexIDMap, faiss.IndexIDMap2)):
             return faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
         ivf = faiss.extract_index_ivf(self._cpu)
@@ -475,7 +329,7 @@ class VectorIndex:
     def save(self, path: Path) -> None:
         self._sync_to_cpu()
         tmp = path.with_suffix(".tmp")
-        _faiss().write_index(self._cpu, str(tmp))
+        load_faiss().write_index(self._cpu, str(tmp))
         os.replace(tmp, path)
 
     # -- reads ---------------------------------------------------------------------------
@@ -486,7 +340,7 @@ class VectorIndex:
 
     def empty_copy(self) -> "VectorIndex":
         """This index's training (IVF centroids, PQ codebooks) without its vectors."""
-        faiss = _faiss()
+        faiss = load_faiss()
         self._sync_to_cpu()
         if not self.on_disk:
             copy = faiss.clone_index(self._cpu)
@@ -513,7 +367,7 @@ class VectorIndex:
         return self._cpu.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
 
     def _params(self, k: int, nprobe: int, ef_search: int, selector: Any) -> Any:
-        faiss = _faiss()
+        faiss = load_faiss()
         ivf = faiss.try_extract_index_ivf(self._cpu)
         if ivf is not None:
             return faiss.SearchParametersIVF(sel=selector, nprobe=min(nprobe, ivf.nlist))
@@ -526,10 +380,10 @@ class VectorIndex:
                allowed: np.ndarray | None = None, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top k by inner product. `allowed` (a metadata filter's chunk ids) and `excluded` (masked
         ids) are applied inside the search, so a narrow filter still finds k results when k exist."""
-        faiss = _faiss()
+        faiss = load_faiss()
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1 if len(queries) < SMALL_SEARCH else _TEAM_THREADS)
+        faiss.omp_set_num_threads(1 if len(queries) < SMALL_SEARCH else team_threads())
         try:
             return self._search(queries, k, nprobe, ef_search, allowed, excluded)
         finally:
@@ -537,7 +391,7 @@ class VectorIndex:
 
     def _search(self, queries: np.ndarray, k: int, nprobe: int, ef_search: int,
                 allowed: np.ndarray | None, excluded: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        faiss = _faiss()
+        faiss = load_faiss()
         excluded = excluded if excluded is not None and len(excluded) else None
         if allowed is not None:
             if excluded is not None:
@@ -570,7 +424,7 @@ class VectorIndex:
 
     def _gpu_search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Top k on the GPU copy, or None (searched on the CPU instead) where the GPU refuses."""
-        faiss = _faiss()
+        faiss = load_faiss()
         with self._gpu_lock:
             if self._gpu is None:
                 self._to_gpu()  # dropped after a removal: copy the CPU index over again
@@ -590,16 +444,6 @@ class VectorIndex:
 
     def _exact(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._sync_to_cpu()
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(queries), k), -1, dtype=np.int64)
-        if not len(allowed):
-            return scores, ids
         allowed = np.ascontiguousarray(allowed, dtype=np.int64)
-        vectors = self._cpu.reconstruct_batch(allowed)
-        sims = queries @ vectors.T
-        top = min(k, len(allowed))
-        order = np.argpartition(-sims, top - 1, axis=1)[:, :top]
-        for row in range(len(queries)):
-            best = order[row][np.argsort(-sims[row, order[row]])]
-            scores[row, :top], ids[row, :top] = sims[row, best], allowed[best]
-        return scores, ids
+        vectors = self._cpu.reconstruct_batch(allowed) if len(allowed) else np.zeros((0, self.dimension), np.float32)
+        return exact_top_k(queries, vectors, allowed, k)

@@ -1,0 +1,132 @@
+"""What an indexing run reads: events from its sources, in source order, and who prepares them.
+
+A source yields, in order, `Loaded` documents (read here, or `Prepared` elsewhere: chunked and
+embedded by a Ray worker), `Failed` reads (a file or a record that could not be read, with why)
+and `Read` byte counts no document accounts for (a file's headers, failed records), which only
+move the progress bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from rag.config import IngestSettings, Settings
+from rag.errors import RagError
+from rag.ingest import load_source
+from rag.ingest.discover import SourceFile
+from rag.records import Chunk, Document
+
+# The origin of records streamed in with --jsonl (a file's documents have its real path).
+STREAM_ORIGIN = "stream"
+
+
+@dataclass
+class Prepared:
+    """A document another process (a Ray worker) already chunked and embedded.
+
+    The writer decides about it exactly as about a document it loaded itself (new, changed,
+    unchanged, a duplicate, the content of another) and writes these chunks and vectors where
+    it would have made its own. `chunks` is None where the worker saw the document's content
+    already indexed under its id, and so skipped the work a writer never asks for then.
+    """
+
+    document: Document
+    chunks: list[Chunk] | None
+    vectors: np.ndarray | None
+    # Each chunk's BM25 tokens as the index stores them (`serialize_tokens`), made with the
+    # index's tokenizer settings: the writer's own share of the work, moved to the workers.
+    tokens: list[str] | None = None
+    # Instead of `vectors`: the chunks' vectors encoded for the index's trained IVF index (its
+    # list and code, VectorIndex.encode), the rest of the writer's work moved to the workers.
+    codes: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    where: str
+    document: Document
+    prepared: Prepared | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    where: str
+    error: RagError
+
+
+@dataclass(frozen=True)
+class Read:
+    nbytes: int
+
+
+Event = Loaded | Failed | Read
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """What a preparer elsewhere needs of the index, taken under the run's write lock when it
+    starts: the (id, sha256) of each document the collection holds (to skip what is unchanged),
+    streamed, and the trained IVF index new vectors are encoded for, if an earlier write made one."""
+
+    stored_content: Iterable[tuple[str, str]]
+    trained_template: Path | None
+
+
+class Preparer(Protocol):
+    """Turns sources into documents, in order: loaded here, or prepared elsewhere (Ray)."""
+
+    def start(self, state: IndexState) -> None:
+        """The run has the index's write lock: here is what the index holds."""
+        ...
+
+    def files(self, files: list[SourceFile]) -> Iterator[Iterable[Document | Prepared | RagError]]:
+        """One iterable per file, in the order given, of what loading it gave."""
+        ...
+
+    def documents(self, items: Iterable[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
+        """Records already read (JSON Lines): each document, or prepared, in the order given."""
+        ...
+
+
+# Makes a run's preparer from its settings and the origin its files' documents get (None: their path).
+PreparerFactory = Callable[[Settings, "str | None"], Preparer]
+
+
+def loaded_documents(src: SourceFile, settings: IngestSettings, origin: str | None) -> Iterator[Document | RagError]:
+    """A file's documents; those of a temporary upload (`origin` given) named as it was sent."""
+    for item in load_source(src, settings):
+        if origin is not None and isinstance(item, Document):
+            item.origin = origin
+            item.metadata["source"] = src.rel
+        yield item
+
+
+class LocalPreparer:
+    """Loads files in this process, one at a time as the writer asks (memory stays bounded)."""
+
+    def __init__(self, settings: Settings, origin: str | None) -> None:
+        self.settings = settings.ingest
+        self.origin = origin
+
+    def start(self, state: IndexState) -> None:
+        pass  # it reads nothing of the index: the writer decides about every document it loads
+
+    def files(self, files: list[SourceFile]) -> Iterator[Iterable[Document | Prepared | RagError]]:
+        for src in files:
+            yield loaded_documents(src, self.settings, self.origin)
+
+    def documents(self, items: Iterable[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
+        yield from items
+
+
+def event(where: str, item: Document | Prepared | RagError) -> Event:
+    if isinstance(item, RagError):
+        return Failed(where, item)
+    if isinstance(item, Prepared):
+        return Loaded(item.document.where or where, item.document, item)
+    return Loaded(item.where or where, item)
