@@ -112,16 +112,17 @@ def test_upload_names_cannot_leave_their_folder_or_hide(sent, stored):
 def test_a_request_that_waits_past_serve_timeout_is_answered_504(make_settings):
     import asyncio
 
-    from fastapi import HTTPException
-
+    from rag.serve.errors import TimedOut
+    from rag.serve.handlers import http_error
     from rag.serve.service import Service
 
     service = Service(make_settings(**{"serve.timeout": 0.2}), open_access=True)
     slow = ModelQueue("slow", lambda key, items: time.sleep(2) or items, max_batch=1, max_waiting=4)
     try:
-        with pytest.raises(HTTPException) as refused:
+        with pytest.raises(TimedOut) as refused:  # the service's own error, which the app answers 504
             asyncio.run(service._wait(slow, lambda q: q.submit("k", "x")))
-        assert refused.value.status_code == 504 and "serve.timeout (0.2 s)" in refused.value.detail
+        answered = http_error(refused.value)
+        assert answered.status_code == 504 and "serve.timeout (0.2 s)" in answered.detail
     finally:
         slow.close()
         service.close()

@@ -1,31 +1,27 @@
 """The HTTP service: FastAPI wiring of the route families over one Service.
 
 Routes translate requests to Engine calls and back; no retrieval logic lives here. Every /v1
-route passes through `access`: with keys configured a request needs `Authorization: Bearer KEY`
-of a sufficient scope, and the key's filters are added to the request's, so they act inside
-the FAISS and BM25 searches like any `--filter`.
+route takes the request's key (rag.serve.deps): with keys configured a request needs
+`Authorization: Bearer KEY` of a sufficient scope, and the key's filters are added to the
+request's, so they act inside the FAISS and BM25 searches like any `--filter`. Errors are
+answered by the handlers of rag.serve.handlers, never by the routes themselves.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
-from starlette.requests import ClientDisconnect
 
 from rag.config import Settings
 from rag.engine import Engine
+from rag.serve.handlers import install_handlers
 from rag.serve.middleware import AccessLog, BodyLimit, OpenModeGuard, log_access_to_stderr
 from rag.serve.routes import answers, documents, feedback, openai_compat, ops, page
 from rag.serve.service import Service
-
-log = logging.getLogger(__name__)
 
 # How `rag serve --workers N` hands each worker process what the command line said.
 OPEN_ACCESS_ENV = "RAG_SERVE_OPEN_ACCESS"  # "0", "1" (loopback names only) or NETWORK_OPEN
@@ -52,27 +48,9 @@ def create_app(settings: Settings, open_access: bool = False, engine: Engine | N
     app.state.service = service
     service.jobs.on_finish.append(lambda job: service.metrics.jobs.labels(job.state).inc())
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's default echoes the input back; a request may carry secrets or personal data.
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()[:20]]
-        return JSONResponse({"detail": errors}, status_code=422)
-
-    @app.exception_handler(ClientDisconnect)
-    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
-        # The client closed, or serve.body_timeout cut it off (rag.serve.connections), before its
-        # body was complete: nobody reads this answer; it is logged as such, not as a 500.
-        cut = getattr(request.state, "log_fields", {}).get("cut_off")
-        return Response(status_code=408 if cut else 499)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse({"detail": "internal error; the server's log has the details"}, status_code=500)
-
+    install_handlers(app)
     for family in (ops, answers, documents, feedback, openai_compat, page):
-        app.include_router(family.router(service))
+        app.include_router(family.router)
 
     if settings.serve.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.serve.cors_origins,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import weakref
 from collections import Counter
 from dataclasses import dataclass

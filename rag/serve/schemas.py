@@ -1,4 +1,7 @@
-"""Request bodies of the /v1 routes: strict (unknown fields are an error, not ignored)."""
+"""The bodies of the /v1 routes (but the OpenAI-compatible ones, rag.serve.openai_schemas):
+requests, strict (unknown fields are an error, not ignored), and responses, so that /docs and
+/openapi.json describe every answer. Document listings, details and facets are the dataclasses
+of rag.records, returned as the engine gives them."""
 
 from __future__ import annotations
 
@@ -7,8 +10,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Mode = Literal["hybrid", "dense", "bm25"]
-GeneratorName = Literal["local", "openai", "extractive"]
+from rag.answer import Answer
+from rag.names import GeneratorName, SearchMode
+from rag.records import Hit
+from rag.serve.feedback import Rating
+from rag.serve.jobs import Job, State
+from rag.serve.keys import ApiKey, Scope
+
 FilterList = list[str]
 
 
@@ -24,11 +32,11 @@ class _Question(_Strict):
 
 
 class SearchRequest(_Question):
-    mode: Mode | None = None
+    mode: SearchMode | None = None
 
 
 class AskRequest(_Question):
-    mode: Mode | None = None
+    mode: SearchMode | None = None
     generator: GeneratorName | None = None
     stream: bool = Field(default=False, description="Server-Sent Events: `passages`, then `token`s, then `answer`")
 
@@ -61,6 +69,210 @@ def all_finite(value: Any) -> bool:
 class RecordsUpload(_Strict):
     collection: str | None = Field(default=None, description="default: serve.upload_collection")
     records: list[DocumentRecord] = Field(min_length=1, max_length=100_000)
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+class Alive(BaseModel):
+    status: Literal["alive"]
+
+
+class Readiness(BaseModel):
+    ready: bool = Field(description="Models and index are loaded (answered 503 while not)")
+
+
+class SearchHit(BaseModel):
+    """One passage found: the `rag search --json` shape."""
+
+    text: str
+    score: float
+    doc_id: str
+    source: str
+    metadata: dict[str, Any] = Field(description="The chunk's metadata, with its `chunk_id`")
+
+
+class SearchResults(BaseModel):
+    hits: list[SearchHit]
+
+    @classmethod
+    def of(cls, hits: list[Hit]) -> SearchResults:
+        return cls.model_validate({"hits": [hit.as_dict() for hit in hits]})
+
+
+class CitationBody(BaseModel):
+    """A validated citation: `number` is the `n` of an `[n]` marker in the answer."""
+
+    number: int
+    doc_id: str
+    source: str
+    title: str
+    location: str
+    quote: str
+
+
+class PassageBody(BaseModel):
+    """A numbered passage as given to the generator (neighbouring chunks merged)."""
+
+    number: int
+    text: str
+    doc_id: str
+    source: str
+    title: str
+    location: str
+    score: float
+    chunk_ids: list[int]
+
+
+class PassagesEvent(BaseModel):
+    """The data of a stream's `passages` event."""
+
+    passages: list[PassageBody]
+
+
+class AnswerBody(BaseModel):
+    """The `rag ask --json` object plus its `id` (for POST /v1/feedback)."""
+
+    id: str
+    question: str
+    answer: str
+    citations: list[CitationBody]
+    passages: list[PassageBody]
+    abstained: bool
+    grounded: bool
+    timings: dict[str, float] = Field(description="Seconds per stage")
+    tokens: dict[str, int] = Field(description="`prompt` and `completion` tokens through the generator")
+    generator: str
+    warnings: list[str]
+
+    @classmethod
+    def of(cls, answer_id: str, answer: Answer) -> AnswerBody:
+        return cls.model_validate({"id": answer_id, **answer.as_dict()})
+
+
+class DeletedDocument(BaseModel):
+    collection: str
+    doc_id: str
+
+
+class Deleted(BaseModel):
+    deleted: list[DeletedDocument]
+
+
+class DeletedMatching(Deleted):
+    count: int
+
+
+class JobCounts(BaseModel):
+    documents: int
+    added: int
+    updated: int
+    unchanged: int
+    chunks: int
+    skipped: int
+    failed: int
+
+
+class JobProblem(BaseModel):
+    path: str
+    reason: str
+    kind: Literal["skipped", "failed"]
+
+
+class JobStatus(BaseModel):
+    """An upload job: its state, counts and per-file problems."""
+
+    id: str
+    state: State
+    collection: str
+    files: list[str]
+    created: float
+    finished: float | None
+    counts: JobCounts
+    problems: list[JobProblem]
+    error: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobStatus:
+        return cls.model_validate(job.as_dict())
+
+
+class Rated(BaseModel):
+    answer_id: str
+    rating: Rating
+    replaced: bool = Field(description="The answer had a rating, which this one replaces")
+
+
+class OpenAccess(BaseModel):
+    """The service has no keys (loopback only): every route is open."""
+
+    open: Literal[True]
+
+
+class KeyInfo(BaseModel):
+    """The calling key (never its secret)."""
+
+    open: Literal[False]
+    name: str
+    scope: Scope
+    filters: list[str]
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyInfo:
+        return cls(open=False, name=key.name, scope=key.scope, filters=list(key.filters))
+
+
+class IndexStatus(BaseModel):
+    """Whether the index exists; its live version, counts and time of the last write when it can
+    be read, or the name of the error that keeps it from being read."""
+
+    exists: bool
+    version: str | None = None
+    counts: dict[str, int] | None = None
+    updated_at: str | None = None
+    error: str | None = None
+
+
+class ModelNames(BaseModel):
+    embedding: str | None
+    generator: str
+    local_model: str
+    reranker: str | None
+
+
+class RequestCounts(BaseModel):
+    total: int
+    by_status: dict[str, int]
+
+
+class Percentiles(BaseModel):
+    count: int
+    p50: float
+    p95: float
+    p99: float
+
+
+class Latencies(BaseModel):
+    routes: dict[str, Percentiles]
+    stages: dict[str, Percentiles]
+
+
+class StatsScope(BaseModel):
+    """Which figures are this process's own and which every worker's together."""
+
+    requests: str
+    queues: str
+    latency_seconds: str
+    pid: int
+
+
+class Stats(BaseModel):
+    index: IndexStatus
+    models: ModelNames
+    requests: RequestCounts
+    latency_seconds: Latencies
+    queues: dict[str, int]
+    scope: StatsScope
 
 
 class ErrorItem(BaseModel):

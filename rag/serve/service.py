@@ -1,38 +1,39 @@
 """What the routes share: the engine, keys, one queue per model, upload jobs and metrics.
 
-The routes translate HTTP to these calls and back; nothing here knows about retrieval either,
-it only schedules Engine calls so that models are never run twice at once.
+The routes translate HTTP to these calls and back; nothing here knows about HTTP (a request it
+cannot serve now raises Busy or TimedOut) nor about retrieval: it only schedules Engine calls so
+that models are never run twice at once, and index writes one at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
-
-from fastapi import HTTPException, Request
+from typing import Any, TypeVar
 
 from rag.answer import Answer
 from rag.config import Settings
 from rag.engine import Engine
-from rag.errors import (ConfigError, IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError,
-                        RagError)
+from rag.errors import ConfigError, RagError
+from rag.names import SearchMode
 from rag.records import Hit
 from rag.serve.batching import ModelQueue, QueueFull
+from rag.serve.errors import Busy, TimedOut
 from rag.serve.feedback import FeedbackStore, feedback_path
 from rag.serve.jobs import UploadJobs
-from rag.serve.keys import ApiKey, KeyStore, Scope, keys_path
+from rag.serve.keys import ApiKey, KeyStore, keys_path
 from rag.serve.metrics import Metrics, outcome
-from rag.serve.spool import SpoolFull, UploadSpool
+from rag.serve.spool import UploadSpool
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 
 class Service:
     def __init__(self, settings: Settings, open_access: bool, engine: Engine | None = None) -> None:
@@ -41,6 +42,7 @@ class Service:
         self.keys = KeyStore(keys_path(settings.index.path, settings.serve.keys_file))
         self.open_access = open_access
         self.ready = False
+        self.started = int(time.time())  # the `created` of the OpenAI-compatible model cards
         serve = settings.serve
         self._queues: dict[str, ModelQueue] = {}
         self._queues_lock = threading.Lock()
@@ -115,18 +117,18 @@ class Service:
                                                 self.settings.serve.queue_depth, concurrency)
             return self._queues[name]
 
-    async def search(self, question: str, k: int | None, filters: list[str], mode: str | None) -> list[Hit]:
+    async def search(self, question: str, k: int | None, filters: list[str], mode: SearchMode | None) -> list[Hit]:
         hits, timings = await self._wait(self.search_queue, lambda q: q.submit((k, tuple(filters), mode), question))
         self.metrics.observe_stages(timings)
         return hits
 
     async def ask(self, question: str, k: int | None, generator: str | None, filters: list[str],
-                  mode: str | None = None) -> Answer:
+                  mode: SearchMode | None = None) -> Answer:
         queue = self._generation_queue(generator)
         return await self._wait(queue, lambda q: q.submit((k, tuple(filters), mode), question))
 
     async def ask_stream(self, question: str, k: int | None, generator: str | None,
-                         filters: list[str], mode: str | None = None) -> AsyncIterator[Any]:
+                         filters: list[str], mode: SearchMode | None = None) -> AsyncIterator[Any]:
         """Engine.ask_stream's items (passages, text pieces, the Answer), produced on the model's
         thread and handed over as they come; stops generating when the client goes away."""
         loop = asyncio.get_running_loop()
@@ -176,25 +178,45 @@ class Service:
             future.cancel()
             raise self._timeout() from None
 
-    def _timeout(self) -> HTTPException:
-        return HTTPException(504, f"no result within serve.timeout ({self.settings.serve.timeout:g} s); "
-                                  "try again later or with a smaller k")
+    def _timeout(self) -> TimedOut:
+        return TimedOut(self.settings.serve.timeout)
 
-    def _busy(self, queue: ModelQueue, exc: QueueFull) -> HTTPException:
+    def _busy(self, queue: ModelQueue, exc: QueueFull) -> Busy:
         log.warning("%s", exc)
-        return HTTPException(503, f"the server is busy ({exc}); retry later",
-                             headers={"Retry-After": str(queue.retry_after())})
+        return Busy(f"the server is busy ({exc}); retry later", queue.retry_after())
 
-    async def record(self, request: Request, answer: Answer, key: ApiKey | None, answer_id: str | None = None) -> str:
-        """What every route does with a finished answer: count it (metrics), put its outcome (and
-        its texts only when serve.log_questions allows: questions about people are personal data)
-        in the request's access-log line, and keep it rateable for serve.feedback_hours, by any
-        worker, under the id returned (a new one unless a stream chose it up front)."""
-        self.metrics.observe_answer(answer)
-        fields: dict[str, Any] = {"outcome": outcome(answer)}
+    # -- writing -----------------------------------------------------------------------------
+
+    async def write(self, call: Callable[[], T]) -> T:
+        """A write (a delete), after this process's writes ahead of it and another process's
+        write, waited for up to serve.timeout like any request; then Busy, nothing written."""
+        timeout = self.settings.serve.timeout
+        future = self.jobs.write(call, time.monotonic() + timeout)
+        result = asyncio.wrap_future(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(result), timeout)
+        except asyncio.TimeoutError:
+            if future.cancel():
+                raise Busy("other writes to the index are ahead of this one; nothing was deleted, retry later",
+                           retry_after=5) from None
+            # Started: its wait for another process's lock ends at the same deadline.
+            return await result
+
+    # -- answers given -----------------------------------------------------------------------
+
+    def log_fields(self, answer: Answer) -> dict[str, str]:
+        """What the request's access-log line tells of an answer: its outcome, and its texts only
+        when serve.log_questions allows (questions about people are personal data)."""
+        fields = {"outcome": outcome(answer)}
         if self.settings.serve.log_questions:
             fields.update(question=answer.question, answer=answer.answer)
-        request.state.log_fields = fields
+        return fields
+
+    async def record(self, answer: Answer, key: ApiKey | None, answer_id: str | None = None) -> str:
+        """What every route does with a finished answer: count it (metrics) and keep it rateable
+        for serve.feedback_hours, by any worker, under the id returned (a new one unless a stream
+        chose it up front)."""
+        self.metrics.observe_answer(answer)
         answer_id = answer_id or new_answer_id()
         try:  # a SQLite write: off the event loop
             await asyncio.to_thread(self.feedback.remember, answer_id, answer, key.key_id if key else None,
@@ -212,59 +234,3 @@ def offered_generators(settings: Settings) -> list[str]:
     """The generators requests may choose: answer.generator, then serve.generators (the
     model-free extractive one when that is empty)."""
     return list(dict.fromkeys([settings.answer.generator, *(settings.serve.generators or ["extractive"])]))
-
-
-# An absolute path: a slash, then characters a path holds, up to a space, quote or bracket.
-_PATH = re.compile(r"(?<![\w.~-])/[^\s'\"`,;()\[\]{}<>]+")
-
-
-def without_server_paths(text: str) -> str:
-    """The text with every absolute path on this machine (whose first folder exists here, so
-    routes such as /v1/ask stay) replaced: error bodies must not map the server's disk."""
-    def hide(match: re.Match[str]) -> str:
-        first = match.group(0).lstrip("/").split("/", 1)[0]
-        return "<a path on the server>" if first and os.path.isdir("/" + first) else match.group(0)
-    return _PATH.sub(hide, text)
-
-
-# -- access ---------------------------------------------------------------------------------
-
-
-def access(service: Service, needed: Scope) -> Callable[[Request], ApiKey | None]:
-    """A dependency: the request's key, when it has the scope (401/403 otherwise). With no key
-    configured and open access (loopback), None: every document may be read."""
-    def authorize(request: Request) -> ApiKey | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not service.keys.configured():
-            if service.open_access:
-                return None
-            raise HTTPException(401, "this service has no keys yet; add one with `rag keys add NAME`")
-        key = service.keys.verify(token.strip()) if scheme.lower() == "bearer" else None
-        if key is None:
-            raise HTTPException(401, "a valid API key is required: send Authorization: Bearer KEY",
-                                headers={"WWW-Authenticate": "Bearer"})
-        request.state.key_name = key.name
-        if not key.allows(needed):
-            raise HTTPException(403, f"key {key.name!r} has scope {key.scope!r}; this route needs {needed!r}")
-        return key
-    return authorize
-
-
-def key_filters(key: ApiKey | None, requested: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """The key's filters and the request's: all must hold, so a key never sees past its own."""
-    return [*(key.filters if key else ()), *requested]
-
-
-def http_error(exc: RagError) -> HTTPException:
-    """RagErrors are the user's to act on, except those about the index files, whose messages
-    name paths on the server: those are logged, and the client gets a short reason."""
-    if isinstance(exc, SpoolFull):
-        return HTTPException(503, str(exc), headers={"Retry-After": "30"})
-    if isinstance(exc, IndexLockedError):
-        return HTTPException(503, "the index is being written by another process; retry when it is done",
-                             headers={"Retry-After": "5"})
-    if isinstance(exc, (IndexNotFoundError, IndexCorruptError, IndexMismatchError)):
-        log.error("index unavailable: %s", exc)
-        return HTTPException(503, "the index is not available; the server's log says why")
-    return HTTPException(422 if isinstance(exc, ConfigError) else 400, without_server_paths(str(exc)))

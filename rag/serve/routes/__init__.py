@@ -1,1 +1,1 @@
-"""The service's route families, each an APIRouter built over the shared Service."""
+"""The service's route families, each a module-level APIRouter; the Service comes from rag.serve.deps."""

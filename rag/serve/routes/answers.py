@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from rag.answer import Answer, Passage
+from rag.answer import Answer
 from rag.errors import RagError
+from rag.serve.deps import ReadKey, ServiceDep, key_filters, record_answer
+from rag.serve.handlers import http_error
 from rag.serve.keys import ApiKey
-from rag.serve.schemas import ERROR_RESPONSES, STREAMED, AskRequest, SearchRequest
-from rag.serve.service import Service, access, http_error, key_filters
+from rag.serve.schemas import (ERROR_RESPONSES, STREAMED, AnswerBody, AskRequest, PassageBody, PassagesEvent,
+                               SearchRequest, SearchResults)
+from rag.serve.service import Service
 
 STREAM_DOC = """With `stream: true` the answer is Server-Sent Events, always in this order:
 one `passages` event (the numbered passages given to the generator: number, doc_id, title,
@@ -24,64 +25,51 @@ generated; one final `answer` event with the whole answer object (validated `cit
 `abstained`, `grounded`, `warnings`, `timings`) and its `id`. An `error` event ({"status",
 "detail"}) replaces `answer` when generation fails midway."""
 
-
-def passage_dict(passage: Passage) -> dict[str, Any]:
-    return asdict(passage) | {"chunk_ids": list(passage.chunk_ids)}
+router = APIRouter(prefix="/v1", tags=["answers"], responses=ERROR_RESPONSES)
 
 
-def router(service: Service) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["answers"], responses=ERROR_RESPONSES)
-    read = Depends(access(service, "read"))
+@router.post("/search")
+async def search(body: SearchRequest, service: ServiceDep, key: ReadKey) -> SearchResults:
+    """Ranked passages for a question, only from documents the key may see."""
+    hits = await service.search(body.question, body.k, key_filters(key, body.filters), body.mode)
+    return SearchResults.of(hits)
 
-    @api.post("/search")
-    async def search(body: SearchRequest, key: ApiKey | None = read) -> dict[str, Any]:
-        """Ranked passages for a question, only from documents the key may see."""
-        try:
-            hits = await service.search(body.question, body.k, key_filters(key, body.filters), body.mode)
-        except RagError as exc:
-            raise http_error(exc) from None
-        return {"hits": [hit.as_dict() for hit in hits]}
 
-    @api.post("/ask", responses=STREAMED, description="A cited answer (or an honest \"I don't know\") from the passages the key "
-                                  "may see: the `rag ask --json` object plus its `id`.\n\n" + STREAM_DOC)
-    async def ask(body: AskRequest, request: Request, key: ApiKey | None = read) -> Any:
-        filters = key_filters(key, body.filters)
-        if body.stream:
-            return await _stream(service, body, filters, key, request)
-        try:
-            answer = await service.ask(body.question, body.k, body.generator, filters, body.mode)
-        except RagError as exc:
-            raise http_error(exc) from None
-        answer_id = await service.record(request, answer, key)
-        return JSONResponse({"id": answer_id, **answer.as_dict()})
-
-    return api
+@router.post("/ask", response_model=AnswerBody, responses=STREAMED,
+             description="A cited answer (or an honest \"I don't know\") from the passages the key may see: the "
+                         "`rag ask --json` object plus its `id`.\n\n" + STREAM_DOC)
+async def ask(body: AskRequest, request: Request, service: ServiceDep,
+              key: ReadKey) -> AnswerBody | EventSourceResponse:
+    filters = key_filters(key, body.filters)
+    if body.stream:
+        return await _stream(service, body, filters, key, request)
+    answer = await service.ask(body.question, body.k, body.generator, filters, body.mode)
+    return AnswerBody.of(await record_answer(service, request, answer, key), answer)
 
 
 async def _stream(service: Service, body: AskRequest, filters: list[str], key: ApiKey | None,
                   request: Request) -> EventSourceResponse:
     items = service.ask_stream(body.question, body.k, body.generator, filters, body.mode)
-    try:  # errors before the first event (a bad filter, a full queue) are plain HTTP errors
-        first = await anext(items)
-    except RagError as exc:
-        raise http_error(exc) from None
+    first = await anext(items)  # errors before the first event (a bad filter, a full queue) are plain HTTP errors
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         item: Any = first
         try:
             while True:
                 if isinstance(item, list):
-                    yield _event("passages", {"passages": [passage_dict(p) for p in item]})
+                    passages = [PassageBody.model_validate(p, from_attributes=True) for p in item]
+                    yield _event("passages", PassagesEvent(passages=passages).model_dump())
                 elif isinstance(item, str):
                     if item:
                         yield _event("token", {"text": item})
                 elif isinstance(item, Answer):
-                    yield _event("answer", {"id": await service.record(request, item, key), **item.as_dict()})
+                    answer_id = await record_answer(service, request, item, key)
+                    yield _event("answer", AnswerBody.of(answer_id, item).model_dump())
                 item = await anext(items)
         except StopAsyncIteration:
             return
-        except (RagError, HTTPException) as exc:  # a failure midway, or serve.timeout
-            error = http_error(exc) if isinstance(exc, RagError) else exc
+        except RagError as exc:  # a failure midway, or serve.timeout
+            error = http_error(exc)
             yield _event("error", {"status": error.status_code, "detail": error.detail})
         finally:
             await items.aclose()

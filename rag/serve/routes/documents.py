@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import ValidationError
 
 from rag.config import IngestSettings
@@ -22,10 +20,12 @@ from rag.errors import RagError
 from rag.filters import document_matches, parse_filters
 from rag.ingest.loaders import supported_extensions
 from rag.records import DocumentDetail, DocumentPage, Facets
-from rag.serve.keys import ApiKey
+from rag.serve.deps import ReadKey, ServiceDep, WriteKey, key_filters
+from rag.serve.errors import Busy
 from rag.serve.jobs import Job, safe_upload_name
-from rag.serve.schemas import ERROR_RESPONSES, RecordsUpload
-from rag.serve.service import Service, access, http_error, key_filters
+from rag.serve.keys import ApiKey
+from rag.serve.schemas import ERROR_RESPONSES, Deleted, DeletedDocument, DeletedMatching, JobStatus, RecordsUpload
+from rag.serve.service import Service
 from rag.serve.spool import SpoolFull
 
 Filters = Annotated[list[str], Query(alias="filter", max_length=32,
@@ -36,87 +36,82 @@ _MAX_FILES = 1000
 MAX_OFFSET = 2**31 - 1
 
 
-def router(service: Service) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["documents"], responses=ERROR_RESPONSES)
-    read = Depends(access(service, "read"))
-    write = Depends(access(service, "write"))
-    engine = service.engine
+router = APIRouter(prefix="/v1", tags=["documents"], responses=ERROR_RESPONSES)
 
-    @api.get("/documents")
-    def list_documents(filters: Filters = [], offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,  # noqa: B006
-                       limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                       key: ApiKey | None = read) -> DocumentPage:
-        """One page of the documents the key may see, in collection and id order, with `total`."""
-        try:
-            return engine.documents(key_filters(key, filters), offset, limit)
-        except RagError as exc:
-            raise http_error(exc) from None
 
-    @api.get("/documents/{doc_id:path}")
-    def get_document(doc_id: str, collection: str | None = None, key: ApiKey | None = read) -> DocumentDetail:
-        """A document's metadata and its chunks in order (`collection` when the id is in several)."""
-        return _one(service, doc_id, collection, key)
+@router.get("/documents")
+def list_documents(service: ServiceDep, key: ReadKey, filters: Filters = [],  # noqa: B006
+                   offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> DocumentPage:
+    """One page of the documents the key may see, in collection and id order, with `total`."""
+    return service.engine.documents(key_filters(key, filters), offset, limit)
 
-    @api.delete("/documents/{doc_id:path}")
-    async def delete_document(doc_id: str, collection: str | None = None,
-                              key: ApiKey | None = write) -> dict[str, Any]:
-        """Remove one document (in a new index version; queries keep being answered meanwhile)."""
-        found = await asyncio.to_thread(_one, service, doc_id, collection, key)
-        # By its exact id and collection, never as filter text (`1` must not delete `001`), and
-        # only if it still matches the key's filters when the write holds the lock.
-        deleted, _ = await _write(service, lambda: engine.delete([found.doc_id], found.collection, key_filters(key)))
-        return {"deleted": [{"collection": found.collection, "doc_id": d} for d in deleted]}
 
-    @api.delete("/documents")
-    async def delete_documents(filters: Filters = [], key: ApiKey | None = write) -> dict[str, Any]:  # noqa: B006
-        """Remove every document the key may see that matches all the filters (at least one)."""
-        if not filters:
-            raise HTTPException(422, "give at least one ?filter=EXPR: deleting without one would delete "
-                                     "everything the key may see")
-        deleted = await _write(service, lambda: engine.delete_matching(key_filters(key, filters)))
-        return {"deleted": [{"collection": c, "doc_id": d} for c, d in deleted], "count": len(deleted)}
+@router.get("/documents/{doc_id:path}")
+def get_document(doc_id: str, service: ServiceDep, key: ReadKey, collection: str | None = None) -> DocumentDetail:
+    """A document's metadata and its chunks in order (`collection` when the id is in several)."""
+    return _one(service, doc_id, collection, key)
 
-    @api.post("/documents", status_code=202,
-              openapi_extra={"requestBody": {"content": {
-                  "multipart/form-data": {"schema": {"type": "object", "properties": {
-                      "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                      "collection": {"type": "string"}}, "required": ["files"]}},
-                  "application/json": {"schema": RecordsUpload.model_json_schema()}}}})
-    async def upload(request: Request, key: ApiKey | None = write) -> JSONResponse:
-        """Files (multipart `files`, with an optional `collection` field) or a JSON list of records,
-        indexed in the background into `collection` (serve.upload_collection by default). Answered
-        202 with the job; GET /v1/jobs/{id} tells how it went."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind == "multipart/form-data":
-            job = await _upload_files(service, request, key)
-        elif kind == "application/json":
-            job = await _upload_records(service, request, key)
-        else:
-            raise HTTPException(415, f"send multipart/form-data files or an application/json list of records, "
-                                     f"not {kind or 'a body without Content-Type'}")
-        return JSONResponse(job.as_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
-    @api.get("/jobs/{job_id}")
-    def get_job(job_id: str, key: ApiKey | None = write) -> dict[str, Any]:
-        """An upload job: state (queued, running, done, failed), counts and per-file problems.
-        Only the key that made it (or an admin key) sees it."""
-        job = service.jobs.get(job_id)
-        if job is None or not _may_see(job, key):
-            raise HTTPException(404, f"no upload job {job_id!r} (finished jobs are kept until the server restarts)")
-        return job.as_dict()
+@router.delete("/documents/{doc_id:path}")
+async def delete_document(doc_id: str, service: ServiceDep, key: WriteKey, collection: str | None = None) -> Deleted:
+    """Remove one document (in a new index version; queries keep being answered meanwhile)."""
+    found = await asyncio.to_thread(_one, service, doc_id, collection, key)
+    # By its exact id and collection, never as filter text (`1` must not delete `001`), and
+    # only if it still matches the key's filters when the write holds the lock.
+    deleted, _ = await service.write(lambda: service.engine.delete([found.doc_id], found.collection, key_filters(key)))
+    return Deleted(deleted=[DeletedDocument(collection=found.collection, doc_id=d) for d in deleted])
 
-    @api.get("/facets")
-    def facets(filters: Filters = [], key: ApiKey | None = read) -> Facets:  # noqa: B006
-        """What the documents the key may see are made of: `collections`, `formats` and top-level
-        source `folders`, each {name, documents, filter} (the filter expression selecting it),
-        and the `mtime` range {first, last} in epoch seconds; for filter controls that offer
-        only what exists."""
-        try:
-            return engine.facets(key_filters(key, filters))
-        except RagError as exc:
-            raise http_error(exc) from None
 
-    return api
+@router.delete("/documents")
+async def delete_documents(service: ServiceDep, key: WriteKey, filters: Filters = []) -> DeletedMatching:  # noqa: B006
+    """Remove every document the key may see that matches all the filters (at least one)."""
+    if not filters:
+        raise HTTPException(422, "give at least one ?filter=EXPR: deleting without one would delete "
+                                 "everything the key may see")
+    deleted = await service.write(lambda: service.engine.delete_matching(key_filters(key, filters)))
+    return DeletedMatching(deleted=[DeletedDocument(collection=c, doc_id=d) for c, d in deleted], count=len(deleted))
+
+
+@router.post("/documents", status_code=202,
+             openapi_extra={"requestBody": {"content": {
+                 "multipart/form-data": {"schema": {"type": "object", "properties": {
+                     "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                     "collection": {"type": "string"}}, "required": ["files"]}},
+                 "application/json": {"schema": RecordsUpload.model_json_schema()}}}})
+async def upload(request: Request, response: Response, service: ServiceDep, key: WriteKey) -> JobStatus:
+    """Files (multipart `files`, with an optional `collection` field) or a JSON list of records,
+    indexed in the background into `collection` (serve.upload_collection by default). Answered
+    202 with the job; GET /v1/jobs/{id} tells how it went."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        job = await _upload_files(service, request, key)
+    elif kind == "application/json":
+        job = await _upload_records(service, request, key)
+    else:
+        raise HTTPException(415, f"send multipart/form-data files or an application/json list of records, "
+                                 f"not {kind or 'a body without Content-Type'}")
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobStatus.of(job)
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, service: ServiceDep, key: WriteKey) -> JobStatus:
+    """An upload job: state (queued, running, done, failed), counts and per-file problems.
+    Only the key that made it (or an admin key) sees it."""
+    job = service.jobs.get(job_id)
+    if job is None or not _may_see(job, key):
+        raise HTTPException(404, f"no upload job {job_id!r} (finished jobs are kept until the server restarts)")
+    return JobStatus.of(job)
+
+
+@router.get("/facets")
+def facets(service: ServiceDep, key: ReadKey, filters: Filters = []) -> Facets:  # noqa: B006
+    """What the documents the key may see are made of: `collections`, `formats` and top-level
+    source `folders`, each {name, documents, filter} (the filter expression selecting it),
+    and the `mtime` range {first, last} in epoch seconds; for filter controls that offer
+    only what exists."""
+    return service.engine.facets(key_filters(key, filters))
 
 
 def _may_see(job: Job, key: ApiKey | None) -> bool:
@@ -126,35 +121,13 @@ def _may_see(job: Job, key: ApiKey | None) -> bool:
 
 
 def _one(service: Service, doc_id: str, collection: str | None, key: ApiKey | None) -> DocumentDetail:
-    try:
-        found = service.engine.document(doc_id, collection, key_filters(key))
-    except RagError as exc:
-        raise http_error(exc) from None
+    found = service.engine.document(doc_id, collection, key_filters(key))
     if not found:
         raise HTTPException(404, f"no document {doc_id!r}" + (f" in collection {collection!r}" if collection else ""))
     if len(found) > 1:
         raise HTTPException(409, f"document id {doc_id!r} is in collections "
                                  f"{', '.join(d.collection for d in found)}; add ?collection=NAME")
     return found[0]
-
-
-async def _write(service: Service, call: Any) -> Any:
-    """A delete, after this process's writes ahead of it and another process's write, waited
-    for up to serve.timeout like any request; then 503 with Retry-After, nothing deleted."""
-    timeout = service.settings.serve.timeout
-    future = service.jobs.write(call, time.monotonic() + timeout)
-    result = asyncio.wrap_future(future)
-    try:
-        try:
-            return await asyncio.wait_for(asyncio.shield(result), timeout)
-        except asyncio.TimeoutError:
-            if future.cancel():
-                raise HTTPException(503, "other writes to the index are ahead of this one; nothing was deleted, "
-                                         "retry later", headers={"Retry-After": "5"}) from None
-            # Started: its wait for another process's lock ends at the same deadline.
-            return await result
-    except RagError as exc:
-        raise http_error(exc) from None
 
 
 def _collection(service: Service, requested: str | None, key: ApiKey | None) -> str:
@@ -177,10 +150,8 @@ def _collection(service: Service, requested: str | None, key: ApiKey | None) -> 
 
 async def _upload_files(service: Service, request: Request, key: ApiKey | None) -> Job:
     declared = request.headers.get("content-length", "")
-    try:  # refused before the body is read when the spool has no room for it
-        await asyncio.to_thread(service.jobs.spool.check_room, int(declared) if declared.isdigit() else 0)
-    except RagError as exc:
-        raise http_error(exc) from None
+    # Refused before the body is read when the spool has no room for it.
+    await asyncio.to_thread(service.jobs.spool.check_room, int(declared) if declared.isdigit() else 0)
     form = await request.form(max_files=_MAX_FILES, max_fields=16)
     allowed = set(supported_extensions())
     folder = service.jobs.new_folder()
@@ -209,8 +180,9 @@ async def _upload_files(service: Service, request: Request, key: ApiKey | None) 
         return service.jobs.submit_files(folder, target_collection, key)
     except RagError as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        raise http_error(exc) if isinstance(exc, SpoolFull) else HTTPException(
-            503, str(exc), headers={"Retry-After": "10"}) from None
+        if isinstance(exc, SpoolFull):
+            raise
+        raise Busy(str(exc), retry_after=10) from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -225,10 +197,7 @@ async def _upload_records(service: Service, request: Request, key: ApiKey | None
         raise HTTPException(422, [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()[:20]]) from None
     ingest = service.settings.ingest
     collection = _collection(service, body.collection, key)
-    try:
-        await asyncio.to_thread(service.jobs.spool.check_room, len(await request.body()))
-    except RagError as exc:
-        raise http_error(exc) from None
+    await asyncio.to_thread(service.jobs.spool.check_room, len(await request.body()))
     folder = service.jobs.new_folder()
     try:
         records = folder / "records.jsonl"
@@ -241,4 +210,4 @@ async def _upload_records(service: Service, request: Request, key: ApiKey | None
         return service.jobs.submit_records(folder, records, len(body.records), collection, key)
     except RagError as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
+        raise Busy(str(exc), retry_after=10) from None

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag.errors import RagError
+from rag.serve.deps import ReadKey, ServiceDep
 from rag.serve.feedback import Rating
-from rag.serve.keys import ApiKey
-from rag.serve.schemas import ERROR_RESPONSES
-from rag.serve.service import Service, access
+from rag.serve.schemas import ERROR_RESPONSES, Rated
 
 log = logging.getLogger(__name__)
 
@@ -25,26 +23,23 @@ class FeedbackRequest(BaseModel):
     comment: str | None = Field(default=None, max_length=2000, description="What was right or wrong with it.")
 
 
-def router(service: Service) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["feedback"], responses=ERROR_RESPONSES)
-    read = Depends(access(service, "read"))
+router = APIRouter(prefix="/v1", tags=["feedback"], responses=ERROR_RESPONSES)
 
-    @api.post("/feedback")
-    def feedback(body: FeedbackRequest, key: ApiKey | None = read) -> dict[str, Any]:
-        """Rate an answer this key was given (one rating per answer; a second replaces the first).
-        Kept with the question, the answer and its cited document ids, for `rag feedback export`.
-        An id of a chat completion may be sent with or without its `chatcmpl-` prefix."""
-        try:
-            rated = service.feedback.rate(body.answer_id.removeprefix("chatcmpl-"), body.rating, body.comment,
-                                          key.key_id if key else None)
-        except RagError as exc:  # its message names a path on the server
-            log.error("feedback not stored: %s", exc)
-            raise HTTPException(503, "the rating could not be stored; the server's log says why") from None
-        if rated is None:
-            raise HTTPException(404, f"no answer {body.answer_id!r} to rate: send the `id` that /v1/ask returned "
-                                     f"to this same key, within serve.feedback_hours "
-                                     f"({service.settings.serve.feedback_hours:g}) of the answer")
-        stored, replaced = rated
-        return {"answer_id": stored.answer_id, "rating": stored.rating, "replaced": replaced}
 
-    return api
+@router.post("/feedback")
+def feedback(body: FeedbackRequest, service: ServiceDep, key: ReadKey) -> Rated:
+    """Rate an answer this key was given (one rating per answer; a second replaces the first).
+    Kept with the question, the answer and its cited document ids, for `rag feedback export`.
+    An id of a chat completion may be sent with or without its `chatcmpl-` prefix."""
+    try:
+        rated = service.feedback.rate(body.answer_id.removeprefix("chatcmpl-"), body.rating, body.comment,
+                                      key.key_id if key else None)
+    except RagError as exc:  # its message names a path on the server
+        log.error("feedback not stored: %s", exc)
+        raise HTTPException(503, "the rating could not be stored; the server's log says why") from None
+    if rated is None:
+        raise HTTPException(404, f"no answer {body.answer_id!r} to rate: send the `id` that /v1/ask returned "
+                                 f"to this same key, within serve.feedback_hours "
+                                 f"({service.settings.serve.feedback_hours:g}) of the answer")
+    stored, replaced = rated
+    return Rated(answer_id=stored.answer_id, rating=stored.rating, replaced=replaced)

@@ -16,23 +16,25 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.answer import Answer
 from rag.config import Settings
 from rag.errors import RagError
+from rag.serve.deps import ReadKey, ServiceDep, key_filters, record_answer
+from rag.serve.handlers import http_error
 from rag.serve.keys import ApiKey
-from rag.serve.schemas import STREAMED
-from rag.serve.service import Service, access, http_error, key_filters, new_answer_id, offered_generators
+from rag.serve.openai_schemas import (OPENAI_ERROR_RESPONSES, AssistantMessage, ChatCompletion, ChatCompletionRequest,
+                                      ChatMessage, Choice, ModelCard, ModelList, Usage, openai_error)
+from rag.serve.schemas import STREAMED, CitationBody
+from rag.serve.service import Service, new_answer_id, offered_generators
 
 CHAT_DOC = """The last user message is the question (a string, or content parts of type `text`);
 the model picks the generator: `rag` (the server's configured one), `rag-extractive`,
@@ -55,83 +57,6 @@ are possible."""
 
 # Every model name starts with this; `rag` alone is the configured generator.
 MODEL_PREFIX = "rag"
-
-
-# -- request --------------------------------------------------------------------------------
-
-
-class ContentPart(BaseModel):
-    """One part of a message's content; only text parts can be asked about."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-
-class ChatMessage(BaseModel):
-    """A message of the conversation. Lenient about the fields OpenAI messages may carry (name,
-    tool_calls, refusal, ...): only the last user message's text is read."""
-
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-
-
-class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat completion request. Strict about unknown top-level fields, like the other
-    /v1 routes (a misspelt parameter is an error, not silently dropped), but every parameter of
-    OpenAI's API is accepted, so its clients work unchanged."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field(min_length=1, max_length=200)
-    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
-    stream: bool | None = False
-    stream_options: dict[str, Any] | None = None
-    n: int | None = Field(default=1, description="only 1: the knowledge base gives one answer")
-    response_format: dict[str, Any] | None = Field(default=None, description="only {\"type\": \"text\"}")
-    # Accepted and ignored: the engine's own settings decide generation.
-    temperature: Any = None
-    top_p: Any = None
-    max_tokens: Any = None
-    max_completion_tokens: Any = None
-    stop: Any = None
-    seed: Any = None
-    user: Any = None
-    frequency_penalty: Any = None
-    presence_penalty: Any = None
-    logit_bias: Any = None
-    logprobs: Any = None
-    top_logprobs: Any = None
-    tools: Any = None
-    tool_choice: Any = None
-    parallel_tool_calls: Any = None
-    functions: Any = None
-    function_call: Any = None
-    metadata: Any = None
-    store: Any = None
-    service_tier: Any = None
-    reasoning_effort: Any = None
-    verbosity: Any = None
-    modalities: Any = None
-    audio: Any = None
-    prediction: Any = None
-    web_search_options: Any = None
-    prompt_cache_key: Any = None
-    safety_identifier: Any = None
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, value: int | None) -> int | None:
-        if value not in (None, 1):
-            raise ValueError("n must be 1: the knowledge base gives one answer per question")
-        return value
-
-    @field_validator("response_format")
-    @classmethod
-    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("type", "text") != "text":
-            raise ValueError("only the text response format is possible: answers are cited text")
-        return value
 
 
 def question_of(messages: list[ChatMessage]) -> str:
@@ -177,37 +102,9 @@ def _model_not_found(model: str) -> OpenAIHTTPError:
 # -- errors in OpenAI's shape ---------------------------------------------------------------
 
 
-class OpenAIErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class OpenAIError(BaseModel):
-    """OpenAI's error body, which its clients raise as exceptions carrying `message`."""
-
-    error: OpenAIErrorBody
-
-
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": OpenAIError} for status in (400, 401, 403, 404, 408, 413, 422, 429, 503, 504)}
-
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error"}
-_CODES = {401: "invalid_api_key", 503: "service_unavailable", 504: "timeout"}
-
-
-def openai_error(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    """OpenAI's error body: its clients raise exceptions carrying this message."""
-    kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code or _CODES.get(status)}}
-
-
 def _from_http(exc: StarletteHTTPException) -> JSONResponse:
     code = exc.code if isinstance(exc, OpenAIHTTPError) else None
-    return JSONResponse(openai_error(exc.status_code, str(exc.detail), code), exc.status_code, exc.headers)
+    return JSONResponse(openai_error(exc.status_code, str(exc.detail), code).model_dump(), exc.status_code, exc.headers)
 
 
 def _from_validation(exc: RequestValidationError) -> JSONResponse:
@@ -215,12 +112,13 @@ def _from_validation(exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()[:5]
     where = [".".join(str(part) for part in e.get("loc", ())[1:]) for e in errors]
     message = "; ".join(f"{loc or 'body'}: {e.get('msg', '')}" for loc, e in zip(where, errors))
-    return JSONResponse(openai_error(400, message or "invalid request", param=where[0] if where else None), 400)
+    error = openai_error(400, message or "invalid request", param=where[0] if where else None)
+    return JSONResponse(error.model_dump(), 400)
 
 
 class OpenAIErrorRoute(APIRoute):
-    """Routes whose HTTP errors, access refusals and invalid bodies included, are answered in
-    OpenAI's shape; FastAPI's `{"detail"}` would reach an OpenAI client's user as a bare dict."""
+    """Routes whose errors, access refusals, invalid bodies and RagErrors included, are answered
+    in OpenAI's shape, with the status and headers the app's handlers would give them."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
@@ -232,52 +130,49 @@ class OpenAIErrorRoute(APIRoute):
                 return _from_http(exc)
             except RequestValidationError as exc:
                 return _from_validation(exc)
+            except RagError as exc:
+                return _from_http(http_error(exc))
         return handler
 
 
 # -- routes ---------------------------------------------------------------------------------
 
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIErrorRoute, responses=OPENAI_ERROR_RESPONSES)
 
-def router(service: Service) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIErrorRoute, responses=_ERROR_RESPONSES)
-    read = Depends(access(service, "read"))
-    started = int(time.time())
 
-    def model_card(name: str) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": started, "owned_by": MODEL_PREFIX}
+def model_card(name: str, created: int) -> ModelCard:
+    return ModelCard(id=name, created=created, owned_by=MODEL_PREFIX)
 
-    @api.get("/models")
-    def models(key: ApiKey | None = read) -> dict[str, Any]:
-        """The models an OpenAI client may pick, one per generator this server can run."""
-        return {"object": "list", "data": [model_card(name) for name in offered_models(service.settings)]}
 
-    @api.get("/models/{model}")
-    def model(model: str, key: ApiKey | None = read) -> dict[str, Any]:
-        """One model, for clients that check theirs exists before using it."""
-        if model not in offered_models(service.settings):
-            raise _model_not_found(model)
-        return model_card(model)
+@router.get("/models")
+def models(service: ServiceDep, key: ReadKey) -> ModelList:
+    """The models an OpenAI client may pick, one per generator this server can run."""
+    return ModelList(data=[model_card(name, service.started) for name in offered_models(service.settings)])
 
-    @api.post("/chat/completions", description=CHAT_DOC, responses=STREAMED)
-    async def chat_completions(body: ChatCompletionRequest, request: Request, key: ApiKey | None = read) -> Any:
-        models = offered_models(service.settings)
-        if body.model not in models:
-            raise _model_not_found(body.model)
-        question = question_of(body.messages)
-        generator = models[body.model]
-        filters = key_filters(key)
-        reply = _Reply(body.model)
-        if body.stream:
-            include_usage = bool((body.stream_options or {}).get("include_usage"))
-            return await _stream(service, question, generator, filters, key, request, reply, include_usage)
-        try:
-            answer = await service.ask(question, None, generator, filters)
-        except RagError as exc:
-            raise http_error(exc) from None
-        answer_id = await service.record(request, answer, key)
-        return JSONResponse(reply.completion(answer_id, answer))
 
-    return api
+@router.get("/models/{model}")
+def model(model: str, service: ServiceDep, key: ReadKey) -> ModelCard:
+    """One model, for clients that check theirs exists before using it."""
+    if model not in offered_models(service.settings):
+        raise _model_not_found(model)
+    return model_card(model, service.started)
+
+
+@router.post("/chat/completions", response_model=ChatCompletion, description=CHAT_DOC, responses=STREAMED)
+async def chat_completions(body: ChatCompletionRequest, request: Request, service: ServiceDep,
+                           key: ReadKey) -> ChatCompletion | EventSourceResponse:
+    models = offered_models(service.settings)
+    if body.model not in models:
+        raise _model_not_found(body.model)
+    question = question_of(body.messages)
+    generator = models[body.model]
+    filters = key_filters(key)
+    reply = _Reply(body.model)
+    if body.stream:
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return await _stream(service, question, generator, filters, key, request, reply, include_usage)
+    answer = await service.ask(question, None, generator, filters)
+    return reply.completion(await record_answer(service, request, answer, key), answer)
 
 
 class _Reply:
@@ -287,12 +182,10 @@ class _Reply:
         self.model = model
         self.created = int(time.time())
 
-    def completion(self, answer_id: str, answer: Answer) -> dict[str, Any]:
-        message = {"role": "assistant", "content": answer.answer, "refusal": None}
-        return {"id": f"chatcmpl-{answer_id}", "object": "chat.completion", "created": self.created,
-                "model": self.model, "system_fingerprint": None,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
-                "usage": usage(answer), "citations": citations(answer)}
+    def completion(self, answer_id: str, answer: Answer) -> ChatCompletion:
+        return ChatCompletion(id=f"chatcmpl-{answer_id}", created=self.created, model=self.model,
+                              choices=[Choice(index=0, message=AssistantMessage(content=answer.answer))],
+                              usage=Usage.of(answer), citations=citations(answer))
 
     def chunk(self, completion_id: str, delta: dict[str, Any] | None, finish: str | None = None,
               **extra: Any) -> ServerSentEvent:
@@ -302,22 +195,14 @@ class _Reply:
         return ServerSentEvent(data=json.dumps(data, ensure_ascii=False))
 
 
-def usage(answer: Answer) -> dict[str, int]:
-    prompt, completion = answer.tokens.get("prompt", 0), answer.tokens.get("completion", 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def citations(answer: Answer) -> list[dict[str, Any]]:
-    return [asdict(c) for c in answer.citations]
+def citations(answer: Answer) -> list[CitationBody]:
+    return [CitationBody.model_validate(c, from_attributes=True) for c in answer.citations]
 
 
 async def _stream(service: Service, question: str, generator: str | None, filters: list[str],
                   key: ApiKey | None, request: Request, reply: _Reply, include_usage: bool) -> EventSourceResponse:
     items = service.ask_stream(question, None, generator, filters)
-    try:  # errors before the first item (a bad filter, a full queue) are plain HTTP errors
-        first = await anext(items)
-    except RagError as exc:
-        raise http_error(exc) from None
+    first = await anext(items)  # errors before the first item (a bad filter, a full queue) are plain HTTP errors
     answer_id = new_answer_id()  # chosen now, so that every chunk carries the id feedback takes
     completion_id = f"chatcmpl-{answer_id}"
 
@@ -331,16 +216,16 @@ async def _stream(service: Service, question: str, generator: str | None, filter
                     streamed.append(item)
                     yield reply.chunk(completion_id, {"content": item})
                 elif isinstance(item, Answer):
-                    await service.record(request, item, key, answer_id)
+                    await record_answer(service, request, item, key, answer_id)
                     for event in _finish(item, completion_id, "".join(streamed), reply, include_usage):
                         yield event
                 item = await anext(items)
         except StopAsyncIteration:
             return
-        except (RagError, HTTPException) as exc:  # a failure midway, or serve.timeout
-            if isinstance(exc, RagError):
-                exc = http_error(exc)
-            yield ServerSentEvent(data=json.dumps(openai_error(exc.status_code, str(exc.detail)), ensure_ascii=False))
+        except RagError as exc:  # a failure midway, or serve.timeout
+            error = http_error(exc)
+            body = openai_error(error.status_code, str(error.detail)).model_dump()
+            yield ServerSentEvent(data=json.dumps(body, ensure_ascii=False))
         finally:
             await items.aclose()
 
@@ -354,7 +239,7 @@ def _finish(answer: Answer, completion_id: str, streamed: str, reply: _Reply,
     events = []
     if answer.answer.startswith(streamed) and answer.answer != streamed:
         events.append(reply.chunk(completion_id, {"content": answer.answer[len(streamed):]}))
-    final = {"citations": citations(answer), "usage": usage(answer)}
+    final = {"citations": [c.model_dump() for c in citations(answer)], "usage": Usage.of(answer).model_dump()}
     if include_usage:  # OpenAI's usage chunk, with no choices, is then the last one
         events.append(reply.chunk(completion_id, {}, "stop"))
         events.append(reply.chunk(completion_id, None, **final))

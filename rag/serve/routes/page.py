@@ -16,8 +16,6 @@ from importlib import resources
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
-from rag.serve.service import Service
-
 # Scripts, styles, images and requests from this origin only; no inline script or style, no
 # plugins, no <base> rewriting, no native form submission (a key must never land in a URL),
 # and no framing by other sites (clickjacking).
@@ -41,24 +39,24 @@ PAGE_FILES = {
 }
 
 
-def router(service: Service) -> APIRouter:
-    """`/` (the page) and `/page/{name}` (its script, style and icon), with the page's headers."""
-    api = APIRouter(include_in_schema=False)
-    folder = resources.files("rag.serve") / "page"
-    files = {name: (folder / name).read_bytes() for name in PAGE_FILES}
+# `/` (the page) and `/page/{name}` (its script, style and icon), with the page's headers.
+router = APIRouter(include_in_schema=False)
+_FOLDER = resources.files("rag.serve") / "page"
+_FILES = {name: (_FOLDER / name).read_bytes() for name in PAGE_FILES}
 
-    def send(name: str) -> Response:
-        return Response(files[name], media_type=PAGE_FILES[name], headers=_HEADERS)
 
-    @api.get("/")
-    def page() -> Response:
-        """The portal: ask, check sources, filter, rate; with a write key, upload and manage."""
-        return send("index.html")
+def _send(name: str) -> Response:
+    return Response(_FILES[name], media_type=PAGE_FILES[name], headers=_HEADERS)
 
-    @api.get("/page/{name}")
-    def page_file(name: str) -> Response:
-        if name not in files or name == "index.html":
-            raise HTTPException(404, f"the page has no file {name!r}")
-        return send(name)
 
-    return api
+@router.get("/")
+def page() -> Response:
+    """The portal: ask, check sources, filter, rate; with a write key, upload and manage."""
+    return _send("index.html")
+
+
+@router.get("/page/{name}")
+def page_file(name: str) -> Response:
+    if name not in _FILES or name == "index.html":
+        raise HTTPException(404, f"the page has no file {name!r}")
+    return _send(name)
