@@ -1,0 +1,165 @@
+"""`rag index`, `delete`, `compact`, `check` and `info`: building an index and looking after it."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from rag.cli.common import (CollectionOpt, IndexBar, IndexOpt, JsonOpt, engine_at, err, fail, index_summary,
+                            load_settings, new_engine, out, print_json, run_index, shown)
+from rag.errors import RagError
+
+if TYPE_CHECKING:
+    from rag.cluster.ray_indexing import RayOptions
+    from rag.engine import Engine
+    from rag.indexing import IndexReport
+
+
+def _run_index_jsonl(engine: Engine, source: str, sync: bool, replace: bool,
+                     ray: Optional[RayOptions] = None) -> IndexReport:
+    with IndexBar() as bar:
+        if source == "-":
+            if sys.stdin is None or sys.stdin.closed:
+                raise RagError("--jsonl -: standard input is closed; pipe the records in "
+                               "(`export | rag index --jsonl -`) or name a file (--jsonl records.jsonl)")
+            return engine.index_jsonl(sys.stdin.buffer, "stdin", bar, sync, replace=replace, ray=ray)
+        path = Path(source)
+        try:
+            stream = path.open("rb")
+            size = path.stat().st_size
+        except OSError as exc:
+            raise RagError(f"--jsonl {source}: cannot read it ({exc.strerror or exc})") from None
+        with stream:
+            return engine.index_jsonl(stream, str(path), bar, sync, size, replace=replace, ray=ray)
+
+
+def _ray_options(ray: bool, address: Optional[str], workers: Optional[int],
+                 retries: Optional[int]) -> Optional[RayOptions]:
+    if not (ray or address or workers or retries is not None):
+        return None
+    from rag.cluster.ray_indexing import RayOptions
+
+    return RayOptions(address=address, workers=workers, retries=retries)
+
+
+def index(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Files or folders to index.")] = None,
+    index_dir: IndexOpt = None,
+    json_out: JsonOpt = False,
+    jsonl: Annotated[Optional[str], typer.Option("--jsonl", help="Read records {id, text, metadata} from this "
+                                                 "JSON Lines file, or - for standard input, as a stream.")] = None,
+    sync: Annotated[bool, typer.Option("--sync", help="Also remove indexed documents that are no longer there.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any file is skipped, too.")] = False,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Embedding batch size.")] = None,
+    factory: Annotated[Optional[str], typer.Option("--factory", help="FAISS index type for a new index.")] = None,
+    collection: CollectionOpt = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Let these documents replace same-id documents of "
+                                          "the collection that were read from other files.")] = False,
+    max_delete: Annotated[Optional[float], typer.Option(
+        "--max-delete", min=0, max=1, help="With --sync: the largest share of the synced documents it may "
+                                           "delete (default: index.sync_max_delete).")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Read, chunk and embed on a Ray cluster (a local one "
+                                      "unless --ray-address); needs pip install 'rag[ray]'.")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="The Ray cluster to run on (e.g. ray://head:10001, or auto); implies --ray.")] = None,
+    ray_workers: Annotated[Optional[int], typer.Option(
+        "--ray-workers", min=1, help="Embedding workers (default: one per GPU, else one per 4 CPUs); implies --ray.")] = None,
+    ray_retries: Annotated[Optional[int], typer.Option(
+        "--ray-retries", min=0, help="Restarts of a worker that dies (default: without limit); implies --ray.")] = None,
+) -> None:
+    """Index documents (new and changed ones; unchanged ones cost nothing)."""
+    if bool(paths) == (jsonl is not None):
+        raise fail("give PATH... to index files, or --jsonl FILE (- for standard input), not both", 2)
+    on_ray = _ray_options(ray, ray_address, ray_workers, ray_retries)
+    settings, _ = load_settings({"index.path": index_dir, "embedding.batch_size": batch_size,
+                                 "index.factory": factory, "ingest.collection": collection,
+                                 "index.sync_max_delete": max_delete})
+    engine = new_engine(settings)
+    if jsonl is not None:
+        report = _run_index_jsonl(engine, jsonl, sync, replace, on_ray)
+    else:
+        report = run_index(engine, paths or [], sync, replace, on_ray)
+    if json_out:
+        print_json(report.as_dict())
+    else:
+        out.print(index_summary(report))
+    if report.sync_stopped:
+        err.print(f"[bold red]{escape(report.sync_stopped)}[/]")
+    if report.documents + report.unchanged + report.deleted == 0 and not report.failed:
+        err.print("nothing was indexed: no supported documents found")
+    raise typer.Exit(report.exit_code(strict))
+
+
+def delete(
+    doc_ids: Annotated[list[str], typer.Argument(help="Document ids (as `rag search --json` shows them).")],
+    index_dir: IndexOpt = None,
+    collection: Annotated[Optional[str], typer.Option(
+        "--collection", "-c", help="The collection the ids belong to (needed when an id is in several).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove documents from the index (one atomic new version)."""
+    settings, _ = load_settings({"index.path": index_dir, "ingest.collection": collection})  # validates the name
+    deleted, missing = new_engine(settings).delete(doc_ids, collection)
+    if json_out:
+        print_json({"deleted": deleted, "not_found": missing})
+    else:
+        out.print(f"{len(deleted)} documents deleted")
+        for doc_id in missing:
+            err.print(f"[bold red]not found:[/] {shown(doc_id)} (see `rag search --json` for document ids)")
+    raise typer.Exit(1 if missing else 0)
+
+
+def compact(index_dir: IndexOpt = None) -> None:
+    """Merge every segment of the index into one, dropping the vectors of deleted chunks."""
+    dropped = engine_at(index_dir).compact()
+    out.print(f"segments merged into one; {dropped} vectors of deleted or replaced chunks dropped" if dropped
+              else "nothing to compact")
+
+
+def check(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """Verify an index: checksums, FAISS ids against chunk rows, the manifest's counts."""
+    settings, _ = load_settings({"index.path": index_dir})
+    problems = new_engine(settings).check().problems
+    if json_out:
+        print_json({"ok": not problems, "problems": problems})
+    elif problems:
+        for problem in problems:
+            err.print(f"[bold red]problem:[/] {escape(problem)}")
+    else:
+        out.print(f"index {shown(settings.index.path)} is sound")
+    raise typer.Exit(1 if problems else 0)
+
+
+def info(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """Show an index's manifest, counts and size on disk."""
+    data = engine_at(index_dir).info()
+    if json_out:
+        print_json(asdict(data))
+        return
+    m = data.manifest
+    out.print(f"index      {shown(data.path)} ({data.version}, format {m['format_version']})")
+    out.print(f"documents  {m['counts']['documents']}"
+              + (" (" + ", ".join(f"{shown(c)} {n}" for c, n in data.collections.items()) + ")"
+                 if len(data.collections) > 1 else ""))
+    out.print(f"chunks     {m['counts']['chunks']} (vectors {m['counts']['vectors']})")
+    if data.segments:
+        out.print(f"segments   {len(data.segments)} ("
+                  + ", ".join(f"{s.name} {s.chunks} rows" for s in data.segments) + ")")
+    if data.masked:
+        out.print(f"deleted    {data.masked} vectors of deleted or replaced chunks still on disk, skipped by "
+                  f"searches ({data.masked / max(m['counts']['vectors'], 1):.1%}); merges and `rag compact` "
+                  "drop them")
+    out.print(f"size       {data.disk_bytes / 2**20:.2f} MB on disk "
+              + ", ".join(f"{k} {v / 2**20:.2f} MB" for k, v in data.files.items()))
+    e = m["embedding"]
+    out.print(f"embedding  {shown(e['model'])} (dim {e['dimension']}, normalized {e['normalize']}, "
+              f"max {e['max_seq_length']} tokens)")
+    c = m["chunking"]
+    out.print(f"chunking   {c['chunk_size']} tokens, overlap {c['chunk_overlap']}, heading prefix {c['heading_prefix']}")
+    out.print(f"faiss      {shown(m['index']['factory'])} ({m['index']['metric']}, faiss {m['index'].get('faiss_version')})")
+    out.print(f"created    {m['created_at']}   updated {m['updated_at']}")
