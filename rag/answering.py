@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterator
 
-from rag.answer import Answer, Citation, Passage, is_abstention, resolve_citations, strip_citations
+from rag.citations import Answer, Citation, Passage, is_abstention, resolve_citations, strip_citations
 from rag.errors import RagError
 from rag.filters import Filter
 from rag.generate.base import Generation, Generator

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 
-from rag.answer import Answer, Passage
+from rag.citations import Answer, Passage
 from rag.answering import Answerer
 from pydantic import ValidationError
 

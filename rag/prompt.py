@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from rag.answer import Passage
+from rag.citations import Passage
 from rag.records import Hit
 
 Language = Literal["en", "zh"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from rag.answer import Answer, Citation
+from rag.citations import Answer, Citation
 from rag.errors import EvalDataError, RagError
 from rag.evaluate import (EvalDocument, EvalQuestion, cites_source, contains_reference, exact_match, f1_score,
                           is_chinese, mrr_at_k, ndcg_at_k, percentile, read_beir, read_qa_jsonl, read_squad,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from rag import RagError
-from rag.answer import Answer, Citation
+from rag.citations import Answer, Citation
 from rag.evaluate.datasets import read_qa_jsonl
 from rag.serve.feedback import FeedbackStore, feedback_path, plain_answer
 

@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rag.answer import Passage
+from rag.citations import Passage
 from rag.generate.base import GeneratorError
 from rag.generate.openai import OpenAIGenerator
 from rag.prompt import Prompt

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rag import RagError
 from rag.config import Settings, known_keys, load_settings
 from rag.filters import parse_filters, to_sql
-from rag.ingest.records import iter_jsonl_lines
+from rag.ingest.json_records import iter_jsonl_lines
 from rag.records import Document
 
 INGEST = Settings.load(environ={}).ingest

@@ -3,7 +3,7 @@ answering pipeline does with it: re-cite a supported answer, refuse a made-up on
 
 from __future__ import annotations
 
-from rag.answer import Passage
+from rag.citations import Passage
 from rag.verify import adds_to, is_supported, support, unmentioned_names
 
 LEAVE = Passage(1, "| Lisbon | 25 working days | 22 statutory days plus 3 Meridian days |", "handbook/leave.md",

@@ -16,7 +16,7 @@ from rag.cli.common import (FilterOpt, IndexOpt, JsonOpt, ModeOpt, engine_for_re
 from rag.errors import RagError
 
 if TYPE_CHECKING:
-    from rag.answer import Answer
+    from rag.citations import Answer
     from rag.engine import Engine
 
 
@@ -122,7 +122,7 @@ def _ask_file(engine: Engine, path: Path, out_path: Optional[Path], k: Optional[
 def _ask_one(engine: Engine, question: str, k: Optional[int], generator: Optional[str],
              filters: Optional[list[str]]) -> None:
     """The answer as the generator writes it, then its warnings and sources."""
-    from rag.answer import Answer
+    from rag.citations import Answer
 
     answer, streamed = None, False
     for item in engine.ask_stream(question, k, generator, filters):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag.answer import Answer, strip_citations
+from rag.citations import Answer, strip_citations
 from rag.engine import Engine
 from rag.evaluate.datasets import EvalDocument, EvalQuestion, read_beir, read_qa_jsonl, read_squad, sample
 from rag.evaluate.metrics import (Qrels, Run, cites_source, contains_reference, exact_match, f1_score, is_chinese,

@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from rag.answer import Passage
+from rag.citations import Passage
 
 _SPACE = "\u2581"  # SentencePiece's word-boundary marker
 # A phrase made only of these answers nothing; the model may not stop after them.

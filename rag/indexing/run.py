@@ -29,7 +29,7 @@ from rag.indexing.sources import (STREAM_ORIGIN, Event, Failed, IndexState, Loca
                                   Read, event)
 from rag.indexing.sync import SyncScope, sync
 from rag.ingest import discover
-from rag.ingest.records import iter_jsonl_lines
+from rag.ingest.json_records import iter_jsonl_lines
 from rag.timing import StageClock
 
 log = logging.getLogger(__name__)

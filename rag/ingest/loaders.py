@@ -13,7 +13,7 @@ from rag.ingest.docx import parse_docx
 from rag.ingest.html import parse_html
 from rag.ingest.markdown import parse_markdown
 from rag.ingest.pdf import parse_pdf
-from rag.ingest.records import iter_json_records
+from rag.ingest.json_records import iter_json_records
 from rag.ingest.table import parse_csv
 from rag.ingest.text import decode_text, normalize_whitespace
 from rag.records import Document, Section

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from rag.answer import Answer
+from rag.citations import Answer
 from rag.errors import RagError
 from rag.serve.keys import ApiKey, Scope
 from rag.serve.service import Service

@@ -40,8 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TextIO, get_args
 
-from rag.answer import Answer
-from rag.answer import strip_citations as plain_answer
+from rag.citations import Answer
+from rag.citations import strip_citations as plain_answer
 from rag.errors import RagError
 
 FEEDBACK_FILE = "feedback.sqlite"

@@ -36,7 +36,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs(finished);
 
 class JobLog:
     """The jobs of every process serving one index folder; a process that cannot write here
-    (a read-only folder) keeps its jobs to itself, as before, and says so once."""
+    (a read-only folder) keeps its jobs to itself and says so once."""
 
     def __init__(self, path: Path, keep: int) -> None:
         self.path = Path(path)

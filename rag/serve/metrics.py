@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from rag.answer import Answer
+from rag.citations import Answer
 from rag.errors import ConfigError
 from rag.evaluate.metrics import percentile
 

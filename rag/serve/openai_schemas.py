@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rag.answer import Answer
+from rag.citations import Answer
 from rag.serve.schemas import CitationBody
 
 # -- request --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rag.answer import Answer
+from rag.citations import Answer
 from rag.names import GeneratorName, SearchMode
 from rag.records import Hit
 from rag.serve.feedback import Rating

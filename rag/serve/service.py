@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rag.answer import Answer
+from rag.citations import Answer
 from rag.config import Settings
 from rag.engine import Engine
 from rag.errors import ConfigError, RagError

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from rag.answer import Answer
+from rag.citations import Answer
 from rag.errors import RagError
 from rag.serve.deps import ReadKey, ServiceDep, key_filters, record_answer
 from rag.serve.handlers import http_error

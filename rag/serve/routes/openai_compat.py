@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.answer import Answer
+from rag.citations import Answer
 from rag.config import Settings
 from rag.errors import RagError
 from rag.serve.deps import ReadKey, ServiceDep, key_filters, record_answer

@@ -50,6 +50,14 @@ def _nesting_over(value: Any, limit: int) -> bool:
     return False
 
 
+def _record_id(value: Any, field: str, default: str, where: str) -> str:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+        raise IngestError(f"field '{field}' must be a string or a whole number, got {_json_type(value)}; "
+                          f"give each record a text id, or set ingest.json_id_field to the field that holds it",
+                          where)
+    return default if value is None or str(value).strip() == "" else str(value).strip()
+
+
 def record_to_document(
     record: Any, where: str, default_id: str, source: str, settings: IngestSettings, mtime: float | None,
     size: int = 0, origin: str = "",
@@ -74,12 +82,7 @@ def record_to_document(
     text = normalize_whitespace(raw_text)
     if not text:
         raise SkipDocument(f"empty '{text_field}'", where)
-    doc_id = record.get(id_field)
-    if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, (str, int))):
-        raise IngestError(f"field '{id_field}' must be a string or a whole number, got {_json_type(doc_id)}; "
-                          f"give each record a text id, or set ingest.json_id_field to the field that holds it",
-                          where)
-    doc_id = default_id if doc_id is None or str(doc_id).strip() == "" else str(doc_id).strip()
+    doc_id = _record_id(record.get(id_field), id_field, default_id, where)
     title = record.get(title_field)
     title = str(title).strip() if title not in (None, "") else None
     metadata = _scalar_metadata(record, {text_field, id_field, title_field, "metadata"})

@@ -1,6 +1,6 @@
 import pytest
 
-from rag.answer import Passage, is_abstention, resolve_citations
+from rag.citations import Passage, is_abstention, resolve_citations
 
 
 def passages(n: int) -> list[Passage]:
