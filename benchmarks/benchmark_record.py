@@ -19,8 +19,22 @@ def cpu_name() -> str:
                 platform.processor() or "unknown CPU")
 
 
+# The CPU features the embedder's and the generator's speed depend on (bf16 and AVX-512 or not).
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """Which of FLAGS this CPU has (`grep -m1 flags /proc/cpuinfo`)."""
+    try:
+        line = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    present = set(line.split(":", 1)[1].split())
+    return [flag for flag in FLAGS if flag in present]
+
+
 def machine() -> str:
-    return f"{cpu_name()}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores, flags: {' '.join(cpu_flags()) or 'none of ' + ' '.join(FLAGS)}"
 
 
 def append_section(title: str, started: dt.datetime, bullets: list[str], body: str) -> None:
