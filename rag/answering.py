@@ -8,15 +8,18 @@ prompt are removed and the answer is marked ungrounded.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from rag.citations import Answer, Citation, Passage, is_abstention, resolve_citations, strip_citations
+from rag.citations import Answer, Citation, Passage, Retrieved, is_abstention, resolve_citations, strip_citations
+from rag.conversation import (RewriteTemplates, Turn, combined_query, needs_context, parse_rewrite, recent,
+                              rewrite_prompt)
 from rag.errors import RagError
 from rag.filters import Filter
-from rag.generate.base import Generation, Generator
-from rag.timing import StageClock
-from rag.prompt import Prompt, PromptBuilder
+from rag.generate.base import Generation, Generator, GeneratorError
+from rag.prompt import Language, Prompt, PromptBuilder, detect_language
 from rag.records import Hit
+from rag.timing import StageClock
 from rag.verify import adds_to, is_supported, support, unmentioned_names
 
 log = logging.getLogger(__name__)
@@ -40,10 +43,59 @@ def _named(passages: list[Passage]) -> list[str]:
     return [f"{p.title} {p.text}" for p in passages]
 
 
+@dataclass(frozen=True)
+class Asked:
+    """A question as asked, and what is searched for it: the question itself, or for a
+    follow-up (`contextual`) its standalone form, written by the generator (`rewritten`) or
+    combined with the user's previous question."""
+
+    question: str
+    query: str
+    contextual: bool = False
+    rewritten: bool = False
+    history: tuple[Turn, ...] = ()
+
+    @property
+    def about(self) -> str:
+        """Whose names an answer must be about: the standalone question the generator wrote, else
+        the question as asked (a combined query also holds names the follow-up may not ask about:
+        "can I carry it over?" after a question about Lisbon is asked of a policy for everyone)."""
+        return self.query if self.rewritten else self.question
+
+    @property
+    def asked_text(self) -> str:
+        """What the person said: words an answer takes from it restate the question (an entity
+        named two turns ago) rather than claim anything of their own."""
+        return " ".join(dict.fromkeys([self.question, self.query]))
+
+
+@dataclass(frozen=True)
+class Rewriting:
+    """How follow-ups are made standalone (answer.rewrite, [prompt] rewrite_*)."""
+
+    mode: str = "off"  # "auto", "combine" or "off"
+    templates: dict[Language, RewriteTemplates] = field(default_factory=dict)
+    max_tokens: int = 48
+    timeout: float = 10.0  # seconds a rewrite may take before the combined query is searched instead
+
+
+def _within(seconds: float, generate: Callable[..., list[Generation]], prompts: list[Prompt],
+            max_tokens: int) -> list[Generation] | None:
+    """generate(prompts, max_tokens) within `seconds`, or None when it fails or runs out of time:
+    a follow-up is then searched without its rewrite rather than waiting on a slow server."""
+    if not prompts:
+        return []
+    try:
+        return generate(prompts, max_tokens, timeout=seconds)
+    except GeneratorError as exc:
+        log.warning("rewriting a follow-up failed (%s); searching it with the previous question", exc)
+        return None
+
+
 class Answerer:
     def __init__(self, retrieve: Retrieve, generator: Generator, builder: PromptBuilder, k: int,
                  max_new_tokens: int, max_question_chars: int, min_relevance: float = -1.0,
-                 verify: str = "off", verify_min_words: float = 0.5) -> None:
+                 verify: str = "off", verify_min_words: float = 0.5, rewriting: Rewriting | None = None) -> None:
         self.retrieve = retrieve
         self.generator = generator
         self.builder = builder
@@ -55,6 +107,7 @@ class Answerer:
         # ungrounded, with a warning; "off": not checked (see rag/verify.py).
         self.verify = verify
         self.verify_min_words = verify_min_words
+        self.rewriting = rewriting or Rewriting()
 
     def _clean_question(self, question: str, warnings: list[str]) -> str:
         question = " ".join(question.split())
@@ -67,15 +120,58 @@ class Answerer:
             question = question[: self.max_question_chars]
         return question
 
+    def standalones(self, questions: list[str], histories: list[list[Turn]], warnings: list[list[str]]
+                    ) -> list[Asked]:
+        """What to search for each question after its conversation: itself, unless it leans on
+        the earlier turns (rag.conversation.needs_context, so a first or standalone question
+        costs nothing); then the generator's rewrite where it writes one (all of them in one
+        batch), else the question combined with the previous one."""
+        asked = [Asked(q, q, history=tuple(h)) for q, h in zip(questions, histories)]
+        if self.rewriting.mode == "off":
+            return asked
+        follow = [i for i, (q, h) in enumerate(zip(questions, histories)) if h and needs_context(q, h)]
+        rewrites = self._rewrite([(questions[i], histories[i]) for i in follow], [warnings[i] for i in follow])
+        for i, query in zip(follow, rewrites):
+            q, h = questions[i], tuple(histories[i])
+            asked[i] = (Asked(q, query, contextual=True, rewritten=True, history=h) if query else
+                        Asked(q, combined_query(q, histories[i]), contextual=True, history=h))
+        return asked
+
+    def _rewrite(self, conversations: list[tuple[str, list[Turn]]], warnings: list[list[str]]) -> list[str | None]:
+        """The generator's standalone form of each follow-up; None where it is not asked (a
+        generator that does not converse, answer.rewrite "combine", a language without templates)
+        or gives none in time (a failure, answer.rewrite_timeout, a reply that is no question)."""
+        if self.rewriting.mode != "auto" or not getattr(self.generator, "converses", False):
+            return [None] * len(conversations)
+        templates = [self.rewriting.templates.get(detect_language(q)) for q, _ in conversations]
+        asked = [i for i, t in enumerate(templates) if t is not None]
+        prompts = [rewrite_prompt(*conversations[i], templates[i]) for i in asked]  # type: ignore[arg-type]
+        generations = _within(self.rewriting.timeout, self.generator.generate, prompts, self.rewriting.max_tokens)
+        rewrites: list[str | None] = [None] * len(conversations)
+        for n, i in enumerate(asked):
+            rewrites[i] = parse_rewrite(generations[n].text, conversations[i][0]) if generations else None
+            if rewrites[i] is None:
+                why = "" if generations else (f" (it failed, or took longer than answer.rewrite_timeout, "
+                                              f"{self.rewriting.timeout:g} s)")
+                warnings[i].append(f"the generator gave no standalone form of this follow-up{why}; searched it "
+                                   "with the previous question")
+        return rewrites
+
     def _prepare(self, questions: list[str], k: int | None, filters: list[Filter] | None = None,
-                 mode: str | None = None) -> list[tuple[Prompt, dict[str, float], list[str]]]:
-        warnings = [[] for _ in questions]
+                 mode: str | None = None, histories: list[list[Turn]] | None = None
+                 ) -> list[tuple[Prompt, dict[str, float], list[str], Asked]]:
+        warnings: list[list[str]] = [[] for _ in questions]
         cleaned = [self._clean_question(q, w) for q, w in zip(questions, warnings)]
+        rewriting = StageClock({})
+        with rewriting("rewrite"):
+            asked = self.standalones(cleaned, histories or [[]] * len(cleaned), warnings)
         timings: dict[str, float] = {}
-        results = self.retrieve(cleaned, k or self.k, timings, filters, mode)
+        results = self.retrieve([a.query for a in asked], k or self.k, timings, filters, mode)
+        if any(a.contextual for a in asked):
+            timings.update(rewriting.stages)
         share = {key: value / len(questions) for key, value in timings.items()}
         prepared = []
-        for question, hits, warn in zip(cleaned, results, warnings):
+        for one, hits, warn in zip(asked, results, warnings):
             relevance = best_relevance(hits)
             if relevance is not None and relevance < self.min_relevance:
                 warn.append(f"the best passage matches poorly ({relevance:.2f} < answer.min_relevance "
@@ -83,18 +179,31 @@ class Answerer:
                 hits = []
             clock = StageClock(dict(share))
             with clock("prompt"):
-                prompt = self._check_names(self.builder.build(question, hits, self.generator.style), warn)
-            prepared.append((prompt, clock.stages, warn))
+                prompt = self._check_names(self._build(one, hits), one, warn)
+            prepared.append((prompt, clock.stages, warn, one))
         return prepared
 
-    def _check_names(self, prompt: Prompt, warnings: list[str]) -> Prompt:
+    def _build(self, asked: Asked, hits: list[Hit]) -> Prompt:
+        """The prompt of a question. A follow-up: a chat model reads the recent turns, and the
+        standalone question when it wrote one; a model that reads no turns gets the query
+        searched, which names what the follow-up leaves out."""
+        converses = getattr(self.generator, "converses", False)
+        if not asked.contextual:
+            return self.builder.build(asked.question, hits, self.generator.style)
+        if not converses:
+            return self.builder.build(asked.query, hits, self.generator.style)
+        turns = tuple((t.role, t.content) for t in recent(list(asked.history)))
+        question = asked.query if asked.rewritten else asked.question
+        return self.builder.build(question, hits, self.generator.style, turns)
+
+    def _check_names(self, prompt: Prompt, asked: Asked, warnings: list[str]) -> Prompt:
         """Passages that never mention a name the question asks about (the MR-900, a Berlin
         office) do not answer it: with answer.verify, the generator is not asked ("abstain") or
         the answer carries a warning ("warn"). Checked on the passages the generator is given,
         the same ones `_about_question` looks at after it."""
         if not prompt.passages or self.verify == "off":
             return prompt
-        missing = unmentioned_names(prompt.question, _named(prompt.passages))
+        missing = unmentioned_names(asked.about, _named(prompt.passages))
         if not missing:
             return prompt
         problem = "no passage mentions " + ", ".join(repr(n) for n in missing)
@@ -112,7 +221,7 @@ class Answerer:
         return False
 
     def _finish(self, prompt: Prompt, generation: Generation, timings: dict[str, float],
-                warnings: list[str]) -> Answer:
+                warnings: list[str], asked: Asked) -> Answer:
         text = generation.text.strip()
         abstained = not prompt.passages or is_abstention(text, [prompt.idk, "I don't know", "我不知道"])
         if abstained:
@@ -120,37 +229,38 @@ class Answerer:
         else:
             text, citations, grounded = resolve_citations(text, prompt.passages)
             if self.verify != "off":
-                text, citations, grounded, abstained = self._verified(text, citations, grounded, prompt, warnings)
+                text, citations, grounded, abstained = self._verified(text, citations, grounded, prompt, asked,
+                                                                      warnings)
         tokens = {"prompt": generation.prompt_tokens, "completion": generation.completion_tokens}
-        return Answer(prompt.question, text, citations, prompt.passages, abstained, grounded, timings, tokens,
-                      getattr(self.generator, "name", type(self.generator).__name__), warnings)
+        return Answer(asked.question, text, citations, prompt.passages, abstained, grounded, timings, tokens,
+                      getattr(self.generator, "name", type(self.generator).__name__), warnings, asked.query)
 
-    def _verified(self, text: str, citations: list[Citation], grounded: bool, prompt: Prompt,
+    def _verified(self, text: str, citations: list[Citation], grounded: bool, prompt: Prompt, asked: Asked,
                   warnings: list[str]) -> tuple[str, list[Citation], bool, bool]:
         """The answer checked against its passages: cited to the passage that supports it when
         its own citations do not (or it has none); when none does, "I don't know" or a warning."""
-        if not adds_to(text, prompt.question):
+        if not adds_to(text, asked.asked_text):
             return self._unsupported("the answer only repeats the question", text, citations, prompt, warnings)
         cited = [p for p in prompt.passages if p.number in {c.number for c in citations}]
-        if cited and is_supported(support(text, cited, prompt.question), self.verify_min_words):
-            return self._about_question(text, citations, grounded, prompt, cited, warnings)
-        found = support(text, prompt.passages, prompt.question)
+        if cited and is_supported(support(text, cited, asked.asked_text), self.verify_min_words):
+            return self._about_question(text, citations, grounded, prompt, asked, cited, warnings)
+        found = support(text, prompt.passages, asked.asked_text)
         if is_supported(found, self.verify_min_words):
             text, citations, grounded = resolve_citations(f"{strip_citations(text)} [{found.passage}]",
                                                           prompt.passages)
             holder = [p for p in prompt.passages if p.number == found.passage]
-            return self._about_question(text, citations, grounded, prompt, holder, warnings)
+            return self._about_question(text, citations, grounded, prompt, asked, holder, warnings)
         problem = ("no passage holds this answer" + ("'s numbers" if not found.numbers else "") +
                    f" (best support {found.words:.0%} of its words)")
         return self._unsupported(problem, text, citations, prompt, warnings)
 
-    def _about_question(self, text: str, citations: list[Citation], grounded: bool, prompt: Prompt,
+    def _about_question(self, text: str, citations: list[Citation], grounded: bool, prompt: Prompt, asked: Asked,
                         holders: list[Passage], warnings: list[str]) -> tuple[str, list[Citation], bool, bool]:
         """A supported answer whose passage never names what the question asks about (asked for
         the Shanghai office's parking, the Lisbon page's "eight spaces") answers another question."""
         # A name no passage mentions was already dealt with before generating (_check_names).
-        unseen = set(unmentioned_names(prompt.question, _named(prompt.passages)))
-        missing = [n for n in unmentioned_names(prompt.question, _named(holders)) if n not in unseen]
+        unseen = set(unmentioned_names(asked.about, _named(prompt.passages)))
+        missing = [n for n in unmentioned_names(asked.about, _named(holders)) if n not in unseen]
         if not missing:
             return text, citations, grounded, False
         problem = "the passage holding this answer does not mention " + ", ".join(repr(n) for n in missing)
@@ -164,15 +274,16 @@ class Answerer:
         return text, citations, False, False
 
     def ask(self, question: str, k: int | None = None, filters: list[Filter] | None = None,
-            mode: str | None = None) -> Answer:
-        return self.ask_many([question], k, filters, mode)[0]
+            mode: str | None = None, history: list[Turn] | None = None) -> Answer:
+        return self.ask_many([question], k, filters, mode, [history or []])[0]
 
     def ask_many(self, questions: list[str], k: int | None = None, filters: list[Filter] | None = None,
-                 mode: str | None = None) -> list[Answer]:
-        """Batched: one retrieval pass and one generation call for all the questions."""
+                 mode: str | None = None, histories: list[list[Turn]] | None = None) -> list[Answer]:
+        """Batched: one retrieval pass and one generation call for all the questions; each may
+        come with its conversation's earlier turns (`histories`)."""
         clock = StageClock()
-        prepared = self._prepare(questions, k, filters, mode)
-        with_passages = [i for i, (p, _, _) in enumerate(prepared) if p.passages]
+        prepared = self._prepare(questions, k, filters, mode, histories)
+        with_passages = [i for i, (p, _, _, _) in enumerate(prepared) if p.passages]
         generations = {i: Generation("") for i in range(len(prepared))}
         with clock("generation"):
             if with_passages:
@@ -180,21 +291,21 @@ class Answerer:
                 generations.update(zip(with_passages, outputs))
         generation_seconds = clock.stages["generation"] / max(len(with_passages), 1)
         answers = []
-        for i, (prompt, timings, warnings) in enumerate(prepared):
+        for i, (prompt, timings, warnings, asked) in enumerate(prepared):
             timings = {**timings, "generation": generation_seconds if i in with_passages else 0.0,
                        "first_token": generations[i].timings.get("first_token", generation_seconds)}
             timings["total"] = clock.elapsed() / len(prepared)
-            answers.append(self._finish(prompt, generations[i], timings, warnings))
+            answers.append(self._finish(prompt, generations[i], timings, warnings, asked))
         return answers
 
     def ask_stream(self, question: str, k: int | None = None, filters: list[Filter] | None = None,
-                   mode: str | None = None) -> Iterator[list[Passage] | str | Answer]:
-        """Yields the numbered passages the generator is given (before any text, so that a
-        client can show sources while the answer streams), pieces of text as they are
-        generated, then the finished Answer."""
+                   mode: str | None = None, history: list[Turn] | None = None) -> Iterator[Retrieved | str | Answer]:
+        """Yields what was searched and the numbered passages the generator is given (before any
+        text, so that a client can show sources while the answer streams), pieces of text as
+        they are generated, then the finished Answer."""
         clock = StageClock()
-        ((prompt, timings, warnings),) = self._prepare([question], k, filters, mode)
-        yield list(prompt.passages)
+        ((prompt, timings, warnings, asked),) = self._prepare([question], k, filters, mode, [history or []])
+        yield Retrieved(asked.query, list(prompt.passages))
         pieces: list[str] = []
         first: float | None = None
         with clock("generation"):
@@ -211,4 +322,4 @@ class Answerer:
         count = self.generator.count_tokens
         generation = Generation(text, count(prompt.completion if self.generator.style == "completion"
                                             else prompt.chat_text()), count(text))
-        yield self._finish(prompt, generation, timings, warnings)
+        yield self._finish(prompt, generation, timings, warnings, asked)

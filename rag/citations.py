@@ -45,6 +45,15 @@ class Citation:
     quote: str
 
 
+@dataclass(frozen=True)
+class Retrieved:
+    """What a streamed answer sends before any text: the question searched (a follow-up's
+    standalone form) and the numbered passages the generator is given."""
+
+    query: str
+    passages: list[Passage]
+
+
 @dataclass
 class Answer:
     question: str
@@ -57,10 +66,13 @@ class Answer:
     tokens: dict[str, int] = field(default_factory=dict)
     generator: str = ""
     warnings: list[str] = field(default_factory=list)
+    # What was searched: the question, or for a follow-up its standalone form (rag.conversation).
+    query: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "question": self.question,
+            "query": self.query or self.question,
             "answer": self.answer,
             "citations": [asdict(c) for c in self.citations],
             "passages": [asdict(p) | {"chunk_ids": list(p.chunk_ids)} for p in self.passages],

@@ -148,6 +148,9 @@ class ServeSettings(_Section):
 
 class AnswerSettings(_Section):
     generator: GeneratorName
+    rewrite: Literal["auto", "combine", "off"]
+    rewrite_max_tokens: int = Field(ge=8, le=512)
+    rewrite_timeout: float = Field(gt=0, le=600)
     k: int = Field(ge=1, le=100)
     max_new_tokens: int = Field(ge=1, le=8192)
     context_tokens: int = Field(ge=0, le=1_000_000)
@@ -192,6 +195,7 @@ _TEMPLATE_FIELDS: dict[str, set[str]] = {
     **{kind: {"passages", "question", "idk", *_FENCES} for kind in ("system", "user", "completion")},
     **{kind: {"number", "title", "source", "location", "text", *_FENCES} for kind in ("passage", "chat_passage")},
     **{kind: {"idk", *_FENCES} for kind in ("example_passages", "examples")},
+    **{kind: {"conversation", "question"} for kind in ("rewrite_system", "rewrite_user")},
 }
 
 
@@ -214,6 +218,14 @@ class PromptSettings(_Section):
     examples_zh: list[tuple[str, str]]
     completion_en: str
     completion_zh: str
+    rewrite_system_en: str = Field(min_length=1)
+    rewrite_user_en: str = Field(min_length=1)
+    rewrite_labels_en: tuple[str, str]
+    rewrite_examples_en: list[tuple[str, str, str]]
+    rewrite_system_zh: str = Field(min_length=1)
+    rewrite_user_zh: str = Field(min_length=1)
+    rewrite_labels_zh: tuple[str, str]
+    rewrite_examples_zh: list[tuple[str, str, str]]
 
     @field_validator("*")
     @classmethod

@@ -6,16 +6,17 @@ import logging
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 
-from rag.citations import Answer, Passage
-from rag.answering import Answerer
+from rag.citations import Answer, Retrieved
+from rag.answering import Answerer, Rewriting
+from rag.conversation import Turn, combined_query, needs_context, turns_from
 from pydantic import ValidationError
 
 from rag.config import IngestSettings, Settings
 from rag.embed import Embedder
-from rag.generate.factory import make_generator, templates_from_settings
+from rag.generate.factory import make_generator, rewrite_templates_from_settings, templates_from_settings
 from rag.errors import ConfigError, RagError
 from rag.index.manifest import Manifest, check_embedding
 from rag.index.reader import IndexReader
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from rag.cluster.ray_indexing import RayOptions
 
 log = logging.getLogger(__name__)
+
+# A conversation's earlier turns, oldest first: {"role": "user" | "assistant", "content": text}.
+History = Sequence[Mapping[str, Any] | Turn]
 
 
 def verify_mode(setting: str, generator: str) -> str:
@@ -117,18 +121,32 @@ class Engine:
                          self._reranker)
 
     def search(self, question: str, k: int | None = None, filters: list[str] | None = None,
-               mode: Mode | None = None) -> list[Hit]:
-        """Ranked passages; `filters` are `--filter` expressions such as "source=hr/*.md"."""
-        return self.search_many([question], k, filters, mode)[0]
+               mode: Mode | None = None, history: History | None = None) -> list[Hit]:
+        """Ranked passages; `filters` are `--filter` expressions such as "source=hr/*.md";
+        `history`, the conversation's earlier turns ({"role", "content"}, oldest first): a
+        follow-up is searched as `search_query` says."""
+        return self.search_many([question], k, filters, mode, histories=[history or []])[0]
 
     def search_many(self, questions: list[str], k: int | None = None, filters: list[str] | None = None,
-                    mode: Mode | None = None, timings: dict[str, float] | None = None) -> list[list[Hit]]:
+                    mode: Mode | None = None, timings: dict[str, float] | None = None,
+                    histories: list[History] | None = None) -> list[list[Hit]]:
         questions = [q.strip() for q in questions]
         if not all(questions):
             raise RagError("the question is empty")
         k = k or self.settings.search.k
         parsed = parse_filters(filters)  # a bad filter is reported before any model loads
+        if histories:
+            questions = [self.search_query(q, h) for q, h in zip(questions, histories)]
         return self.retriever().search_many(questions, k, timings, parsed, mode)
+
+    def search_query(self, question: str, history: History | None = None) -> str:
+        """What a search runs on: the question, or for a follow-up ("and in Shanghai?") the
+        question with the user's previous one (rag.conversation.combined_query: no model, so a
+        search stays a search; answers may have their generator rewrite it instead)."""
+        turns = turns_from(history)
+        if not turns or self.settings.answer.rewrite == "off" or not needs_context(question, turns):
+            return question
+        return combined_query(question, turns)
 
     def delete(self, doc_ids: list[str], collection: str | None = None,
                filters: list[str] | None = None) -> tuple[list[str], list[str]]:
@@ -200,29 +218,35 @@ class Engine:
                      filters: list[Filter] | None, mode: str | None) -> list[list[Hit]]:
             return self.retriever().search_many(questions, k, timings, filters, mode)  # type: ignore[arg-type]
 
-        return Answerer(retrieve, gen, builder, self.settings.answer.k, self.settings.answer.max_new_tokens,
-                        self.settings.answer.max_question_chars, self.settings.answer.min_relevance,
-                        verify_mode(self.settings.answer.verify, name), self.settings.answer.verify_min_words)
+        answer = self.settings.answer
+        rewriting = Rewriting(answer.rewrite, rewrite_templates_from_settings(self.settings), answer.rewrite_max_tokens,
+                              answer.rewrite_timeout)
+        return Answerer(retrieve, gen, builder, answer.k, answer.max_new_tokens, answer.max_question_chars,
+                        answer.min_relevance, verify_mode(answer.verify, name), answer.verify_min_words, rewriting)
 
     def ask(self, question: str, k: int | None = None, generator: str | None = None,
-            filters: list[str] | None = None, mode: Mode | None = None) -> Answer:
+            filters: list[str] | None = None, mode: Mode | None = None, history: History | None = None) -> Answer:
         """A cited answer from the passages, or an honest "I don't know"; `mode` is the search
-        mode of its retrieval (search.mode by default)."""
+        mode of its retrieval (search.mode by default); `history`, the conversation's earlier
+        turns ({"role": "user"|"assistant", "content"}, oldest first): a follow-up is searched
+        as a standalone question (the Answer's `query`) and answered in context."""
         parsed = parse_filters(filters)
-        return self.answerer(generator).ask(question, k, parsed, mode)
+        return self.answerer(generator).ask(question, k, parsed, mode, turns_from(history))
 
     def ask_many(self, questions: list[str], k: int | None = None, generator: str | None = None,
-                 filters: list[str] | None = None, mode: Mode | None = None) -> list[Answer]:
+                 filters: list[str] | None = None, mode: Mode | None = None,
+                 histories: list[History] | None = None) -> list[Answer]:
         parsed = parse_filters(filters)
-        return self.answerer(generator).ask_many(questions, k, parsed, mode)
+        turns = [turns_from(h) for h in histories] if histories else None
+        return self.answerer(generator).ask_many(questions, k, parsed, mode, turns)
 
     def ask_stream(self, question: str, k: int | None = None, generator: str | None = None,
-                   filters: list[str] | None = None,
-                   mode: Mode | None = None) -> Iterator[list[Passage] | str | Answer]:
-        """The numbered passages given to the generator, text pieces as they are generated,
-        then the finished Answer."""
+                   filters: list[str] | None = None, mode: Mode | None = None,
+                   history: History | None = None) -> Iterator[Retrieved | str | Answer]:
+        """What was searched with the numbered passages given to the generator (Retrieved), text
+        pieces as they are generated, then the finished Answer."""
         parsed = parse_filters(filters)
-        return self.answerer(generator).ask_stream(question, k, parsed, mode)
+        return self.answerer(generator).ask_stream(question, k, parsed, mode, turns_from(history))
 
     def documents(self, filters: list[str] | None = None, offset: int = 0, limit: int = 100) -> DocumentPage:
         """One page of the indexed documents matching the filters, in collection and id order."""

@@ -58,11 +58,15 @@ class Prompt:
     idk: str
     # (user, assistant) turns before the question: the template's worked examples.
     examples: tuple[tuple[str, str], ...] = ()
+    # (role, text) of the conversation's recent turns, after the examples: a follow-up answered
+    # in context (chat models only).
+    history: tuple[tuple[str, str], ...] = ()
 
     def messages(self) -> list[dict[str, str]]:
         turns = [{"role": role, "content": content}
                  for example in self.examples for role, content in zip(("user", "assistant"), example)]
-        return [{"role": "system", "content": self.system}, *turns, {"role": "user", "content": self.user}]
+        earlier = [{"role": role, "content": content} for role, content in self.history]
+        return [{"role": "system", "content": self.system}, *turns, *earlier, {"role": "user", "content": self.user}]
 
     def chat_text(self) -> str:
         """Everything a chat model reads, for counting its tokens."""
@@ -130,7 +134,7 @@ class PromptBuilder:
                                text=self._fence(text, t))
 
     def _render(self, question: str, passages: list[Passage], t: Templates, language: Language,
-                shown: dict[int, str]) -> Prompt:
+                shown: dict[int, str], history: tuple[tuple[str, str], ...] = ()) -> Prompt:
         fields = {"question": question, "idk": t.idk, "open": t.fence_open, "close": t.fence_close}
         chat = {**fields, "passages": "\n\n".join(self._render_passage(p, shown.get(p.number, p.text), t,
                                                                         t.chat_passage or t.passage)
@@ -138,7 +142,7 @@ class PromptBuilder:
         completion = {**fields, "passages": "\n\n".join(self._render_passage(p, shown.get(p.number, p.text), t,
                                                                               t.passage) for p in passages)}
         return Prompt(question, language, t.system.format(**chat), t.user.format(**chat),
-                      t.completion.format(**completion), passages, t.idk, self.examples[language])
+                      t.completion.format(**completion), passages, t.idk, self.examples[language], history)
 
     @staticmethod
     def _examples(t: Templates) -> tuple[tuple[str, str], ...]:
@@ -154,8 +158,10 @@ class PromptBuilder:
             turns.append((user, answer.format(**fields)))
         return tuple(turns)
 
-    def build(self, question: str, hits: list[Hit], style: Literal["chat", "completion"] = "chat") -> Prompt:
-        """Number the passages, then drop the lowest-ranked until the prompt leaves room for the answer."""
+    def build(self, question: str, hits: list[Hit], style: Literal["chat", "completion"] = "chat",
+              history: tuple[tuple[str, str], ...] = ()) -> Prompt:
+        """Number the passages, then drop the lowest-ranked until the prompt leaves room for the
+        answer; `history`: the conversation's recent (role, text) turns, for a chat model."""
         language = detect_language(question)
         t = self.templates[language]
         merged = merge_neighbours(hits)
@@ -170,7 +176,7 @@ class PromptBuilder:
         shown = {p.number: excerpt for p, excerpt in zip(passages, excerpts)}
         budget = self.context_tokens - self.max_new_tokens
         while True:
-            prompt = self._render(question, passages, t, language, shown)
+            prompt = self._render(question, passages, t, language, shown, history)
             text = prompt.completion if style == "completion" else prompt.chat_text()
             if self.count_tokens(text) <= budget or not passages:
                 return prompt

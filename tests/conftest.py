@@ -134,6 +134,17 @@ def sample_docs(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def indexed(make_engine, sample_docs) -> Callable[..., Engine]:
+    """An Engine over the sample documents, indexed, with these settings overridden."""
+    def build(**overrides: Any) -> Engine:
+        engine = make_engine(**overrides)
+        engine.index([sample_docs])
+        return engine
+
+    return build
+
+
+@pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
     """Environment for `rag` subprocesses: an index in tmp, nothing from the caller's RAG_*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}

@@ -1,6 +1,7 @@
 """A tiny OpenAI-compatible chat-completions server for the tests, on 127.0.0.1.
 
-It answers from a script: `failures` is a list of status codes to return first (then it
+It answers from a script: `reply` (a text, or a function of the request's body, so that a
+rewrite request and an answer request can get different replies), `failures` is a list of status codes to return first (then it
 succeeds), `delay` makes it slow, and every request it received is kept for inspection, with
 the most it was answering at once (`max_in_flight`) and the client ports it saw (`connections`:
 it keeps connections alive, as vLLM does, so a pooling client reuses them).
@@ -12,11 +13,11 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 
 class ChatServer:
-    def __init__(self, reply: str = "Lisbon staff get 25 working days [1].") -> None:
+    def __init__(self, reply: str | Callable[[dict[str, Any]], str] = "Lisbon staff get 25 working days [1].") -> None:
         self.reply = reply
         self.failures: list[int] = []
         self.retry_after: str | None = None
@@ -56,20 +57,21 @@ class ChatServer:
                     status = server.failures.pop(0)
                     headers = {"Retry-After": server.retry_after} if server.retry_after else {}
                     return self._json(status, {"error": {"message": f"scripted failure {status}"}}, headers)
+                reply = server.reply(body) if callable(server.reply) else server.reply
                 if body.get("stream"):
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Connection", "close")  # no length: the stream ends with the connection
                     self.end_headers()
                     self.close_connection = True
-                    for piece in server.reply.split(" "):
+                    for piece in reply.split(" "):
                         event = {"choices": [{"index": 0, "delta": {"content": piece + " "}}]}
                         self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
                         self.wfile.flush()
                     self.wfile.write(b"data: [DONE]\n\n")
                     return
                 return self._json(200, {
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": server.reply},
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
                                  "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 42, "completion_tokens": 9},
                 })

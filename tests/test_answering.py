@@ -8,16 +8,6 @@ from rag.generate.base import GeneratorError
 from openai_server import ChatServer
 
 
-@pytest.fixture
-def indexed(make_engine, sample_docs):
-    def build(**overrides):
-        engine = make_engine(**overrides)
-        engine.index([sample_docs])
-        return engine
-
-    return build
-
-
 def test_extractive_answer_is_a_cited_sentence_from_the_passages(indexed):
     engine = indexed()
     answer = engine.ask("What does error code E-451 mean?", generator="extractive")
@@ -59,8 +49,9 @@ def test_openai_streaming_yields_pieces_then_the_answer(indexed):
         engine = indexed(**{"answer.generator": "openai", "generate.openai_base_url": server.base_url,
                             "generate.openai_model": "tiny"})
         items = list(engine.ask_stream("How many vacation days?"))
-        passages, pieces, answer = items[0], items[1:-1], items[-1]
-        assert [p.number for p in passages] == [p.number for p in answer.passages] and passages
+        retrieved, pieces, answer = items[0], items[1:-1], items[-1]
+        assert retrieved.query == "How many vacation days?" == answer.query
+        assert [p.number for p in retrieved.passages] == [p.number for p in answer.passages] and retrieved.passages
         assert len(pieces) > 2 and all(isinstance(p, str) for p in pieces)
         assert answer.answer == "Every employee gets 27 days [1]." and answer.grounded
         assert 0 < answer.timings["first_token"] <= answer.timings["total"]

@@ -105,3 +105,55 @@ def test_ask_without_llm_json_batch_and_bad_input(sample_docs, cli_env, tmp_path
     assert unreachable.returncode == 1 and "cannot reach the generator at http://127.0.0.1:9/v1" in unreachable.stderr
     missing = rag("ask", "x?", "--no-llm", "--index", str(tmp_path / "none"), env=cli_env)
     assert missing.returncode == 1 and "no index at" in missing.stderr
+
+
+# -- conversations: rag chat, --history (issue 30) --------------------------------------------------
+
+E451_HISTORY = [{"role": "user", "content": "What does error code E-451 mean?"},
+                {"role": "assistant", "content": "The lidar sensor is blocked [1]."}]
+
+
+def test_chat_answers_follow_ups_in_context_and_starts_over(sample_docs, cli_env):
+    assert rag("index", str(sample_docs), env=cli_env).returncode == 0
+    typed = "\n".join(["What does error code E-451 mean?", "How do I fix it?", "/sources", "/new",
+                       "How do I fix it?", "/help"]) + "\n"
+    done = subprocess.run([sys.executable, "-m", "rag", "chat", "--no-llm"], input=typed, env=cli_env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr  # the input ended (Ctrl-D): a normal exit
+    # The follow-up was searched with the first question and answered from the manual.
+    assert "searched for: How do I fix it? What does error code E-451 mean?" in done.stderr
+    assert done.stdout.count("manual.pdf · page 2") >= 3, done.stdout  # two answers' sources, and /sources
+    assert "dry cloth" in done.stdout
+    assert "New conversation." in done.stderr and "/sources" in done.stderr.split("New conversation.")[1]
+    # After /new the same words are a first question again: searched as they are.
+    assert done.stderr.count("searched for:") == 1
+
+
+def test_ask_and_search_take_a_history_file(sample_docs, cli_env, tmp_path):
+    assert rag("index", str(sample_docs), env=cli_env).returncode == 0
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(json.dumps(t) + "\n" for t in E451_HISTORY), encoding="utf-8")
+    done = rag("ask", "How do I fix it?", "--no-llm", "--json", "--history", str(history), env=cli_env)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["query"] == "How do I fix it? What does error code E-451 mean?"
+    assert answer["citations"][0]["doc_id"] == "manual.pdf"
+    found = rag("search", "How do I fix it?", "--json", "--history", str(history), "-k", "1", env=cli_env)
+    assert found.returncode == 0, found.stderr
+    assert "manual.pdf" in found.stdout
+
+    # Each record of a --file may carry its own history.
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "f", "question": "How do I fix it?", "history": E451_HISTORY}) + "\n"
+                         + json.dumps({"id": "s", "question": "How do I fix it?"}) + "\n", encoding="utf-8")
+    batch = rag("ask", "--file", str(questions), "--no-llm", env=cli_env)
+    assert batch.returncode == 0, batch.stderr
+    rows = {r["id"]: r for r in map(json.loads, batch.stdout.splitlines())}
+    assert rows["f"]["query"].endswith("E-451 mean?") and rows["s"]["query"] == "How do I fix it?"
+
+    history.write_text('{"role": "user", "content": "a"}\n{"role": "system", "content": "b"}\n', encoding="utf-8")
+    bad = rag("ask", "How do I fix it?", "--no-llm", "--history", str(history), env=cli_env)
+    assert bad.returncode != 0 and "history.jsonl line 2" in bad.stderr
+    questions.write_text(json.dumps({"question": "x", "history": [{"role": "tool", "content": "y"}]}) + "\n")
+    bad = rag("ask", "--file", str(questions), "--no-llm", env=cli_env)
+    assert bad.returncode != 0 and "q.jsonl line 1: history[0]" in bad.stderr

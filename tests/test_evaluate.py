@@ -1,6 +1,7 @@
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import pytrec_eval
 
 from rag.citations import Answer, Citation
+from rag.conversation import Turn
 from rag.errors import EvalDataError, RagError
 from rag.evaluate import (EvalDocument, EvalQuestion, cites_source, contains_reference, exact_match, f1_score,
                           is_chinese, mrr_at_k, ndcg_at_k, percentile, read_beir, read_qa_jsonl, read_squad,
@@ -555,3 +557,59 @@ def test_rag_eval_qa_answers_reports_contains_citations_and_abstentions(make_eng
         "cites_source": pytest.approx(2 / 3), "cites_source_questions": 3,
         "unanswerable": 1, "unanswerable_abstained": 1.0,
     }, report["answers"]
+
+
+# -- Follow-ups: history, standalone, side by side (issue 30) ---------------------------------------
+
+FIX_IT = {"id": "fix", "question": "How do I fix it?", "answer": "dry cloth", "doc_id": "manual.pdf",
+          "history": [{"role": "user", "content": "What does error code E-451 mean?"},
+                      {"role": "assistant", "content": "The lidar sensor is blocked."}],
+          "standalone": "How do I fix error code E-451?"}
+
+
+def test_read_qa_jsonl_reads_a_conversation(tmp_path: Path):
+    (question,) = read_qa_jsonl(write_jsonl(tmp_path / "qa.jsonl", [FIX_IT]))
+    assert question.history == (Turn("user", "What does error code E-451 mean?"),
+                                Turn("assistant", "The lidar sensor is blocked."))
+    assert question.standalone == "How do I fix error code E-451?"
+    followups = read_qa_jsonl(REPO / "corpora" / "followup_qa.jsonl")
+    conversations = {q.qid.rsplit("-", 1)[0] for q in followups}
+    assert len(conversations) >= 40 and all(q.history and q.standalone for q in followups)
+    assert all(2 <= len(q.history) // 2 + 1 <= 4 for q in followups), "2 to 4 turns"
+    assert sum(q.unanswerable for q in followups) >= 5
+    assert all((REPO / "corpora" / q.doc_id).is_file() or "/" not in q.doc_id for q in followups if q.doc_id)
+
+
+@pytest.mark.parametrize("history, message", [
+    ("earlier", "line 1: field 'history' must be a list"),
+    ([{"role": "system", "content": "x"}], "line 1: history[0]: expected"),
+    ([{"role": "user", "content": "a"}, {"role": "user"}], "line 1: history[1]: expected"),
+])
+def test_read_qa_jsonl_refuses_a_bad_history(tmp_path: Path, history, message):
+    with pytest.raises(EvalDataError, match=re.escape(message)):
+        read_qa_jsonl(write_jsonl(tmp_path / "qa.jsonl", [{"question": "x", "history": history}]))
+    with pytest.raises(EvalDataError, match="field 'standalone' is empty"):
+        read_qa_jsonl(write_jsonl(tmp_path / "qa.jsonl", [{"question": "x", "standalone": " "}]))
+
+
+def test_eval_reports_follow_ups_with_history_last_turn_and_standalone_side_by_side(make_engine, sample_docs,
+                                                                                    tmp_path: Path):
+    from rag.evaluate.run import evaluate, evaluation_steps, prepare_qa
+
+    engine = make_engine()
+    engine.index([sample_docs])
+    first = {"id": "first", "question": "What does error code E-451 mean?", "answer": "lidar", "doc_id": "manual.pdf"}
+    questions, qrels = prepare_qa(str(write_jsonl(tmp_path / "qa.jsonl", [first, FIX_IT])), None, 0)
+    steps: list[int] = []
+    report = evaluate(engine, "qa.jsonl", questions, qrels, None, 10, answers=True, generator="extractive",
+                      on_question=steps.append)
+    assert steps == list(range(1, evaluation_steps(questions, qrels, True) + 1)) and len(steps) == 2 + 2 + 2 + 2
+    conversation = report.as_dict()["conversation"]
+    assert conversation["questions"] == 1 and conversation["ways"] == ["history", "last_turn", "standalone"]
+    retrieval = conversation["retrieval"]
+    assert retrieval["history"]["recall@1"] == 1.0 and retrieval["standalone"]["recall@1"] == 1.0
+    assert retrieval["last_turn"]["recall@1"] == 0.0, "on its own, 'it' finds another document"
+    answers = conversation["answers"]
+    assert answers["history"]["contains"] == 1.0 and answers["standalone"]["contains"] == 1.0
+    assert answers["last_turn"]["contains"] == 0.0
+    assert "conversation" not in evaluate(engine, "x", questions[:1], qrels, None, 10).as_dict()

@@ -143,3 +143,15 @@ def test_prompt_lookup_checks_copied_tokens_several_at_a_time(qwen):
     assert "fleet server connection was lost" in looked_up.text, "copied from the passage"
     assert looked_up.text == plain.text == streamed, "the same answer, found sooner"
     assert qwen.generate([prompt, prompt], max_new_tokens=4)[0].text, "a batch generates without it"
+
+
+def test_a_deadline_stops_a_generation_and_says_so(qwen):
+    """A follow-up's rewrite has answer.rewrite_timeout: past it the generator stops and raises,
+    and the follow-up is searched without its rewrite (tests/test_conversation.py)."""
+    from rag.generate.base import GeneratorError
+
+    prompt = _prompt(qwen, "What does error code E-404 mean?", [("errors.md", "Error E-404: no Wi-Fi.")])
+    for prompts in ([prompt], [prompt, prompt]):
+        with pytest.raises(GeneratorError, match="stopped after"):
+            qwen.generate(prompts, 48, timeout=0.01)
+    assert qwen.generate([prompt], 8, timeout=600)[0].text, "in time, it answers"

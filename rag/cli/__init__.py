@@ -1,6 +1,6 @@
 """The `rag` command: translates flags to settings, calls the Engine, prints the result.
 
-One module per command group (indexing, search, evaluation, keys, feedback, serving, config), what
+One module per command group (indexing, search, chat, evaluation, keys, feedback, serving, config), what
 they share in `common`, and every command registered on the app below, in the order `rag --help`
 lists them. A command raises RagError for what the user has to act on; `main()` is the one place
 that prints it and exits 1. Heavy modules (the engine, torch, faiss, uvicorn, pydantic settings)
@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rag.cli import evaluation, feedback, indexing, keys, search, serving
+from rag.cli import chat, evaluation, feedback, indexing, keys, search, serving
 from rag.cli.config import show_config
 from rag.cli.common import TYPER_SETTINGS, print_error, state
 from rag.errors import RagError
@@ -49,6 +49,7 @@ COMMANDS = {
     "check": indexing.check,
     "search": search.search,
     "ask": search.ask,
+    "chat": chat.chat,
     "serve": serving.serve,
     "info": indexing.info,
     "config": show_config,

@@ -59,6 +59,10 @@ CollectionOpt = Annotated[Optional[str], typer.Option(
     "--collection", "-c", help="The collection: documents are (collection, id), so two sources in two "
                                "collections never replace each other (default: ingest.collection).")]
 ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="hybrid, dense or bm25 (default: search.mode).")]
+TopKOpt = Annotated[Optional[int], typer.Option("-k", "--top-k", help="Passages to retrieve.", min=1)]
+GeneratorOpt = Annotated[Optional[str], typer.Option("--generator", "-g",
+                                                     help="local, openai or extractive (default: answer.generator).")]
+NoLlmOpt = Annotated[bool, typer.Option("--no-llm", help="Answer without an LLM: the best sentence, cited.")]
 FilterOpt = Annotated[Optional[list[str]], typer.Option(
     "--filter", "-f", help="KEY=VALUE (repeatable): glob on source (source=hr/*), ranges (mtime>=2026-01-01, "
                            "page=2..5), any metadata key.")]

@@ -49,13 +49,34 @@ def _show_eval(report: Any, json_out: bool) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in {**report.retrieval, **report.answers}.items():
-        # EM and F1 are 0 to 100, as SQuAD reports them; the other floats are shares of 1
-        table.add_row(key, f"{value:.1f}" if key in ("EM", "F1") else f"{value:.4f}"
-                      if isinstance(value, float) else str(value))
+        table.add_row(key, _metric(key, value))
     for stage, q in report.latency_ms.items():
         table.add_row(f"latency {stage} p50 / p95", f"{q['p50']:.1f} / {q['p95']:.1f} ms")
     out.print(table)
+    if report.conversation:
+        out.print(_conversation_table(report.conversation))
     out.print(f"index {shown(report.index)}, {report.seconds:.1f} s")
+
+
+def _metric(key: str, value: Any) -> str:
+    # EM and F1 are 0 to 100, as SQuAD reports them; the other floats are shares of 1
+    return f"{value:.1f}" if key in ("EM", "F1") else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _conversation_table(conversation: dict[str, Any]) -> Any:
+    """The follow-ups asked with their history, as their last turn alone, and standalone."""
+    from rich.table import Table
+
+    ways = conversation["ways"]
+    table = Table(title=f"{conversation['questions']} follow-ups, asked each way")
+    table.add_column("metric")
+    for way in ways:
+        table.add_column(way.replace("_", " "), justify="right")
+    for part in ("retrieval", "answers"):
+        scores = conversation[part]
+        for key in scores.get("history", {}):
+            table.add_row(key, *(_metric(key, scores[way].get(key, "")) for way in ways))
+    return table
 
 
 def _run_eval(name: str, engine: Engine, prepared: tuple[list[EvalQuestion], Qrels], scoring: _Scoring) -> None:

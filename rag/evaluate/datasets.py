@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TypeVar
 
-from rag.errors import EvalDataError
+from rag.conversation import Turn, turns_from
+from rag.errors import ConfigError, EvalDataError
 
 T = TypeVar("T")
 
@@ -33,6 +34,8 @@ class EvalQuestion:
     """A question with its gold answers (none: retrieval only) and gold document (None: unknown).
 
     `unanswerable`: the file marks it `"answerable": false`, so the right reply is "I don't know".
+    `history`: the conversation's earlier turns (a follow-up), and `standalone`, when the file
+    gives it, the same question written to stand alone (what a rewrite should reach).
     """
 
     qid: str
@@ -40,6 +43,8 @@ class EvalQuestion:
     answers: tuple[str, ...] = ()
     doc_id: str | None = None
     unanswerable: bool = False
+    history: tuple[Turn, ...] = ()
+    standalone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,13 +234,16 @@ def _squad_answers(answers: Any, where: str) -> tuple[str, ...]:
 
 
 def read_qa_jsonl(path: str | Path) -> list[EvalQuestion]:
-    """A user's question set, one {"question", "answer" or "answers", "doc_id", "id", "answerable"} per line.
+    """A user's question set, one {"question", "answer" or "answers", "doc_id", "id", "answerable",
+    "history", "standalone"} per line.
 
     Only the question is required: without answers only retrieval is scored, without a doc_id only
     the answers. `answer(s)` may be a string or a list of strings; ids default to "<file>#<line>".
     `"answerable": false` marks a question the documents do not answer (corpora/unanswerable_qa.jsonl):
     it may have neither answer nor doc_id, and `--answers` counts how often it gets "I don't know".
     A question with no answer and no mark is not assumed unanswerable: it may just lack a gold answer.
+    A follow-up has `history`, the earlier turns ([{"role": "user"|"assistant", "content"}], oldest
+    first), and may have `standalone`, itself written to be understood alone (corpora/followup_qa.jsonl).
     """
     path = Path(path)
     _require_file(path, 'pass a JSONL file with one {"question", "answer", "doc_id"} object per line')
@@ -259,10 +267,26 @@ def read_qa_jsonl(path: str | Path) -> list[EvalQuestion]:
         if qid in seen:
             raise EvalDataError(f"id {qid!r} is also used on line {seen[qid]}; ids must be unique", where)
         seen[qid] = lineno
-        questions.append(EvalQuestion(qid, question, answers, doc_id, unanswerable=not answerable))
+        history, standalone = _conversation(record, where)
+        questions.append(EvalQuestion(qid, question, answers, doc_id, not answerable, history, standalone))
     if not questions:
         raise EvalDataError("holds no questions", str(path))
     return questions
+
+
+def _conversation(record: dict[str, Any], where: str) -> tuple[tuple[Turn, ...], str | None]:
+    """A record's earlier turns and standalone form (both optional)."""
+    history = record.get("history") or []
+    if not isinstance(history, list):
+        raise EvalDataError('field \'history\' must be a list of {"role", "content"} turns, oldest first', where)
+    try:
+        turns = tuple(turns_from(history))
+    except ConfigError as exc:
+        raise EvalDataError(str(exc), where) from None
+    standalone = None if record.get("standalone") is None else _text_field(record, "standalone", where).strip()
+    if standalone == "":
+        raise EvalDataError("field 'standalone' is empty", where)
+    return turns, standalone
 
 
 def _answer_texts(value: Any, where: str) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.citations import Answer, strip_citations
+from rag.conversation import Turn
 from rag.engine import Engine
 from rag.evaluate.datasets import EvalDocument, EvalQuestion, read_beir, read_qa_jsonl, read_squad, sample
 from rag.evaluate.metrics import (Qrels, Run, cites_source, contains_reference, exact_match, f1_score, is_chinese,
@@ -35,11 +36,26 @@ class EvalReport:
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     index: str = ""
     seconds: float = 0.0
+    # Follow-ups (questions with history): their scores asked each way (WAYS) side by side.
+    conversation: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "mode": self.mode, "questions": self.questions, "index": self.index,
                 "retrieval": self.retrieval, "answers": self.answers, "latency_ms": self.latency_ms,
-                "seconds": round(self.seconds, 2)}
+                "seconds": round(self.seconds, 2), **({"conversation": self.conversation} if self.conversation else {})}
+
+
+# How a follow-up is asked in the side-by-side: with its conversation (what a person gets), as
+# its last turn alone (what a system without conversations gets), and written to stand alone
+# (the ceiling a rewrite aims at; only where the file gives it).
+WAYS = ("history", "last_turn", "standalone")
+
+
+def _asked(q: EvalQuestion, way: str) -> tuple[str, list[Turn]]:
+    """(question, history) of a question asked one of the WAYS."""
+    if way == "history":
+        return q.question, list(q.history)
+    return (q.standalone or q.question) if way == "standalone" else q.question, []
 
 
 def _records(documents: Iterable[EvalDocument]) -> Iterator[bytes]:
@@ -55,13 +71,15 @@ def _latency(per_question: list[dict[str, float]]) -> dict[str, dict[str, float]
 
 
 def _rank(engine: Engine, questions: list[EvalQuestion], mode: str | None, k: int,
-          one_done: Callable[[], None]) -> tuple[Run, list[dict[str, float]]]:
+          one_done: Callable[[], None], way: str = "history") -> tuple[Run, list[dict[str, float]]]:
     run: Run = {}
     timings = []
     for q in questions:
         spent: dict[str, float] = {}
         started = time.perf_counter()
-        hits = engine.search_many([q.question], max(k, CHUNK_DEPTH), mode=mode, timings=spent)[0]
+        question, history = _asked(q, way)
+        hits = engine.search_many([question], max(k, CHUNK_DEPTH), mode=mode, timings=spent,
+                                  histories=[history])[0]
         spent["total"] = time.perf_counter() - started
         run[q.qid] = list(dict.fromkeys(h.doc_id for h in hits))[:max(k, 100)]
         timings.append(spent)
@@ -111,21 +129,50 @@ def answer_scores(pairs: Iterable[tuple[EvalQuestion, Answer]]) -> dict[str, flo
     return scores
 
 
-def _answer_scores(engine: Engine, questions: list[EvalQuestion], generator: str | None,
-                   one_done: Callable[[], None]) -> tuple[dict[str, float | int], list[dict[str, float]]]:
+def _answers(engine: Engine, questions: list[EvalQuestion], generator: str | None,
+             one_done: Callable[[], None], way: str = "history") -> tuple[list[Answer], list[dict[str, float]]]:
     answers, timings = [], []
     for q in questions:
-        answer = engine.ask(q.question, generator=generator)
+        question, history = _asked(q, way)
+        answer = engine.ask(question, generator=generator, history=history)
         timings.append({f"answer.{k}": v for k, v in answer.timings.items()})
         answers.append(answer)
         one_done()
-    return answer_scores(zip(questions, answers)), timings
+    return answers, timings
+
+
+def _conversation(engine: Engine, questions: list[EvalQuestion], qrels: Qrels, mode: str | None, k: int,
+                  done: tuple[Run, list[Answer] | None], generator: str | None,
+                  one_done: Callable[[], None]) -> dict[str, Any]:
+    """The follow-ups' retrieval and answer scores with their history (from the main run), with
+    the last turn alone and, where the file gives it, written standalone: side by side, over the
+    same questions."""
+    run, answered = done
+    followups = [q for q in questions if q.history]
+    ways = [w for w in WAYS if w != "standalone" or all(q.standalone for q in followups)]
+    judged = [q for q in followups if q.qid in qrels]
+    report: dict[str, Any] = {"questions": len(followups), "ways": ways, "retrieval": {}, "answers": {}}
+    by_id = {q.qid: a for q, a in zip(questions, answered)} if answered is not None else {}
+    for way in ways:
+        if judged:
+            ranked = {q.qid: run[q.qid] for q in judged} if way == "history" else \
+                _rank(engine, judged, mode, k, one_done, way)[0]
+            report["retrieval"][way] = retrieval_report(ranked, {q.qid: qrels[q.qid] for q in judged}, ks=(1, 5, 10))
+        if answered is not None:
+            answers = [by_id[q.qid] for q in followups] if way == "history" else \
+                _answers(engine, followups, generator, one_done, way)[0]
+            report["answers"][way] = answer_scores(zip(followups, answers))
+    return report
 
 
 def evaluation_steps(questions: list[EvalQuestion], qrels: Qrels, answers: bool) -> int:
     """How many times `evaluate` calls `on_question`: each judged question ranked, then (with
-    `answers`) every question answered. The total of a progress bar."""
-    return sum(q.qid in qrels for q in questions) + (len(questions) if answers else 0)
+    `answers`) every question answered, then the follow-ups asked the other WAYS. The total of a
+    progress bar."""
+    followups = [q for q in questions if q.history]
+    others = 1 + all(q.standalone for q in followups)  # last turn alone, and standalone where given
+    extra = others * (sum(q.qid in qrels for q in followups) + (len(followups) if answers else 0)) if followups else 0
+    return sum(q.qid in qrels for q in questions) + (len(questions) if answers else 0) + extra
 
 
 def evaluate(engine: Engine, name: str, questions: list[EvalQuestion], qrels: Qrels, mode: str | None, k: int,
@@ -141,13 +188,18 @@ def evaluate(engine: Engine, name: str, questions: list[EvalQuestion], qrels: Qr
 
     report = EvalReport(name, mode or engine.settings.search.mode, len(questions), index=str(engine.store.path))
     judged = [q for q in questions if q.qid in qrels]
+    run: Run = {}
     if judged:
         run, timings = _rank(engine, judged, mode, k, one_done)
         report.retrieval = retrieval_report(run, {q.qid: qrels[q.qid] for q in judged}, ks=(1, 5, 10, 100))
         report.latency_ms = _latency(timings)
+    answered = None
     if answers:
-        report.answers, timings = _answer_scores(engine, questions, generator, one_done)
+        answered, timings = _answers(engine, questions, generator, one_done)
+        report.answers = answer_scores(zip(questions, answered))
         report.latency_ms.update(_latency(timings))
+    if any(q.history for q in questions):
+        report.conversation = _conversation(engine, questions, qrels, mode, k, (run, answered), generator, one_done)
     report.seconds = time.perf_counter() - started
     return report
 

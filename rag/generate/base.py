@@ -27,9 +27,16 @@ class Generator(Protocol):
     name: str
     style: Literal["chat", "completion"]  # which rendering of the prompt the model gets
     context_tokens: int
+    # Whether it reads a conversation's earlier turns (Prompt.history) and can rewrite a
+    # follow-up as a standalone question.
+    converses: bool
 
     def count_tokens(self, text: str) -> int: ...
 
-    def generate(self, prompts: list[Prompt], max_new_tokens: int) -> list[Generation]: ...
+    def generate(self, prompts: list[Prompt], max_new_tokens: int,
+                 timeout: float | None = None) -> list[Generation]:
+        """One generation per prompt; with `timeout`, a GeneratorError when they are not all
+        done within that many seconds (a follow-up's rewrite, which has a fallback)."""
+        ...
 
     def stream(self, prompt: Prompt, max_new_tokens: int) -> Iterator[str]: ...

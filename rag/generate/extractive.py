@@ -23,6 +23,7 @@ class ExtractiveGenerator:
 
     name = "extractive"
     style: Literal["chat", "completion"] = "chat"
+    converses = False  # picks a sentence: a follow-up is searched with the earlier question instead
 
     def __init__(self, embedder: Embedder, min_score: float, context_tokens: int = 100_000) -> None:
         self.embedder = embedder
@@ -52,7 +53,8 @@ class ExtractiveGenerator:
                 answers[i] = f"{sentence} [{number}]"
         return answers
 
-    def generate(self, prompts: list[Prompt], max_new_tokens: int) -> list[Generation]:
+    def generate(self, prompts: list[Prompt], max_new_tokens: int,
+                 timeout: float | None = None) -> list[Generation]:  # instant: nothing to time out
         started = time.perf_counter()
         answers = self._answers(prompts)
         seconds = (time.perf_counter() - started) / max(len(prompts), 1)

@@ -8,6 +8,7 @@ from rag.config import Settings
 from rag.embed import Embedder
 from rag.generate.base import Generator, GeneratorError
 from rag.names import GENERATOR_NAMES
+from rag.conversation import RewriteTemplates
 from rag.prompt import Language, Templates
 
 GENERATORS = GENERATOR_NAMES
@@ -48,4 +49,15 @@ def templates_from_settings(settings: Settings) -> dict[Language, Templates]:
                         p.chat_passage_en, p.example_passages_en, tuple(p.examples_en)),
         "zh": Templates(p.system_zh, p.user_zh, p.completion_zh, p.passage_zh, p.idk_zh, p.fence_open, p.fence_close,
                         p.chat_passage_zh, p.example_passages_zh, tuple(p.examples_zh)),
+    }
+
+
+def rewrite_templates_from_settings(settings: Settings) -> dict[Language, RewriteTemplates]:
+    """Per language, the prompt that makes a follow-up standalone ([prompt] rewrite_*)."""
+    p = settings.prompt
+    return {
+        "en": RewriteTemplates(p.rewrite_system_en, p.rewrite_user_en, *p.rewrite_labels_en,
+                               tuple(tuple(e) for e in p.rewrite_examples_en)),  # type: ignore[misc]
+        "zh": RewriteTemplates(p.rewrite_system_zh, p.rewrite_user_zh, *p.rewrite_labels_zh,
+                               tuple(tuple(e) for e in p.rewrite_examples_zh)),  # type: ignore[misc]
     }

@@ -86,6 +86,11 @@ class StopOnText:
         return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
 
 
+def _left(deadline: float | None) -> float | None:
+    """Seconds to a deadline (none: None); at least a little, so that the error says why."""
+    return None if deadline is None else max(deadline - time.perf_counter(), 0.001)
+
+
 class LocalGenerator:
     def __init__(self, model: str, cache_dir: Path | None = None, device: str = "auto",
                  style: Literal["auto", "chat", "completion"] = "auto", context_tokens: int = 0,
@@ -215,6 +220,12 @@ class LocalGenerator:
         return int(min(getattr(self._model.config, "max_position_embeddings", 2048) or 2048, 8192))
 
     @property
+    def converses(self) -> bool:
+        """Whether it reads a conversation's earlier turns and can write a follow-up's standalone
+        form: a chat model decoding freely (span decoding can only quote the passages)."""
+        return self.style == "chat" and self.decoding == "free"
+
+    @property
     def decoding(self) -> Literal["span", "free"]:
         """Span decoding (answers copied from the passages) for completion-style base models."""
         if self._requested_decoding != "auto":
@@ -282,7 +293,9 @@ class LocalGenerator:
         import torch
 
         texts = [self._render(p) for p in prompts]
-        start = texts[0].find(prompts[0].user) if len(prompts) == 1 and self.style == "chat" else -1
+        # The cache ends where the prompt's own part starts: its conversation, or its question.
+        anchor = prompts[0].history[0][1] if prompts[0].history else prompts[0].user
+        start = texts[0].find(anchor) if len(prompts) == 1 and self.style == "chat" else -1
         if start <= 0:
             inputs = self._tokenizer(texts, return_tensors="pt", padding=True,
                                      add_special_tokens=self.style != "chat")
@@ -297,7 +310,8 @@ class LocalGenerator:
         mask = torch.ones((1, prefix_ids.shape[1] + rest.shape[1]), dtype=torch.long, device=rest.device)
         return {"input_ids": rest, "attention_mask": mask, self._cache_argument: copy.deepcopy(cache)}
 
-    def generate(self, prompts: list[Prompt], max_new_tokens: int) -> list[Generation]:
+    def generate(self, prompts: list[Prompt], max_new_tokens: int,
+                 timeout: float | None = None) -> list[Generation]:
         import torch
 
         self.warm_up()
@@ -305,14 +319,19 @@ class LocalGenerator:
             # One at a time on a CPU, where compute is the limit: each prompt then reuses the cached
             # system prompt and prompt-lookup decoding, which a padded batch cannot. 24 SQuAD
             # questions went through 3x faster so (0.34 against 0.11 questions/s in batches of 8).
-            return [self.generate([prompt], max_new_tokens)[0] for prompt in prompts]
+            deadline = None if timeout is None else time.perf_counter() + timeout
+            return [self.generate([prompt], max_new_tokens, _left(deadline))[0] for prompt in prompts]
         inputs = self._inputs(prompts)
         decoding, constraints = self._decoding(prompts, inputs["input_ids"].shape[1])
+        if timeout is not None:
+            decoding["max_time"] = timeout  # transformers stops generating after it (MaxTimeCriteria)
         started = time.perf_counter()
         with torch.inference_mode():
             output = self._model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                           pad_token_id=self._tokenizer.pad_token_id, **decoding)
         elapsed = time.perf_counter() - started
+        if timeout is not None and elapsed >= timeout:
+            raise GeneratorError(f"the generation was stopped after {timeout:g} s, unfinished")
         new = output[:, inputs["input_ids"].shape[1]:]
         results = []
         for i, (row, attention) in enumerate(zip(new, inputs["attention_mask"])):

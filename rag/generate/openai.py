@@ -30,6 +30,7 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 
 class OpenAIGenerator:
     style: Literal["chat", "completion"] = "chat"
+    converses = True  # a chat model: reads earlier turns, rewrites follow-ups
 
     def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 60.0, retries: int = 3,
                  backoff: float = 0.5, context_tokens: int = 8192, temperature: float = 0.0,
@@ -88,17 +89,20 @@ class OpenAIGenerator:
             detail = response.text
         return GeneratorError(f"{self.url} answered HTTP {response.status_code}: {str(detail)[:300]}")
 
-    def _send(self, payload: dict[str, Any], stream: bool) -> httpx.Response:
-        """POST with retries; the caller closes the response."""
+    def _send(self, payload: dict[str, Any], stream: bool, timeout: float | None = None) -> httpx.Response:
+        """POST with retries (none within a `timeout`, which is the whole request's); the caller
+        closes the response."""
         last: Exception | None = None
-        for attempt in range(self.retries + 1):
+        retries = 0 if timeout is not None else self.retries
+        for attempt in range(retries + 1):
             response = None
             try:
-                request = self._client.build_request("POST", self.url, json=payload)
+                request = self._client.build_request("POST", self.url, json=payload,
+                                                     **({"timeout": httpx.Timeout(timeout)} if timeout else {}))
                 response = self._client.send(request, stream=stream)
-                if response.status_code in RETRY_STATUS and attempt < self.retries:
+                if response.status_code in RETRY_STATUS and attempt < retries:
                     log.warning("%s answered %d; retrying (%d/%d)", self.url, response.status_code, attempt + 1,
-                                self.retries)
+                                retries)
                     response.close()
                     self._wait(attempt, response)
                     continue
@@ -109,7 +113,7 @@ class OpenAIGenerator:
                 return response
             except (httpx.ConnectError, httpx.TimeoutException) as exc:
                 last = exc
-                if attempt < self.retries:
+                if attempt < retries:
                     self._wait(attempt, None)
                     continue
                 if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
@@ -119,14 +123,16 @@ class OpenAIGenerator:
                                      "generate.timeout or check the server") from None
             except httpx.HTTPError as exc:
                 raise GeneratorError(f"request to {self.url} failed: {exc}") from None
-        raise GeneratorError(f"request to {self.url} failed after {self.retries + 1} attempts: {last}")
+        raise GeneratorError(f"request to {self.url} failed after {retries + 1} attempts: {last}")
 
-    def generate(self, prompts: list[Prompt], max_new_tokens: int) -> list[Generation]:
+    def generate(self, prompts: list[Prompt], max_new_tokens: int,
+                 timeout: float | None = None) -> list[Generation]:
         """One completion per prompt, in order; several prompts are sent at once (up to
-        `concurrency`), since the server batches them."""
+        `concurrency`), since the server batches them. With `timeout`, each request has that
+        long, without retries."""
         if len(prompts) <= 1:
-            return [self._complete(prompt, max_new_tokens) for prompt in prompts]
-        return list(self._pool().map(lambda prompt: self._complete(prompt, max_new_tokens), prompts))
+            return [self._complete(prompt, max_new_tokens, timeout) for prompt in prompts]
+        return list(self._pool().map(lambda prompt: self._complete(prompt, max_new_tokens, timeout), prompts))
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._fan_out_lock:
@@ -134,10 +140,10 @@ class OpenAIGenerator:
                 self._fan_out = ThreadPoolExecutor(self.concurrency, thread_name_prefix="rag-openai")
             return self._fan_out
 
-    def _complete(self, prompt: Prompt, max_new_tokens: int) -> Generation:
+    def _complete(self, prompt: Prompt, max_new_tokens: int, timeout: float | None = None) -> Generation:
         with self._in_flight:
             started = time.perf_counter()
-            response = self._send(self._payload(prompt, max_new_tokens, False), stream=False)
+            response = self._send(self._payload(prompt, max_new_tokens, False), stream=False, timeout=timeout)
             try:
                 data = response.json()
                 text = data["choices"][0]["message"]["content"] or ""

@@ -141,6 +141,8 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     citations: list[CitationBody] = Field(description="The validated citations, as /v1/ask gives them")
+    query: str = Field(description="What was searched: the last user message, or its standalone form when it "
+                                   "follows up on earlier ones")
 
 
 # -- errors ---------------------------------------------------------------------------------

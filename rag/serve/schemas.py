@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rag.citations import Answer
+from rag.conversation import Turn
 from rag.names import GeneratorName, SearchMode
 from rag.records import Hit
 from rag.serve.feedback import Rating
@@ -24,11 +25,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class HistoryTurn(_Strict):
+    """One earlier turn of the conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
 class _Question(_Strict):
     question: str = Field(min_length=1, max_length=100_000)
     k: int | None = Field(default=None, ge=1, le=1000)
     filters: FilterList = Field(default_factory=list, max_length=32,
                                 description="`rag search --filter` expressions, e.g. source=hr/*")
+    history: list[HistoryTurn] = Field(
+        default_factory=list, max_length=200,
+        description="The conversation's earlier turns, oldest first: a follow-up (\"and in Shanghai?\") is "
+                    "searched as a standalone question (`query`) and answered in context. Only the documents the "
+                    "key may see are ever searched, whatever the turns say.")
+
+    def turns(self) -> list[Turn]:
+        return [Turn(t.role, t.content) for t in self.history]
 
 
 class SearchRequest(_Question):
@@ -93,11 +109,12 @@ class SearchHit(BaseModel):
 
 
 class SearchResults(BaseModel):
+    query: str = Field(description="What was searched: the question, or a follow-up's standalone form")
     hits: list[SearchHit]
 
     @classmethod
-    def of(cls, hits: list[Hit]) -> SearchResults:
-        return cls.model_validate({"hits": [hit.as_dict() for hit in hits]})
+    def of(cls, query: str, hits: list[Hit]) -> SearchResults:
+        return cls.model_validate({"query": query, "hits": [hit.as_dict() for hit in hits]})
 
 
 class CitationBody(BaseModel):
@@ -125,8 +142,9 @@ class PassageBody(BaseModel):
 
 
 class PassagesEvent(BaseModel):
-    """The data of a stream's `passages` event."""
+    """The data of a stream's `passages` event: what was searched, and the numbered passages."""
 
+    query: str
     passages: list[PassageBody]
 
 
@@ -135,6 +153,7 @@ class AnswerBody(BaseModel):
 
     id: str
     question: str
+    query: str = Field(description="What was searched: the question, or a follow-up's standalone form")
     answer: str
     citations: list[CitationBody]
     passages: list[PassageBody]

@@ -12,13 +12,14 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rag.citations import Answer
 from rag.config import Settings
+from rag.conversation import Turn
 from rag.engine import Engine
 from rag.errors import ConfigError, RagError
 from rag.names import SearchMode
@@ -32,6 +33,9 @@ from rag.serve.metrics import Metrics, outcome
 from rag.serve.spool import UploadSpool
 
 log = logging.getLogger(__name__)
+
+# A question as queued: its text and its conversation's earlier turns.
+Asking = tuple[str, tuple[Turn, ...]]
 T = TypeVar("T")
 
 
@@ -91,10 +95,11 @@ class Service:
 
     # -- searching and answering -------------------------------------------------------------
 
-    def _search_batch(self, key: Hashable, questions: list[str]) -> list[tuple[list[Hit], dict[str, float]]]:
+    def _search_batch(self, key: Hashable, asked: list[Asking]) -> list[tuple[list[Hit], dict[str, float]]]:
         k, filters, mode = key  # type: ignore[misc]
         timings: dict[str, float] = {}
-        results = self.engine.search_many(questions, k, list(filters), mode, timings)
+        questions, histories = [q for q, _ in asked], [list(h) for _, h in asked]
+        results = self.engine.search_many(questions, k, list(filters), mode, timings, histories)
         share = {stage: seconds / len(questions) for stage, seconds in timings.items()}
         return [(hits, share) for hits in results]
 
@@ -109,28 +114,34 @@ class Service:
                               f"{', '.join(self.generators)} (the operator lists them in serve.generators)")
         with self._queues_lock:
             if name not in self._queues:
-                def run(key: Hashable, questions: list[str], name: str = name) -> list[Answer]:
+                def run(key: Hashable, asked: list[Asking], name: str = name) -> list[Answer]:
                     k, filters, mode = key  # type: ignore[misc]
-                    return self.engine.ask_many(questions, k, name, list(filters), mode)
+                    return self.engine.ask_many([q for q, _ in asked], k, name, list(filters), mode,
+                                                [list(h) for _, h in asked])
                 concurrency = self.settings.generate.openai_concurrency if name == "openai" else 0
                 self._queues[name] = ModelQueue(f"generator:{name}", run, self.settings.serve.batch_size,
                                                 self.settings.serve.queue_depth, concurrency)
             return self._queues[name]
 
-    async def search(self, question: str, k: int | None, filters: list[str], mode: SearchMode | None) -> list[Hit]:
-        hits, timings = await self._wait(self.search_queue, lambda q: q.submit((k, tuple(filters), mode), question))
+    async def search(self, question: str, k: int | None, filters: list[str], mode: SearchMode | None,
+                     history: Sequence[Turn] = ()) -> list[Hit]:
+        asked = (question, tuple(history))
+        hits, timings = await self._wait(self.search_queue, lambda q: q.submit((k, tuple(filters), mode), asked))
         self.metrics.observe_stages(timings)
         return hits
 
     async def ask(self, question: str, k: int | None, generator: str | None, filters: list[str],
-                  mode: SearchMode | None = None) -> Answer:
+                  mode: SearchMode | None = None, history: Sequence[Turn] = ()) -> Answer:
         queue = self._generation_queue(generator)
-        return await self._wait(queue, lambda q: q.submit((k, tuple(filters), mode), question))
+        asked = (question, tuple(history))
+        return await self._wait(queue, lambda q: q.submit((k, tuple(filters), mode), asked))
 
     async def ask_stream(self, question: str, k: int | None, generator: str | None,
-                         filters: list[str], mode: SearchMode | None = None) -> AsyncIterator[Any]:
-        """Engine.ask_stream's items (passages, text pieces, the Answer), produced on the model's
-        thread and handed over as they come; stops generating when the client goes away."""
+                         filters: list[str], mode: SearchMode | None = None,
+                         history: Sequence[Turn] = ()) -> AsyncIterator[Any]:
+        """Engine.ask_stream's items (what was searched with its passages, text pieces, the
+        Answer), produced on the model's thread and handed over as they come; stops generating
+        when the client goes away."""
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[Any] = asyncio.Queue()
         gone = threading.Event()
@@ -138,7 +149,8 @@ class Service:
 
         def produce() -> None:
             try:
-                for item in self.engine.ask_stream(question, k, generator, filters, mode):  # type: ignore[arg-type]
+                for item in self.engine.ask_stream(question, k, generator, filters, mode,  # type: ignore[arg-type]
+                                                   list(history)):
                     loop.call_soon_threadsafe(items.put_nowait, item)
                     if gone.is_set():
                         return

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from rag.citations import Answer
+from rag.citations import Answer, Retrieved
 from rag.errors import RagError
 from rag.serve.deps import ReadKey, ServiceDep, key_filters, record_answer
 from rag.serve.handlers import http_error
@@ -19,8 +19,8 @@ from rag.serve.schemas import (ERROR_RESPONSES, STREAMED, AnswerBody, AskRequest
 from rag.serve.service import Service
 
 STREAM_DOC = """With `stream: true` the answer is Server-Sent Events, always in this order:
-one `passages` event (the numbered passages given to the generator: number, doc_id, title,
-source, location, score, text) before any text; `token` events ({"text"}) as the answer is
+one `passages` event (`query`, what was searched, and the numbered passages given to the
+generator: number, doc_id, title, source, location, score, text) before any text; `token` events ({"text"}) as the answer is
 generated; one final `answer` event with the whole answer object (validated `citations`,
 `abstained`, `grounded`, `warnings`, `timings`) and its `id`. An `error` event ({"status",
 "detail"}) replaces `answer` when generation fails midway."""
@@ -31,8 +31,8 @@ router = APIRouter(prefix="/v1", tags=["answers"], responses=ERROR_RESPONSES)
 @router.post("/search")
 async def search(body: SearchRequest, service: ServiceDep, key: ReadKey) -> SearchResults:
     """Ranked passages for a question, only from documents the key may see."""
-    hits = await service.search(body.question, body.k, key_filters(key, body.filters), body.mode)
-    return SearchResults.of(hits)
+    hits = await service.search(body.question, body.k, key_filters(key, body.filters), body.mode, body.turns())
+    return SearchResults.of(service.engine.search_query(body.question, body.turns()), hits)
 
 
 @router.post("/ask", response_model=AnswerBody, responses=STREAMED,
@@ -43,22 +43,22 @@ async def ask(body: AskRequest, request: Request, service: ServiceDep,
     filters = key_filters(key, body.filters)
     if body.stream:
         return await _stream(service, body, filters, key, request)
-    answer = await service.ask(body.question, body.k, body.generator, filters, body.mode)
+    answer = await service.ask(body.question, body.k, body.generator, filters, body.mode, body.turns())
     return AnswerBody.of(await record_answer(service, request, answer, key), answer)
 
 
 async def _stream(service: Service, body: AskRequest, filters: list[str], key: ApiKey | None,
                   request: Request) -> EventSourceResponse:
-    items = service.ask_stream(body.question, body.k, body.generator, filters, body.mode)
+    items = service.ask_stream(body.question, body.k, body.generator, filters, body.mode, body.turns())
     first = await anext(items)  # errors before the first event (a bad filter, a full queue) are plain HTTP errors
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         item: Any = first
         try:
             while True:
-                if isinstance(item, list):
-                    passages = [PassageBody.model_validate(p, from_attributes=True) for p in item]
-                    yield _event("passages", PassagesEvent(passages=passages).model_dump())
+                if isinstance(item, Retrieved):
+                    passages = [PassageBody.model_validate(p, from_attributes=True) for p in item.passages]
+                    yield _event("passages", PassagesEvent(query=item.query, passages=passages).model_dump())
                 elif isinstance(item, str):
                     if item:
                         yield _event("token", {"text": item})

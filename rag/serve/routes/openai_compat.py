@@ -2,9 +2,12 @@
 SDKs that speak OpenAI (the official clients, Open WebUI, LibreChat, LangChain) can use the
 knowledge base as a model without a line of code of their own.
 
-Only the last user message is asked: `rag` answers one question from the passages, so earlier
-turns, system prompts and the sampling parameters a client sends (temperature, max_tokens,
-top_p, stop, seed, user, tools, ...) are accepted and ignored. Sources would be lost in the
+The last user message is the question and the user and assistant messages before it are the
+conversation: a follow-up ("and in Shanghai?") is searched as a standalone question (`query`)
+and answered in context. System and developer messages are accepted and ignored: rag's own
+instructions (quote the passages, cite them, say "I don't know") are not the client's to
+replace, and they are not searched either. Tool messages and the sampling parameters a client
+sends (temperature, max_tokens, top_p, stop, seed, user, tools, ...) are ignored too. Sources would be lost in the
 plain OpenAI shape, so the answer text keeps its `[n]` markers and the response carries one
 extra top-level field, `citations`: the validated citations of /v1/ask (number, doc_id,
 source, title, location, quote). Errors use OpenAI's body, `{"error": {"message", "type",
@@ -26,6 +29,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.citations import Answer
+from rag.conversation import Turn
 from rag.config import Settings
 from rag.errors import RagError
 from rag.serve.deps import ReadKey, ServiceDep, key_filters, record_answer
@@ -40,9 +44,13 @@ CHAT_DOC = """The last user message is the question (a string, or content parts 
 the model picks the generator: `rag` (the server's configured one), `rag-extractive`,
 `rag-local` or `rag-openai` (GET /v1/models lists those this server offers).
 
-The answer keeps its `[n]` markers, and the response has one extra top-level field,
+The user and assistant messages before it are the conversation: a follow-up is searched as a
+standalone question and answered in context. System and developer messages are ignored (rag's
+own instructions stand).
+
+The answer keeps its `[n]` markers, and the response has two extra top-level fields,
 `citations`: the validated citations (number, doc_id, source, title, location, quote) whose
-`number` is the `n` of a marker. The id is `chatcmpl-<answer id>`; POST /v1/feedback takes the
+`number` is the `n` of a marker, and `query`: what was searched. The id is `chatcmpl-<answer id>`; POST /v1/feedback takes the
 part after `chatcmpl-`.
 
 With `stream: true`: Server-Sent Events `data: {chat.completion.chunk}`, ending with
@@ -62,19 +70,31 @@ MODEL_PREFIX = "rag"
 def question_of(messages: list[ChatMessage]) -> str:
     """The last user message's text: the question. A 400 when there is none, or when it holds
     something other than text (an image cannot be looked up)."""
-    for message in reversed(messages):
-        if message.role != "user":
-            continue
-        content = message.content
-        if isinstance(content, list):
-            kinds = {part.type for part in content} - {"text"}
-            if kinds:
-                raise HTTPException(400, f"only text content can be asked about, not {', '.join(sorted(kinds))}")
-            content = "\n".join(part.text or "" for part in content)
-        if not content or not content.strip():
-            raise HTTPException(400, "the last user message has no text to ask about")
-        return content
-    raise HTTPException(400, "the conversation has no user message: the last one is the question")
+    return conversation_of(messages)[0]
+
+
+def conversation_of(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
+    """The question (the last user message's text) and the user and assistant turns before it,
+    oldest first (rag.conversation.recent drops an answer's citation markers). System, developer
+    and tool messages are not part of it."""
+    last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+    if last is None:
+        raise HTTPException(400, "the conversation has no user message: the last one is the question")
+    question = _text(messages[last], strict=True)
+    if not question.strip():
+        raise HTTPException(400, "the last user message has no text to ask about")
+    history = [Turn(m.role, _text(m)) for m in messages[:last] if m.role in ("user", "assistant")]  # type: ignore[arg-type]
+    return question, [t for t in history if t.content.strip()]
+
+
+def _text(message: ChatMessage, strict: bool = False) -> str:
+    content = message.content
+    if isinstance(content, list):
+        kinds = {part.type for part in content} - {"text"}
+        if kinds and strict:
+            raise HTTPException(400, f"only text content can be asked about, not {', '.join(sorted(kinds))}")
+        return "\n".join(part.text or "" for part in content if part.type == "text")
+    return content or ""
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -164,14 +184,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
     models = offered_models(service.settings)
     if body.model not in models:
         raise _model_not_found(body.model)
-    question = question_of(body.messages)
+    question, history = conversation_of(body.messages)
     generator = models[body.model]
     filters = key_filters(key)
     reply = _Reply(body.model)
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return await _stream(service, question, generator, filters, key, request, reply, include_usage)
-    answer = await service.ask(question, None, generator, filters)
+        return await _stream(service, question, history, generator, filters, key, request, reply, include_usage)
+    answer = await service.ask(question, None, generator, filters, None, history)
     return reply.completion(await record_answer(service, request, answer, key), answer)
 
 
@@ -185,7 +205,7 @@ class _Reply:
     def completion(self, answer_id: str, answer: Answer) -> ChatCompletion:
         return ChatCompletion(id=f"chatcmpl-{answer_id}", created=self.created, model=self.model,
                               choices=[Choice(index=0, message=AssistantMessage(content=answer.answer))],
-                              usage=Usage.of(answer), citations=citations(answer))
+                              usage=Usage.of(answer), citations=citations(answer), query=answer.query or answer.question)
 
     def chunk(self, completion_id: str, delta: dict[str, Any] | None, finish: str | None = None,
               **extra: Any) -> ServerSentEvent:
@@ -199,9 +219,9 @@ def citations(answer: Answer) -> list[CitationBody]:
     return [CitationBody.model_validate(c, from_attributes=True) for c in answer.citations]
 
 
-async def _stream(service: Service, question: str, generator: str | None, filters: list[str],
+async def _stream(service: Service, question: str, history: list[Turn], generator: str | None, filters: list[str],
                   key: ApiKey | None, request: Request, reply: _Reply, include_usage: bool) -> EventSourceResponse:
-    items = service.ask_stream(question, None, generator, filters)
+    items = service.ask_stream(question, None, generator, filters, None, history)
     first = await anext(items)  # errors before the first item (a bad filter, a full queue) are plain HTTP errors
     answer_id = new_answer_id()  # chosen now, so that every chunk carries the id feedback takes
     completion_id = f"chatcmpl-{answer_id}"
@@ -239,7 +259,8 @@ def _finish(answer: Answer, completion_id: str, streamed: str, reply: _Reply,
     events = []
     if answer.answer.startswith(streamed) and answer.answer != streamed:
         events.append(reply.chunk(completion_id, {"content": answer.answer[len(streamed):]}))
-    final = {"citations": [c.model_dump() for c in citations(answer)], "usage": Usage.of(answer).model_dump()}
+    final = {"citations": [c.model_dump() for c in citations(answer)], "usage": Usage.of(answer).model_dump(),
+             "query": answer.query or answer.question}
     if include_usage:  # OpenAI's usage chunk, with no choices, is then the last one
         events.append(reply.chunk(completion_id, {}, "stop"))
         events.append(reply.chunk(completion_id, None, **final))
