@@ -30,6 +30,10 @@ VAULT = ('# Vault <img src=x onerror="window.__pwned=1">\n\n'
          "The vault door opens with the phrase <script>window.__pwned=1</script> open sesame, said twice "
          '<img src=x onerror="window.__pwned=1"> at the door.\n')
 LEAVE_QUESTION = "How many days of annual leave does an employee get?"
+LIMIT_QUESTION = "What is the travel reimbursement limit?"
+# Follow-ups of LIMIT_QUESTION: the first means nothing alone, the second leans on the turns by its "And".
+APPROVES = "Who approves it?"
+LEAVE_TOO = "And how many days of annual leave does an employee get?"
 DONE = ("answered", "not-found", "passages", "failed")
 
 
@@ -107,12 +111,15 @@ def open_page(driver: Any, server: Server, key: str | None = None) -> None:
 
 
 def watch_answer(driver: Any) -> None:
-    """Records every state of the answer area, to tell a streamed answer from one shown whole."""
+    """Records every state of the latest answer (each question of the conversation gets its own
+    #answer, the earlier ones renamed), to tell a streamed answer from one shown whole."""
     driver.execute_script("""
         window.__seen = [];
-        const answer = document.getElementById('answer');
-        new MutationObserver(() => window.__seen.push([answer.getAttribute('aria-busy'), answer.textContent]))
-            .observe(answer, {subtree: true, childList: true, characterData: true, attributes: true});""")
+        new MutationObserver(() => {
+            const answer = document.getElementById('answer');
+            if (answer) window.__seen.push([answer.getAttribute('aria-busy'), answer.textContent]);
+        }).observe(document.getElementById('result'),
+                   {subtree: true, childList: true, characterData: true, attributes: true});""")
 
 
 def ask(driver: Any, question: str, button: str | None = None) -> str:
@@ -128,6 +135,30 @@ def ask(driver: Any, question: str, button: str | None = None) -> str:
     else:
         box.send_keys(Keys.ENTER)
     return wait(driver, lambda d: (state := by_id(d, "result").get_attribute("data-state")) in DONE and state)
+
+
+def record_asks(driver: Any) -> None:
+    """Keeps the body of every POST /v1/ask the page sends from now on, for `asked`."""
+    driver.execute_script("""
+        window.__asked = [];
+        const send = window.fetch;
+        window.fetch = (url, options = {}) => {
+            if (String(url).startsWith('/v1/ask')) window.__asked.push(JSON.parse(options.body));
+            return send(url, options);
+        };""")
+
+
+def asked(driver: Any) -> list[dict[str, Any]]:
+    return driver.execute_script("return window.__asked")
+
+
+def turns(driver: Any) -> list[Any]:
+    """The conversation's turns, in the order of the page."""
+    return driver.find_elements("css selector", "#thread article.turn")
+
+
+def part(turn: Any, name: str) -> Any:
+    return turn.find_element("css selector", f"[data-part={name}]")
 
 
 def page_errors(driver: Any) -> list[str]:
@@ -203,6 +234,109 @@ def test_a_reader_asks_with_the_keyboard_sees_the_answer_stream_in_and_checks_it
     assert any(r.rating == "down" and r.comment == "that was last year's figure" and r.question == LEAVE_QUESTION
                for r in ratings)
     assert page_errors(browser) == []
+
+
+def test_a_conversation_follows_up_each_answer_with_its_own_sources_until_a_new_one_starts(portal, browser):
+    """Three questions in a row are one conversation: each later one is sent with the turns
+    before it (searched as a standalone question the page shows), and is shown under them with
+    its own answer, citations and rating. "New conversation" forgets them all."""
+    from selenium.webdriver.support.ui import Select
+
+    browser.get_log("browser")
+    open_page(browser, portal, "reader")
+    record_asks(browser)
+    assert not shown(browser, "result") and not shown(browser, "new-conversation")
+
+    # 1. A question that stands alone is searched as it was asked.
+    assert ask(browser, LIMIT_QUESTION) == "answered"
+    assert by_id(browser, "searched").text == "Searched for: " + LIMIT_QUESTION
+    first = by_id(browser, "answer").text
+    assert "640 EUR" in first and "[1]" in first
+    assert by_id(browser, "question").get_attribute("value") == "", "the question moved into the thread"
+
+    # 2. "Who approves it?" means nothing alone (asked alone below, it is not found): with the
+    # turn before it, it is searched with the question it follows and answered from its document.
+    assert ask(browser, APPROVES) == "answered"
+    searched = by_id(browser, "searched-query").text
+    assert searched.startswith(APPROVES + " ") and LIMIT_QUESTION in searched
+    follow_up = by_id(browser, "answer").text
+    assert "approved by finance" in follow_up and "finance/limits.md" in by_id(browser, "citations").text
+
+    # 3. Another follow-up, searched with the question before it, answered from another document.
+    assert ask(browser, LEAVE_TOO) == "answered"
+    searched = by_id(browser, "searched-query").text
+    assert searched.startswith(LEAVE_TOO + " ") and APPROVES in searched
+    assert "25 days" in by_id(browser, "answer").text
+    sources = by_id(browser, "citations").text
+    assert "hr/leave.md" in sources and "limits.md" not in sources
+
+    # Each request carried the turns before it: the questions with the answers as they came.
+    bodies = asked(browser)
+    assert [b["question"] for b in bodies] == [LIMIT_QUESTION, APPROVES, LEAVE_TOO]
+    assert bodies[0]["history"] == [] and all(b["stream"] is True for b in bodies)
+    assert bodies[1]["history"] == [{"role": "user", "content": LIMIT_QUESTION},
+                                    {"role": "assistant", "content": first}]
+    second = bodies[2]["history"]
+    assert len(second) == 4 and second[:2] == bodies[1]["history"]
+    assert second[2:] == [{"role": "user", "content": APPROVES}, {"role": "assistant", "content": follow_up}]
+
+    # The thread, oldest at the top, each turn with its question, what was searched, its answer
+    # and its own sources; every id in the page once (the latest turn's are the bare ones).
+    thread = turns(browser)
+    assert [part(t, "turn-question").text for t in thread] == [LIMIT_QUESTION, APPROVES, LEAVE_TOO]
+    assert [t.location["y"] for t in thread] == sorted(t.location["y"] for t in thread)
+    assert all(t.get_attribute("data-state") == "answered" and part(t, "searched").is_displayed() for t in thread)
+    for turn, words, source in zip(thread, ("640 EUR", "approved by finance", "25 days"),
+                                   ("finance/limits.md", "finance/limits.md", "hr/leave.md")):
+        assert words in part(turn, "answer").text and part(turn, "answer").is_displayed()
+        assert part(turn, "citations").text.startswith("[1] ") and source in part(turn, "citations").text
+    assert browser.execute_script("const ids = [...document.querySelectorAll('[id]')].map(e => e.id);"
+                                  "return ids.length === new Set(ids).size")
+
+    # Each [1] opens its own turn's passage [1].
+    for turn, source in ((thread[0], "finance/limits.md"), (thread[2], "hr/leave.md"),
+                         (thread[1], "finance/limits.md")):
+        turn.find_element("css selector", "a.cite").click()
+        wait(browser, lambda d: shown(d, "viewer"))
+        assert by_id(browser, "viewer-source").text.endswith(source)
+        by_id(browser, "viewer-close").click()
+        wait(browser, lambda d: not shown(d, "viewer"))
+
+    # Each answer is rated by its own id: the first up, the last down.
+    part(thread[0], "rate-up").click()
+    wait(browser, lambda d: "Thank you" in part(thread[0], "feedback-status").text)
+    by_id(browser, "rate-down").click()
+    wait(browser, lambda d: "Thank you" in by_id(d, "feedback-status").text)
+    pressed = [[part(t, f"rate-{r}").get_attribute("aria-pressed") for r in ("up", "down")] for t in thread]
+    assert pressed == [["true", "false"], ["false", "false"], ["false", "true"]]
+    ratings = FeedbackStore(portal.index / "feedback.sqlite").ratings()
+    up = [r for r in ratings if r.rating == "up" and r.question == LIMIT_QUESTION]
+    down = [r for r in ratings if r.rating == "down" and r.question.startswith(LEAVE_TOO)]
+    assert len(up) == 1 and "640 EUR" in up[0].answer and len(down) == 1 and "25 days" in down[0].answer
+    assert page_errors(browser) == []
+
+    # A new conversation: the thread gone, the question box ready, and nothing sent along.
+    by_id(browser, "new-conversation").click()
+    assert turns(browser) == [] and not shown(browser, "result") and not shown(browser, "new-conversation")
+    assert browser.switch_to.active_element.get_attribute("id") == "question"
+    assert ask(browser, APPROVES) == "not-found"
+    assert by_id(browser, "searched-query").text == APPROVES and len(turns(browser)) == 1
+    assert asked(browser)[-1]["history"] == []
+
+    # A question that fails (here a filter the server refuses) is shown, and is no turn of the
+    # history; an answer of "I don't know" is one.
+    collection = by_id(browser, "f-collection")
+    browser.execute_script("arguments[0].add(new Option('broken', 'mtime>=soon'))", collection)
+    Select(collection).select_by_value("mtime>=soon")
+    assert ask(browser, LEAVE_QUESTION) == "failed"
+    assert part(turns(browser)[-1], "answer-note").is_displayed() and by_id(browser, "answer-note").text
+    assert by_id(browser, "question").get_attribute("value") == LEAVE_QUESTION, "given back to ask again"
+    Select(collection).select_by_value("")
+    assert ask(browser, LIMIT_QUESTION) == "answered"
+    assert asked(browser)[-1]["history"] == [{"role": "user", "content": APPROVES},
+                                             {"role": "assistant", "content": "I don't know."}]
+    assert [t.get_attribute("data-state") for t in turns(browser)] == ["not-found", "failed", "answered"]
+    assert all("/v1/ask" in e for e in page_errors(browser)), "only the refused question"
 
 
 def test_a_read_key_sees_no_upload_area_and_the_server_refuses_it_anyway(portal, browser):

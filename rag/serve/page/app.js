@@ -1,6 +1,7 @@
-/* The portal page of `rag serve`: ask, check the sources, filter, rate; with a write key, upload
-   and manage documents. Plain JavaScript with no build step and nothing fetched from elsewhere;
-   it calls the same /v1 routes as any client, with the key its user enters.
+/* The portal page of `rag serve`: ask, follow up in a conversation, check the sources, filter,
+   rate; with a write key, upload and manage documents. Plain JavaScript with no build step and
+   nothing fetched from elsewhere; it calls the same /v1 routes as any client, with the key its
+   user enters.
 
    Safety rule: whatever comes from the server (answers, passages, titles, file names, messages)
    enters the page as text only: textContent, or text nodes through createElement and append.
@@ -12,6 +13,8 @@
   const KEY_STORAGE = "rag.key";
   const PAGE_SIZE = 20;
   const POLL_MS = 700;
+  // The earlier turns sent with a question: the last 12 messages, six questions with their answers.
+  const HISTORY_MESSAGES = 12;
 
   const STRINGS = {
     en: {
@@ -35,7 +38,9 @@
       questionLabel: "Your question",
       questionPlaceholder: "For example: How many days of annual leave do I get?",
       questionHelp: "Enter asks; Shift+Enter starts a new line.",
+      followHelp: "Your question follows on from the conversation above. Enter asks; Shift+Enter starts a new line.",
       ask: "Ask",
+      newConversation: "New conversation",
       emptyQuestion: "Type a question first.",
       filtersLegend: "Look only in",
       collection: "Collection",
@@ -60,7 +65,9 @@
       notFoundStatus: "Not found in the knowledge base.",
       passagesFoundStatus: "{n} matching passages.",
       cutOff: "The answer was cut off; ask again.",
-      answerHeading: "Answer",
+      stopped: "Stopped: the next question was asked before this answer was finished.",
+      conversationHeading: "Conversation",
+      searchedFor: "Searched for:",
       notFoundHeading: "Not found in the knowledge base",
       notFoundText: "The documents you may see do not answer this question, so no answer was made up. Below are the passages that were read: try other words, or fewer filters.",
       notFoundClosest: "No passage matched the question closely enough to be read. These came closest: try other words, or fewer filters.",
@@ -142,7 +149,9 @@
       questionLabel: "您的问题",
       questionPlaceholder: "例如：我每年有几天年假？",
       questionHelp: "按 Enter 提问，Shift+Enter 换行。",
+      followHelp: "您的问题将接着上面的对话。按 Enter 提问，Shift+Enter 换行。",
       ask: "提问",
+      newConversation: "新对话",
       emptyQuestion: "请先输入问题。",
       filtersLegend: "只在以下范围查找",
       collection: "文档集",
@@ -167,7 +176,9 @@
       notFoundStatus: "知识库中没有找到答案。",
       passagesFoundStatus: "找到 {n} 个相关段落。",
       cutOff: "回答被中断，请重新提问。",
-      answerHeading: "回答",
+      stopped: "已停止：这个回答完成之前已提出下一个问题。",
+      conversationHeading: "对话",
+      searchedFor: "检索内容：",
       notFoundHeading: "知识库中没有找到答案",
       notFoundText: "您可以查看的文档中没有这个问题的答案，因此没有编造回答。下面是已阅读的段落：请换个说法，或减少筛选条件。",
       notFoundClosest: "没有段落与问题足够接近，因此没有阅读任何段落。以下是最接近的段落：请换个说法，或减少筛选条件。",
@@ -249,10 +260,9 @@
     me: null,
     lang: (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en",
     facets: null,
-    run: null,          // the AbortController of the question being answered
-    question: "",       // the question last asked
-    answer: null,       // the last `answer` event's data
-    rating: null,
+    run: null,          // the AbortController of the question being answered (the latest turn's)
+    turns: [],          // the conversation, oldest first: see beginTurn
+    turnsMade: 0,       // numbers the turns' element ids, never reused
     docs: null,         // the last page of /v1/documents
     docsOffset: 0,
     docsRequest: 0,
@@ -298,16 +308,22 @@
     state.lang = lang;
     document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
     document.title = t("title");
-    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
-    for (const node of document.querySelectorAll("[data-i18n-placeholder]")) {
-      node.placeholder = t(node.dataset.i18nPlaceholder);
-    }
+    translate(document);
     $("documents-caption").textContent = t("documentsCaption");
-    $("rate-up").setAttribute("aria-label", t("feedbackQuestion") + " " + t("up"));
-    $("rate-down").setAttribute("aria-label", t("feedbackQuestion") + " " + t("down"));
     renderWho();
     fillFilters();
     renderDocuments();
+  }
+
+  /** The page's own words within root, in the language in use (a turn's, when it is made). */
+  function translate(root) {
+    for (const node of root.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+    for (const node of root.querySelectorAll("[data-i18n-placeholder]")) {
+      node.placeholder = t(node.dataset.i18nPlaceholder);
+    }
+    for (const node of root.querySelectorAll("[data-rating]")) {
+      node.setAttribute("aria-label", t("feedbackQuestion") + " " + t(node.dataset.rating));
+    }
   }
 
   const formatName = (name) => FORMATS[state.lang][name] || FORMATS.en[name] || name || "—";
@@ -367,25 +383,19 @@
     return error.message;
   }
 
-  /* A question or search that failed, unless a newer one has replaced it. */
-function failRun(run, error) {
-  if (state.run !== run) return;
-  $("result").dataset.state = "failed";
-  setStatus("");
-  fail(error);
-}
+  /** What went wrong, for any error: the server's refusal, or fetch (TypeError) or this page failing. */
+  function problem(error) {
+    if (error instanceof ApiError) return explain(error);
+    return error instanceof TypeError ? t("networkError") : String(error.message || error);
+  }
 
-function fail(error) {
+  function fail(error) {
     if (error.name === "AbortError") return;
-    if (!(error instanceof ApiError)) {  // fetch itself failed (TypeError), or this page did
-      showError(error instanceof TypeError ? t("networkError") : String(error.message || error));
-      return;
-    }
-    if (error.status === 401) {
+    if (error instanceof ApiError && error.status === 401) {
       askForKey(t("keyExpired"));
       return;
     }
-    showError(explain(error));
+    showError(problem(error));
   }
 
   /** Server-Sent Events from a fetch response: {name, data} with data parsed as JSON. */
@@ -431,7 +441,7 @@ function fail(error) {
     state.me = null;
     state.key = "";
     sessionStorage.removeItem(KEY_STORAGE);
-    if (state.run) state.run.abort();
+    clearConversation();  // what the last key was shown is not for the next one
     $("app").hidden = true;
     $("forget").hidden = true;
     $("key-section").hidden = false;
@@ -544,33 +554,6 @@ function fail(error) {
     $("error").hidden = !text;
   }
 
-  /** A fresh result area for a new question (the one before, if still streaming, is dropped). */
-  function beginRun() {
-    if (state.run) state.run.abort();
-    const run = new AbortController();
-    state.run = run;
-    state.answer = null;
-    state.rating = null;
-    showError("");
-    $("result").hidden = false;
-    $("result").dataset.state = "waiting";  // then streaming, answered, not-found, passages or failed
-    $("not-found").hidden = true;
-    $("answer").hidden = false;
-    $("answer").replaceChildren();
-    $("answer").classList.remove("streaming");
-    $("answer-note").hidden = true;
-    $("sources-box").hidden = true;
-    $("citations").replaceChildren();
-    $("feedback").hidden = true;
-    $("comment-form").hidden = true;
-    $("comment").value = "";
-    $("feedback-status").textContent = "";
-    for (const id of ["rate-up", "rate-down"]) $(id).setAttribute("aria-pressed", "false");
-    $("passages-box").hidden = true;
-    $("passages").replaceChildren();
-    return run;
-  }
-
   function question() {
     const text = $("question").value.trim();
     if (!text) {
@@ -579,20 +562,154 @@ function fail(error) {
       return "";
     }
     setLanguage(languageOf(text));
-    state.question = text;
     return text;
+  }
+
+  // -- the conversation -----------------------------------------------------------------------
+
+  /* Each question is a turn of the thread, oldest at the top: its own elements (cloned from
+     #turn-template), passages, citations and rating. The latest turn's parts have the bare ids
+     ("answer", "citations", "rate-up"), earlier turns' the same ids with "-<n>" after. The
+     conversation lives in this page only: a reload, "New conversation" or another key ends it. */
+
+  /** The earlier turns as /v1/ask and /v1/search take them, oldest first: each question that
+      was answered ("I don't know" included) with the answer's text as received. A question that
+      failed or was stopped, and "Show passages only", are not sent. */
+  function history() {
+    const messages = [];
+    for (const turn of state.turns) {
+      if (turn.reply === null) continue;
+      messages.push({role: "user", content: turn.question}, {role: "assistant", content: turn.reply});
+    }
+    return messages.slice(-HISTORY_MESSAGES);
+  }
+
+  const latestTurn = () => state.turns[state.turns.length - 1];
+  const camel = (name) => name.replace(/-(\w)/g, (_, c) => c.toUpperCase());
+
+  /** Ids for the turn's parts: the bare part names for the latest turn, numbered for the others. */
+  function nameParts(turn, latest) {
+    const id = (part) => (latest ? part : `${part}-${turn.n}`);
+    for (const node of turn.node.querySelectorAll("[data-part]")) node.id = id(node.dataset.part);
+    for (const label of turn.node.querySelectorAll("label[data-label-for]")) label.htmlFor = id(label.dataset.labelFor);
+    turn.node.setAttribute("aria-labelledby", id("turn-question"));
+  }
+
+  /** A new turn at the end of the thread, for a question (one still being answered is stopped). */
+  function beginTurn(text) {
+    stopRun();
+    showError("");
+    const node = $("turn-template").content.firstElementChild.cloneNode(true);
+    translate(node);
+    const parts = {};
+    for (const part of node.querySelectorAll("[data-part]")) parts[camel(part.dataset.part)] = part;
+    const turn = {
+      n: ++state.turnsMade, question: text,
+      query: "",       // what the server searched: the question, or a follow-up's standalone form
+      answer: null,    // the `answer` event's data
+      reply: null,     // the answer's text once it has come whole: then the turn is history
+      rating: null, run: new AbortController(), node, parts,
+    };
+    parts.turnQuestion.textContent = text;
+    parts.rateUp.addEventListener("click", () => rate(turn, "up"));
+    parts.rateDown.addEventListener("click", () => rate(turn, "down"));
+    parts.commentForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const comment = parts.comment.value.trim();
+      if (comment) rate(turn, turn.rating || "down", comment);
+    });
+    if (latestTurn()) nameParts(latestTurn(), false);
+    nameParts(turn, true);
+    state.turns.push(turn);
+    state.run = turn.run;
+    $("thread").append(node);
+    $("result").hidden = false;
+    setTurnState(turn, "waiting");
+    renderConversation();
+    return turn;
+  }
+
+  /** waiting, then streaming, answered, not-found, passages, failed or stopped; #result says the latest's. */
+  function setTurnState(turn, value) {
+    turn.node.dataset.state = value;
+    if (turn === latestTurn()) $("result").dataset.state = value;
+  }
+
+  function endStreaming(turn) {
+    turn.parts.answer.classList.remove("streaming");
+    turn.parts.answer.setAttribute("aria-busy", "false");
+  }
+
+  /** Stops the question being answered, if any: its turn keeps what came, marked as stopped. */
+  function stopRun() {
+    const run = state.run;
+    if (!run) return;
+    state.run = null;
+    run.abort();
+    const turn = state.turns.find((each) => each.run === run);
+    if (turn && turn.reply === null) {
+      endStreaming(turn);
+      setTurnState(turn, "stopped");
+      note(turn, t("stopped"));
+    }
+  }
+
+  /** A question or search that failed, unless a newer one has replaced it: said in its turn too. */
+  function failRun(turn, error) {
+    if (state.run !== turn.run || error.name === "AbortError") return;
+    setTurnState(turn, "failed");
+    setStatus("");
+    note(turn, problem(error), true);
+    if (!$("question").value) $("question").value = turn.question;  // to ask again
+    fail(error);
+  }
+
+  /** "New conversation": the thread and its history gone, the question box ready for a first question. */
+  function newConversation() {
+    clearConversation();
+    setStatus("");
+    showError("");
+    $("question").focus();
+  }
+
+  function clearConversation() {
+    stopRun();
+    state.turns = [];
+    $("thread").replaceChildren();
+    $("result").hidden = true;
+    $("result").dataset.state = "";
+    renderConversation();
+  }
+
+  /** The "New conversation" button while there is one; the help says a question follows on. */
+  function renderConversation() {
+    $("new-conversation").hidden = !state.turns.length;
+    const help = $("question-help");
+    help.dataset.i18n = history().length ? "followHelp" : "questionHelp";
+    help.textContent = t(help.dataset.i18n);
+  }
+
+  /** The "Searched for" line: what the server searched, a follow-up's standalone form. */
+  function showSearched(turn, query) {
+    if (typeof query !== "string" || !query) return;
+    turn.query = query;
+    turn.parts.searchedQuery.textContent = query;
+    turn.parts.searched.classList.toggle("rewritten", query !== turn.question);
+    turn.parts.searched.hidden = false;
   }
 
   async function ask() {
     const text = question();
     if (!text) return;
-    const run = beginRun();
-    const body = {question: text, stream: true, filters: chosenFilters(), k: chosenK()};
-    const answer = $("answer");
+    const earlier = history();
+    const turn = beginTurn(text);
+    $("question").value = "";  // it is in the thread now; given back if it fails
+    const {run, parts} = turn;
+    const body = {question: text, stream: true, history: earlier, filters: chosenFilters(), k: chosenK()};
     const streamed = document.createTextNode("");
-    answer.append(streamed);
-    answer.classList.add("streaming");
-    answer.setAttribute("aria-busy", "true");
+    parts.answer.append(streamed);
+    parts.answer.classList.add("streaming");
+    parts.answer.setAttribute("aria-busy", "true");
     setStatus(t("searching"));
     let finished = false;
     try {
@@ -603,85 +720,92 @@ function fail(error) {
       if (!response.ok) throw await apiError(response);
       for await (const event of serverEvents(response)) {
         if (event.name === "passages") {
-          showPassages(event.data.passages, "passagesRead", false);
+          showSearched(turn, event.data.query);
+          showPassages(turn, event.data.passages, "passagesRead", false);
           if (event.data.passages.length) setStatus(t("writing", {n: event.data.passages.length}));
         } else if (event.name === "token") {
           streamed.appendData(event.data.text);
-          $("result").dataset.state = "streaming";
+          setTurnState(turn, "streaming");
         } else if (event.name === "answer") {
           finished = true;
-          await showAnswer(event.data, text, body.filters, run);
+          await showAnswer(turn, event.data, body.filters);
         } else if (event.name === "error") {
           throw new ApiError(event.data.status, event.data.detail);
         }
       }
       if (!finished) throw new ApiError(-1, t("cutOff"));
     } catch (error) {
-      failRun(run, error);
+      failRun(turn, error);
     } finally {
       if (state.run === run) {
-        answer.classList.remove("streaming");
-        answer.setAttribute("aria-busy", "false");
+        endStreaming(turn);
         state.run = null;
       }
     }
   }
 
-  async function showAnswer(data, text, filters, run) {
-    state.answer = data;
-    const answer = $("answer");
+  async function showAnswer(turn, data, filters) {
+    const {parts} = turn;
+    turn.answer = data;
+    turn.reply = data.answer;
+    showSearched(turn, data.query);
+    renderConversation();
     const byNumber = new Map(data.passages.map((p) => [p.number, p]));
-    $("feedback").hidden = !data.id;
+    parts.feedback.hidden = !data.id;
     if (data.abstained) {
-      answer.replaceChildren();
-      answer.hidden = true;
-      $("not-found").hidden = false;
+      parts.answer.replaceChildren();
+      parts.answer.hidden = true;
+      parts.notFound.hidden = false;
       setStatus(t("notFoundStatus"));
       if (data.passages.length) {
-        $("not-found-text").textContent = t("notFoundText");
-        showPassages(data.passages, "passagesRead", true);
+        parts.notFoundText.textContent = t("notFoundText");
+        showPassages(turn, data.passages, "passagesRead", true);
       } else {
-        await showClosest(text, filters, run);
+        await showClosest(turn, turn.query || turn.question, filters);
       }
-      note(data.warnings.join(" "));
-      $("result").dataset.state = "not-found";
+      note(turn, data.warnings.join(" "));
+      setTurnState(turn, "not-found");
       return;
     }
-    answer.replaceChildren(...answerNodes(data.answer, byNumber));
+    parts.answer.replaceChildren(...answerNodes(turn, data.answer, byNumber));
     const citations = data.citations.map((c) => {
       const passage = byNumber.get(c.number) || {...c, text: c.quote};
-      const link = el("a", {href: `#passage-${c.number}`, class: "source-link"}, `[${c.number}] ${c.title}`);
+      const link = el("a", {href: "#" + passageId(turn, c.number), class: "source-link"}, `[${c.number}] ${c.title}`);
       link.addEventListener("click", (event) => {
         event.preventDefault();
-        openPassage(passage);
+        openPassage(turn, passage);
       });
       return el("li", {}, link, " ", el("span", {class: "meta"}, [c.source, c.location].filter(Boolean).join(" · ")));
     });
-    $("citations").replaceChildren(...citations);
-    $("sources-box").hidden = !citations.length;
-    note([data.grounded ? "" : t("ungrounded"), ...data.warnings].filter(Boolean).join(" "));
+    parts.citations.replaceChildren(...citations);
+    parts.sourcesBox.hidden = !citations.length;
+    note(turn, [data.grounded ? "" : t("ungrounded"), ...data.warnings].filter(Boolean).join(" "));
     setStatus(data.citations.length === 1 ? t("answerReadyOne") : t("answerReady", {n: data.citations.length}));
-    $("result").dataset.state = "answered";
+    setTurnState(turn, "answered");
   }
 
-  function note(text) {
-    $("answer-note").textContent = text;
-    $("answer-note").hidden = !text;
+  function note(turn, text, error = false) {
+    const line = turn.parts.answerNote;
+    line.textContent = text;
+    line.classList.toggle("error", error);
+    line.hidden = !text;
   }
 
-  /** The answer's text with each [n] a link that opens passage n. */
-  function answerNodes(text, byNumber) {
+  const passageId = (turn, number) => `passage-${turn.n}-${number}`;
+
+  /** The answer's text with each [n] a link that opens passage n of this turn. */
+  function answerNodes(turn, text, byNumber) {
     const nodes = [];
     let last = 0;
     for (const match of text.matchAll(/\[(\d+)\]/g)) {
       nodes.push(text.slice(last, match.index));
       const passage = byNumber.get(Number(match[1]));
       if (passage) {
-        const link = el("a", {href: `#passage-${passage.number}`, class: "cite",
+        const link = el("a", {href: "#" + passageId(turn, passage.number), class: "cite",
           "aria-label": t("openSource", {n: passage.number, title: passage.title})}, match[0]);
         link.addEventListener("click", (event) => {
           event.preventDefault();
-          openPassage(passage);
+          openPassage(turn, passage);
         });
         nodes.push(link);
       } else {
@@ -693,36 +817,43 @@ function fail(error) {
     return nodes;
   }
 
-  /** When no passage was good enough to be read, the closest ones, so a person sees why. */
-  async function showClosest(text, filters, run) {
+  /** When no passage was good enough to be read, the closest ones to what was searched, so a
+      person sees why. */
+  async function showClosest(turn, query, filters) {
+    const {parts} = turn;
     try {
-      const found = await api("/v1/search", {method: "POST", signal: run.signal, body: {question: text, filters, k: 3}});
+      const found = await api("/v1/search", {method: "POST", signal: turn.run.signal,
+        body: {question: query, filters, k: 3}});
       const passages = found.hits.map(hitPassage);
-      $("not-found-text").textContent = passages.length ? t("notFoundClosest") : t("notFoundNone");
-      if (passages.length) showPassages(passages, "passagesClosest", true);
+      parts.notFoundText.textContent = passages.length ? t("notFoundClosest") : t("notFoundNone");
+      if (passages.length) showPassages(turn, passages, "passagesClosest", true);
     } catch (error) {
-      $("not-found-text").textContent = t("notFoundNone");
+      parts.notFoundText.textContent = t("notFoundNone");
       if (error.name === "AbortError") throw error;
     }
   }
 
+  /** "Show passages only": a turn of the thread too, searched in the conversation's context,
+      but no turn of its history (it has no answer). */
   async function searchOnly() {
     const text = question();
     if (!text) return;
-    const run = beginRun();
-    $("answer").hidden = true;
+    const earlier = history();
+    const turn = beginTurn(text);
+    turn.parts.answer.hidden = true;
     setStatus(t("searching"));
     try {
-      const found = await api("/v1/search", {method: "POST", signal: run.signal,
-        body: {question: text, filters: chosenFilters(), k: chosenK(), mode: $("mode").value}});
+      const found = await api("/v1/search", {method: "POST", signal: turn.run.signal,
+        body: {question: text, history: earlier, filters: chosenFilters(), k: chosenK(), mode: $("mode").value}});
+      showSearched(turn, found.query);
       const passages = found.hits.map(hitPassage);
-      showPassages(passages, "passagesFound", true);
+      showPassages(turn, passages, "passagesFound", true);
       setStatus(t("passagesFoundStatus", {n: passages.length}));
-      $("result").dataset.state = "passages";
+      setTurnState(turn, "passages");
     } catch (error) {
-      failRun(run, error);
+      failRun(turn, error);
     } finally {
-      if (state.run === run) state.run = null;
+      if (state.run === turn.run) state.run = null;
     }
   }
 
@@ -734,23 +865,24 @@ function fail(error) {
             title: meta.title || hit.doc_id, location, score: hit.score};
   }
 
-  function showPassages(passages, heading, open) {
-    $("passages-summary").textContent = t(heading, {n: passages.length});
-    $("passages").replaceChildren(...passages.map((p) => {
+  function showPassages(turn, passages, heading, open) {
+    const {parts} = turn;
+    parts.passagesSummary.textContent = t(heading, {n: passages.length});
+    parts.passages.replaceChildren(...passages.map((p) => {
       // Scores mean something only within one search mode: shown where the mode was chosen.
       const score = heading === "passagesFound" && typeof p.score === "number" ? t("match", {score: p.score.toFixed(2)}) : "";
       const meta = [p.source, p.location, score].filter(Boolean).join(" · ");
       const button = el("button", {type: "button", class: "quiet", "aria-label": `${t("open")}: [${p.number}] ${p.title}`},
         t("open"));
-      button.addEventListener("click", () => openPassage(p));
-      return el("li", {id: `passage-${p.number}`, class: "passage"},
+      button.addEventListener("click", () => openPassage(turn, p));
+      return el("li", {id: passageId(turn, p.number), class: "passage"},
         el("div", {class: "passage-head"}, el("span", {class: "badge"}, `[${p.number}]`), " ",
           el("strong", {}, p.title || p.doc_id), " ", el("span", {class: "meta"}, meta)),
         el("p", {class: "passage-snippet"}, p.text),
         button);
     }));
-    $("passages-box").hidden = !passages.length;
-    $("passages-box").open = open;
+    parts.passagesBox.hidden = !passages.length;
+    parts.passagesBox.open = open;
   }
 
   // -- the passage viewer ---------------------------------------------------------------------
@@ -802,10 +934,10 @@ function fail(error) {
     return {fragment, marks: merged.length};
   }
 
-  function openPassage(passage) {
-    // The answer's words; without an answer, the question's, to show why the passage came up.
-    const answered = state.answer && !state.answer.abstained ? state.answer.answer : "";
-    const {fragment, marks} = highlighted(passage.text || "", answered || state.question);
+  function openPassage(turn, passage) {
+    // The answer's words; without an answer, those searched for, to show why the passage came up.
+    const answered = turn.answer && !turn.answer.abstained ? turn.answer.answer : "";
+    const {fragment, marks} = highlighted(passage.text || "", answered || turn.query || turn.question);
     $("viewer-title").textContent = passage.title || passage.doc_id;
     $("viewer-source").textContent = passage.source || passage.doc_id;
     $("viewer-location").textContent = passage.location || "—";
@@ -819,21 +951,23 @@ function fail(error) {
 
   // -- feedback -------------------------------------------------------------------------------
 
-  async function rate(rating, comment) {
-    const id = state.answer && state.answer.id;
+  /** A rating (and comment) of one turn's answer, by the id its `answer` event gave it. */
+  async function rate(turn, rating, comment) {
+    const id = turn.answer && turn.answer.id;
     if (!id) return;
-    state.rating = rating;
-    $("rate-up").setAttribute("aria-pressed", String(rating === "up"));
-    $("rate-down").setAttribute("aria-pressed", String(rating === "down"));
+    const {parts} = turn;
+    turn.rating = rating;
+    parts.rateUp.setAttribute("aria-pressed", String(rating === "up"));
+    parts.rateDown.setAttribute("aria-pressed", String(rating === "down"));
     const body = {answer_id: id, rating};
     if (comment) body.comment = comment;
     try {
       await api("/v1/feedback", {method: "POST", body});
-      $("feedback-status").textContent = comment ? t("thanksComment") : t("thanks");
-      $("comment-form").hidden = false;
+      parts.feedbackStatus.textContent = comment ? t("thanksComment") : t("thanks");
+      parts.commentForm.hidden = false;
     } catch (error) {
       if (error.status === 401) fail(error);
-      else $("feedback-status").textContent = explain(error);
+      else parts.feedbackStatus.textContent = explain(error);
     }
   }
 
@@ -1033,16 +1167,10 @@ function fail(error) {
       }
     });
     $("search-button").addEventListener("click", searchOnly);
+    $("new-conversation").addEventListener("click", newConversation);
     $("viewer-close").addEventListener("click", () => $("viewer").close());
     $("viewer").addEventListener("click", (event) => {  // a click on the backdrop closes it
       if (event.target === $("viewer")) $("viewer").close();
-    });
-    $("rate-up").addEventListener("click", () => rate("up"));
-    $("rate-down").addEventListener("click", () => rate("down"));
-    $("comment-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      const comment = $("comment").value.trim();
-      if (comment) rate(state.rating || "down", comment);
     });
 
     $("files").addEventListener("change", () => uploadFiles($("files").files));
