@@ -1,6 +1,7 @@
 """The framework adapters (rag.integrations) on real indexes and a real `rag serve`: LangChain's
-retriever and answering runnable, LlamaIndex's retriever and query engine (when
-llama-index-core is installed), and the README's examples run as written."""
+retriever and answering runnable, LlamaIndex's retriever, query engine and chat engine (when
+llama-index-core is installed), conversations given as each framework's messages, and the
+README's examples run as written."""
 
 from __future__ import annotations
 
@@ -12,12 +13,25 @@ import pytest
 from conftest import REPO, write_sample_docs
 from serving import FINANCE_FACT, free_port
 
+from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
+
 from rag import Engine, RagError, Settings
-from rag.integrations.client import RemoteError, base_url, question_of
+from rag.conversation import Turn
+from rag.integrations.client import RemoteError, base_url, conversation_of, question_of
 from rag.integrations.langchain import RagRetriever
 
 LEAVE = "How many days of annual leave does an employee get?"
 REIMBURSEMENT = "What is the travel reimbursement limit per trip?"
+# A follow-up that means nothing alone: after E-451's question it asks how to clear that error
+# (manual.pdf, page 2); alone it matches the password-reset FAQ better.
+ERROR = "What does error code E-451 mean?"
+FIX = "How do I fix it?"
+ERROR_CHAT = [SystemMessage("You are the robot's help desk."), HumanMessage(ERROR),
+              AIMessage("E-451 means the lidar sensor is blocked."), HumanMessage(FIX)]
+# The served knowledge's follow-up: after the leave question it asks how to request leave
+# (leave.md); alone it matches travel.md ("Book trips through the travel portal") better.
+REQUEST = "How do I request them?"
+LEAVE_CHAT = [HumanMessage(LEAVE), AIMessage("Every employee gets 25 days of annual leave."), HumanMessage(REQUEST)]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +84,63 @@ def test_k_filters_and_mode_go_to_the_engine_as_given(kb):
         RagRetriever(engine=kb, filters=["no operator here"]).invoke("badge")
 
 
+def test_k_filters_mode_and_history_per_call_replace_the_retrievers(kb):
+    retriever = RagRetriever(engine=kb, k=3, filters=["collection=default"])
+    assert len(retriever.invoke(ERROR)) == 3 and len(retriever.invoke(ERROR, k=1)) == 1
+    assert len(asyncio.run(retriever.ainvoke(ERROR, k=2))) == 2
+    assert [len(docs) for docs in retriever.batch([ERROR, LEAVE], k=1)] == [1, 1]
+    docs = retriever.invoke("badge password", k=2, filters=["doc_id=faq-*"], mode="bm25")
+    hits = kb.search("badge password", 2, ["doc_id=faq-*"], "bm25")
+    assert [(d.metadata["doc_id"], d.metadata["score"]) for d in docs] == [(h.doc_id, h.score) for h in hits]
+    assert len(retriever.invoke(ERROR)) == 3, "a call's options are that call's only"
+    for bad, message in ((dict(k=0), "k must"), (dict(k=1001), "k must"), (dict(k="2"), "k must"),
+                         (dict(top_k=2), "not top_k"), (dict(mode="fuzzy"), "mode must"),
+                         (dict(filters="doc_id=faq-1"), "filters must"), (dict(history="text"), "list of messages")):
+        with pytest.raises(RagError, match=message):
+            retriever.invoke(ERROR, **bad)
+
+
+def test_a_follow_up_in_langchain_messages_is_searched_in_context(kb):
+    retriever = RagRetriever(engine=kb, k=3)
+    alone = retriever.invoke(FIX)
+    assert alone[0].metadata["doc_id"] != "manual.pdf", "alone, the follow-up does not find the error"
+    in_context = retriever.invoke(ERROR_CHAT)
+    assert in_context[0].metadata["doc_id"] == "manual.pdf" and "E-451" in in_context[0].page_content
+    history = [{"role": "user", "content": ERROR},
+               {"role": "assistant", "content": "E-451 means the lidar sensor is blocked."}]
+    assert [d.id for d in in_context] == [str(h.chunk_id) for h in kb.search(FIX, 3, history=history)]
+    same = [retriever.invoke({"question": FIX, "chat_history": ERROR_CHAT[:3]}),  # MessagesPlaceholder's shape
+            retriever.invoke([("system", "Be brief."), ("human", ERROR), ("ai", "Blocked lidar."), ("human", FIX)]),
+            retriever.invoke(FIX, history=ERROR_CHAT[:3]),
+            asyncio.run(retriever.ainvoke(ERROR_CHAT)),
+            retriever.batch([ERROR_CHAT])[0]]
+    assert all([d.id for d in docs] == [d.id for d in in_context] for docs in same)
+    with pytest.raises(RagError, match="already holds the conversation"):
+        retriever.invoke(ERROR_CHAT, history=ERROR_CHAT[:3])
+    with pytest.raises(RagError, match="no question"):
+        retriever.invoke([SystemMessage("Be brief."), AIMessage("Hello!")])
+
+
+def test_messages_become_the_question_and_its_history():
+    turns = [{"role": "user", "content": ERROR}, {"role": "assistant", "content": "Blocked lidar."}]
+    expected = (FIX, turns)
+    assert conversation_of([HumanMessage(ERROR), AIMessage("Blocked lidar."), HumanMessage(FIX)]) == expected
+    assert conversation_of([SystemMessage("sys"), HumanMessage(ERROR), AIMessage("Blocked lidar."),
+                            AIMessage("", tool_calls=[{"name": "lookup", "args": {}, "id": "1"}]),
+                            ToolMessage("tool output", tool_call_id="1"), HumanMessage(FIX)]) == expected
+    assert conversation_of([ChatMessage(role="user", content=ERROR), {"role": "assistant", "content": "Blocked lidar."},
+                            HumanMessage([{"type": "text", "text": FIX}])]) == expected
+    assert conversation_of([Turn("user", ERROR), Turn("assistant", "Blocked lidar."), FIX]) == expected
+    assert conversation_of({"input": FIX, "history": turns}) == conversation_of({"messages": turns + [("user", FIX)]})
+    assert conversation_of(HumanMessage(FIX)) == conversation_of(("human", FIX)) == conversation_of(FIX) == (FIX, [])
+    assert conversation_of([HumanMessage(ERROR), HumanMessage(FIX), AIMessage("late")]) == (
+        FIX, [{"role": "user", "content": ERROR}]), "the last human message is the question"
+    for bad, message in (([("robot", "beep")], "not a message"), ({"question": FIX, "chat_history": "Human: hi"},
+                                                                  "return_messages"), (42, "no question")):
+        with pytest.raises(RagError, match=message):
+            conversation_of(bad)
+
+
 def test_async_batch_and_sync_agree(kb):
     retriever = RagRetriever(engine=kb, k=2)
     questions = ["paid vacation", "printer floor"]
@@ -95,12 +166,23 @@ def test_the_answerer_returns_rags_cited_answer(kb):
     reply = answerer.invoke("How many days of paid vacation do employees get?")
     assert "27 days" in reply["answer"] and re.search(r"\[\d\]", reply["answer"])
     assert reply["abstained"] is False and reply["grounded"] is True and reply["generator"] == "extractive"
-    assert reply["citations"][0]["doc_id"] == "handbook.md"
+    assert reply["citations"][0]["doc_id"] == "handbook.md" and reply["query"] == reply["question"]
     assert {"number", "doc_id", "source", "title", "location", "quote"} == set(reply["citations"][0])
     same = asyncio.run(answerer.ainvoke({"question": "How many days of paid vacation do employees get?"}))
     assert same["answer"] == reply["answer"]
     with pytest.raises(RagError, match="no question"):
         answerer.invoke({"query_text": "wrong key"})
+
+
+def test_the_answerer_answers_a_follow_up_in_context(kb):
+    answerer = RagRetriever(engine=kb).as_answerer(generator="extractive")
+    alone = answerer.invoke(FIX)
+    assert alone["query"] == FIX and "manual.pdf" not in {c["doc_id"] for c in alone["citations"]}
+    reply = answerer.invoke(ERROR_CHAT)
+    assert reply["question"] == FIX and reply["query"] != FIX and "E-451" in reply["query"]
+    assert "clean the lens" in reply["answer"] and reply["citations"][0]["doc_id"] == "manual.pdf"
+    later = asyncio.run(answerer.ainvoke({"question": FIX, "chat_history": ERROR_CHAT[:3]}))
+    assert (later["query"], later["answer"]) == (reply["query"], reply["answer"])
 
 
 def test_where_from_is_checked_before_anything_loads():
@@ -143,6 +225,24 @@ def test_a_served_index_gives_the_same_documents(served):
     only_finance = RagRetriever(url=served.base + "/v1", api_key=served.tokens["reader"],  # OpenAI-style URL too
                                 filters=["collection=finance"])
     assert {d.metadata["collection"] for d in only_finance.invoke(LEAVE)} == {"finance"}
+
+
+@pytest.mark.slow
+def test_a_served_retriever_takes_k_and_history_per_call(served):
+    retriever = RagRetriever(url=served.base, api_key=served.tokens["hr"], k=2)
+    assert len(retriever.invoke(LEAVE)) == 2 and len(retriever.invoke(LEAVE, k=1)) == 1
+    assert len(asyncio.run(retriever.ainvoke(LEAVE, k=1))) == 1
+    assert retriever.invoke(REQUEST)[0].metadata["doc_id"] != "leave.md", "alone, it is not about leave"
+    for docs in (retriever.invoke(LEAVE_CHAT), asyncio.run(retriever.ainvoke(LEAVE_CHAT)),
+                 retriever.invoke({"question": REQUEST, "chat_history": LEAVE_CHAT[:2]})):
+        assert docs[0].metadata["doc_id"] == "leave.md"
+    long_chat = LEAVE_CHAT[:2] * 150  # more turns than the service takes: the most recent are sent
+    assert retriever.invoke(REQUEST, history=long_chat)[0].metadata["doc_id"] == "leave.md"
+    with pytest.raises(RagError, match="k must"):
+        retriever.invoke(LEAVE, k=0)  # checked here, before the request
+    reply = retriever.as_answerer(generator="extractive").invoke(LEAVE_CHAT)
+    assert reply["question"] == REQUEST and "annual leave" in reply["query"]
+    assert reply["citations"][0]["doc_id"] == "leave.md" and reply["id"]
 
 
 @pytest.mark.slow
@@ -214,6 +314,59 @@ def test_llama_index_query_engine_answers_with_citations(kb):
     assert cited and cited[0].node.metadata["number"] == response.metadata["citations"][0]["number"]
     later = asyncio.run(engine.aquery("How many days of paid vacation do employees get?"))
     assert later.response == response.response
+
+
+def test_llama_index_chat_engine_remembers_the_conversation(kb):
+    module = llama_index()
+    from llama_index.core.llms import ChatMessage as LlamaMessage
+
+    chat = module.RagRetriever(engine=kb, filters=["collection=default"]).as_chat_engine(generator="extractive")
+    first = chat.chat(ERROR)
+    assert "lidar" in first.response and first.metadata["query"] == ERROR
+    second = chat.chat(FIX)
+    assert second.metadata["query"] != FIX and "E-451" in second.metadata["query"], "the follow-up, understood"
+    cited = [n.node.metadata["doc_id"] for n in second.source_nodes if n.node.metadata["cited"]]
+    assert cited[0] == "manual.pdf" and "clean the lens" in str(second)
+    assert [(m.role.value, m.content) for m in chat.chat_history] == [
+        ("user", ERROR), ("assistant", first.response), ("user", FIX), ("assistant", second.response)]
+    chat.reset()
+    assert chat.chat_history == []
+    forgotten = chat.chat(FIX)
+    assert forgotten.metadata["query"] == FIX
+    assert "manual.pdf" not in {c["doc_id"] for c in forgotten.metadata["citations"]}
+    given = chat.chat(FIX, chat_history=[LlamaMessage(role="system", content="Be brief."),
+                                         LlamaMessage(role="user", content=ERROR)])  # replaces the memory
+    assert given.metadata["query"] == second.metadata["query"] and len(chat.chat_history) == 4
+    streamed = chat.stream_chat(ERROR, chat_history=[])
+    assert list(streamed.response_gen) == [first.response], "the whole answer, in one piece"
+    assert streamed.source_nodes and len(chat.chat_history) == 2
+
+
+def test_llama_index_chat_engine_async(kb):
+    module = llama_index()
+    chat = module.RagRetriever(engine=kb).as_chat_engine(generator="extractive")
+
+    async def converse() -> tuple[str, list[str]]:
+        await chat.achat(ERROR)
+        streamed = await chat.astream_chat(FIX)
+        pieces = [piece async for piece in streamed.async_response_gen()]
+        return streamed.source_nodes[0].node.metadata["doc_id"], pieces
+
+    top, pieces = asyncio.run(converse())
+    assert top == "manual.pdf" and len(pieces) == 1 and "clean the lens" in pieces[0]
+    assert len(chat.chat_history) == 4 and chat.chat_history[-1].content == pieces[0]
+
+
+@pytest.mark.slow
+def test_llama_index_chat_engine_over_a_service(served):
+    module = llama_index()
+    chat = module.RagRetriever(url=served.base, api_key=served.tokens["hr"]).as_chat_engine(generator="extractive")
+    assert "25 days" in chat.chat(LEAVE).response
+    follow_up = chat.chat(REQUEST)
+    assert "annual leave" in follow_up.metadata["query"] and follow_up.metadata["id"]
+    assert follow_up.source_nodes[0].node.metadata["doc_id"] == "leave.md"
+    chat.reset()
+    assert chat.chat(REQUEST).metadata["query"] == REQUEST
 
 
 @pytest.mark.slow

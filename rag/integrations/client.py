@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -23,6 +25,13 @@ from rag.records import Hit
 
 Mode = Literal["hybrid", "dense", "bm25"]
 Generator = Literal["local", "openai", "extractive"]
+# A conversation's earlier turns as the Engine and the service take them: {"role": "user" or
+# "assistant", "content": text}, oldest first.
+Turns = list[dict[str, str]]
+
+# The most earlier turns `rag serve` takes in one request (its history limit); the Engine reads
+# only the last few of them (rag.conversation.RECENT_TURNS), so the older ones are not sent.
+MAX_TURNS = 200
 
 # Answers from a CPU-bound generator can take a while; the service answers 504 after its own
 # serve.timeout, so this only has to be longer than that.
@@ -43,18 +52,22 @@ class Backend(Protocol):
     """What the adapters need: ranked passages and cited answers, sync and async.
 
     `ask` returns the `rag ask --json` object (question, answer, citations, passages, abstained,
-    grounded, warnings, timings, ...); from a service it also has the answer's `id`, which
-    POST /v1/feedback refers to.
+    grounded, warnings, timings, query, ...); from a service it also has the answer's `id`, which
+    POST /v1/feedback refers to. `history` is the conversation before the question (Turns): a
+    follow-up ("How do I fix it?") is then searched as a standalone question, the answer's `query`.
     """
 
-    def search(self, question: str, k: int | None, filters: list[str], mode: Mode | None) -> list[Hit]: ...
+    def search(self, question: str, k: int | None, filters: list[str], mode: Mode | None,
+               history: Turns | None = None) -> list[Hit]: ...
 
-    async def asearch(self, question: str, k: int | None, filters: list[str], mode: Mode | None) -> list[Hit]: ...
+    async def asearch(self, question: str, k: int | None, filters: list[str], mode: Mode | None,
+                      history: Turns | None = None) -> list[Hit]: ...
 
-    def ask(self, question: str, k: int | None, filters: list[str], generator: Generator | None) -> dict[str, Any]: ...
+    def ask(self, question: str, k: int | None, filters: list[str], generator: Generator | None,
+            history: Turns | None = None) -> dict[str, Any]: ...
 
-    async def aask(self, question: str, k: int | None, filters: list[str],
-                   generator: Generator | None) -> dict[str, Any]: ...
+    async def aask(self, question: str, k: int | None, filters: list[str], generator: Generator | None,
+                   history: Turns | None = None) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
 
@@ -69,20 +82,23 @@ class LocalBackend:
         self._owned = owned
         self._lock = threading.Lock()
 
-    def search(self, question: str, k: int | None, filters: list[str], mode: Mode | None) -> list[Hit]:
+    def search(self, question: str, k: int | None, filters: list[str], mode: Mode | None,
+               history: Turns | None = None) -> list[Hit]:
         with self._lock:
-            return self.engine.search(question, k, filters, mode)
+            return self.engine.search(question, k, filters, mode, history or None)
 
-    async def asearch(self, question: str, k: int | None, filters: list[str], mode: Mode | None) -> list[Hit]:
-        return await asyncio.to_thread(self.search, question, k, filters, mode)
+    async def asearch(self, question: str, k: int | None, filters: list[str], mode: Mode | None,
+                      history: Turns | None = None) -> list[Hit]:
+        return await asyncio.to_thread(self.search, question, k, filters, mode, history)
 
-    def ask(self, question: str, k: int | None, filters: list[str], generator: Generator | None) -> dict[str, Any]:
+    def ask(self, question: str, k: int | None, filters: list[str], generator: Generator | None,
+            history: Turns | None = None) -> dict[str, Any]:
         with self._lock:
-            return self.engine.ask(question, k, generator, filters).as_dict()
+            return self.engine.ask(question, k, generator, filters, history=history or None).as_dict()
 
-    async def aask(self, question: str, k: int | None, filters: list[str],
-                   generator: Generator | None) -> dict[str, Any]:
-        return await asyncio.to_thread(self.ask, question, k, filters, generator)
+    async def aask(self, question: str, k: int | None, filters: list[str], generator: Generator | None,
+                   history: Turns | None = None) -> dict[str, Any]:
+        return await asyncio.to_thread(self.ask, question, k, filters, generator, history)
 
     def close(self) -> None:
         if self._owned:  # an Engine the caller passed in is the caller's to close
@@ -105,21 +121,23 @@ class RemoteBackend:
         # Made here, not on first use: LangChain's batch calls from several threads at once.
         self._client = httpx.Client(headers=self._headers, timeout=timeout)
 
-    def search(self, question: str, k: int | None, filters: list[str], mode: Mode | None) -> list[Hit]:
-        body = self._post("/v1/search", {"question": question, "k": k, "filters": filters, "mode": mode})
+    def search(self, question: str, k: int | None, filters: list[str], mode: Mode | None,
+               history: Turns | None = None) -> list[Hit]:
+        body = self._post("/v1/search", _body(question, k, filters, history, mode=mode))
         return [hit_from_json(hit) for hit in body["hits"]]
 
-    async def asearch(self, question: str, k: int | None, filters: list[str], mode: Mode | None) -> list[Hit]:
-        body = await self._apost("/v1/search", {"question": question, "k": k, "filters": filters, "mode": mode})
+    async def asearch(self, question: str, k: int | None, filters: list[str], mode: Mode | None,
+                      history: Turns | None = None) -> list[Hit]:
+        body = await self._apost("/v1/search", _body(question, k, filters, history, mode=mode))
         return [hit_from_json(hit) for hit in body["hits"]]
 
-    def ask(self, question: str, k: int | None, filters: list[str], generator: Generator | None) -> dict[str, Any]:
-        return self._post("/v1/ask", {"question": question, "k": k, "filters": filters, "generator": generator})
+    def ask(self, question: str, k: int | None, filters: list[str], generator: Generator | None,
+            history: Turns | None = None) -> dict[str, Any]:
+        return self._post("/v1/ask", _body(question, k, filters, history, generator=generator))
 
-    async def aask(self, question: str, k: int | None, filters: list[str],
-                   generator: Generator | None) -> dict[str, Any]:
-        return await self._apost("/v1/ask", {"question": question, "k": k, "filters": filters,
-                                             "generator": generator})
+    async def aask(self, question: str, k: int | None, filters: list[str], generator: Generator | None,
+                   history: Turns | None = None) -> dict[str, Any]:
+        return await self._apost("/v1/ask", _body(question, k, filters, history, generator=generator))
 
     def close(self) -> None:
         self._client.close()
@@ -193,19 +211,144 @@ def hit_metadata(hit: Hit) -> dict[str, Any]:
             "chunk_id": hit.chunk_id, "score": hit.score}
 
 
+# What each framework calls a message's sender, as rag's turns name it; None: not a turn of the
+# conversation (a system prompt instructs a model, and rag's generator has its own; a tool's or
+# function's output is data for an agent, not something the user said).
+_ROLES: dict[str, str | None] = {
+    "human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "model": "assistant",
+    "chatbot": "assistant", "system": None, "developer": None, "tool": None, "function": None}
+_QUESTION_KEYS = ("question", "input", "query")
+
+
 def question_of(value: Any) -> str:
-    """A question from what a chain passes on: the text itself, or a mapping with "question"
-    (LangChain's and LlamaIndex's usual input key; "input" and "query" are accepted too)."""
+    """A question from what a chain passes on (see conversation_of), without its history."""
+    return conversation_of(value)[0]
+
+
+def conversation_of(value: Any) -> tuple[str, Turns]:
+    """The question and the conversation before it, from what a chain or chat passes on:
+
+    - the question's text;
+    - a mapping with "question" (LangChain's and LlamaIndex's usual input key; "input" and
+      "query" are accepted too) and, for a follow-up, its earlier messages under "history" or
+      "chat_history" (LangChain's MessagesPlaceholder("chat_history")); or only "messages";
+    - a list of messages: LangChain's (HumanMessage, AIMessage, ...), ("human", text) tuples,
+      {"role", "content"} dicts, LlamaIndex ChatMessages, or plain text (a human message).
+
+    In a list, the last human message is the question and the human and AI messages before it
+    are the history (user and assistant turns); system and tool messages are left out (rag's
+    generator has its own instructions, and a tool's output is not something the user said).
+    """
     if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        for key in ("question", "input", "query"):
-            if isinstance(value.get(key), str):
-                return value[key]
-        raise RagError(f"the input has no question: expected a string or a dict with \"question\", got keys "
-                       f"{sorted(value)}")
-    raise RagError(f"the input has no question: expected a string or a dict with \"question\", got "
-                   f"{type(value).__name__}")
+        return value, []
+    if isinstance(value, Mapping):
+        if "messages" in value and not any(key in value for key in _QUESTION_KEYS):
+            return _last_question(turns_of(value["messages"], "messages"))
+        question = next((value[key] for key in _QUESTION_KEYS if isinstance(value.get(key), str)), None)
+        if question is None:
+            raise RagError(f"the input has no question: expected a string, a dict with \"question\" or a list of "
+                           f"messages, got keys {sorted(map(str, value))}")
+        key = "history" if value.get("history") is not None else "chat_history"
+        return question, turns_of(value.get(key), key)
+    if _is_message(value) or isinstance(value, tuple) and len(value) == 2 and str(value[0]).lower() in _ROLES:
+        return _last_question(turns_of([value]))  # one message
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        return _last_question(turns_of(value))
+    raise RagError(f"the input has no question: expected a string, a dict with \"question\" or a list of messages, "
+                   f"got {type(value).__name__}")
+
+
+def turns_of(messages: Any, where: str = "history") -> Turns:
+    """rag's turns from a conversation's messages (any kind conversation_of takes), oldest first:
+    human and AI messages, each as {"role": "user" or "assistant", "content": text}; system and
+    tool messages and empty ones left out."""
+    if messages is None:
+        return []
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise RagError(f"{where}: expected a list of messages, got {type(messages).__name__} (a chat memory "
+                       "that gives its history as text should give messages: return_messages=True)")
+    turns = []
+    for n, message in enumerate(messages):
+        role, content = _role_and_content(message)
+        if not isinstance(role, str) or role.lower() not in _ROLES:
+            raise RagError(f"{where}[{n}]: not a message rag knows (a human or AI message, (role, text), "
+                           f"{{\"role\", \"content\"}}; role {role!r})")
+        text = _text(content)
+        if text is None:
+            raise RagError(f"{where}[{n}]: the message's content is not text")
+        if _ROLES[role.lower()] and text.strip():
+            turns.append({"role": _ROLES[role.lower()], "content": text})  # type: ignore[dict-item]
+    return turns
+
+
+def _last_question(turns: Turns) -> tuple[str, Turns]:
+    for n in range(len(turns) - 1, -1, -1):
+        if turns[n]["role"] == "user":
+            return turns[n]["content"], turns[:n]
+    raise RagError("the messages hold no question: expected a human (user) message among them")
+
+
+def _is_message(value: Any) -> bool:
+    return hasattr(value, "content") and (hasattr(value, "role") or hasattr(value, "type"))
+
+
+def _role_and_content(message: Any) -> tuple[Any, Any]:
+    """(role, content) of a LangChain message (its `type`; a ChatMessage's `role`), a LlamaIndex
+    ChatMessage or rag Turn (`role`), a mapping ("role" or "type"), a (role, content) pair, or text."""
+    if isinstance(message, str):
+        return "human", message
+    if isinstance(message, Mapping):
+        role, content = message.get("role") or message.get("type"), message.get("content")
+    elif isinstance(message, (tuple, list)) and len(message) == 2:
+        role, content = message
+    else:
+        role = getattr(message, "role", None) or getattr(message, "type", None)
+        content = getattr(message, "content", None)
+    return (role.value if isinstance(role, Enum) else role), content
+
+
+def _text(content: Any) -> str | None:
+    """A message's text: LangChain's content may be a list of blocks, of which the text ones count."""
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        parts = [part if isinstance(part, str) else part.get("text") for part in content
+                 if isinstance(part, str) or isinstance(part, Mapping) and part.get("type") == "text"]
+        return "\n".join(part for part in parts if isinstance(part, str))
+    return None
+
+
+def check_k(k: Any) -> int | None:
+    """`k` as the service takes it (1 to 1000 passages, or None for the index's own setting)."""
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000):
+        raise RagError(f"k must be a whole number between 1 and 1000, not {k!r}")
+    return k
+
+
+def check_mode(mode: Any) -> Mode | None:
+    """`mode` as the Engine takes it: hybrid, dense or bm25 (None: the index's own setting)."""
+    if mode not in (None, "hybrid", "dense", "bm25"):
+        raise RagError(f"mode must be hybrid, dense or bm25, not {mode!r}")
+    return mode
+
+
+def check_filters(filters: Any) -> list[str]:
+    """`filters` as a list of `rag search --filter` expressions (one string alone is a mistake:
+    its letters are not expressions)."""
+    if filters is None:
+        return []
+    if isinstance(filters, str) or not isinstance(filters, Sequence) or not all(isinstance(f, str) for f in filters):
+        raise RagError(f"filters must be a list of expressions such as [\"collection=hr\"], not {filters!r}")
+    return list(filters)
+
+
+def _body(question: str, k: int | None, filters: list[str], history: Turns | None, **options: Any) -> dict[str, Any]:
+    """A /v1/search or /v1/ask body; no "history" for a first question, and only the turns the
+    service takes (MAX_TURNS, the most recent)."""
+    recent = list(history[-MAX_TURNS:]) if history else None
+    return {"question": question, "k": k, "filters": filters, "history": recent, **options}
 
 
 def _without_none(body: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,9 @@ answers with `rag`'s citations.
     nodes = retriever.retrieve("How many days of annual leave?")               # list[NodeWithScore]
     response = retriever.as_query_engine().query("How many days of annual leave?")
     print(response.response, response.metadata["citations"])
+    chat = retriever.as_chat_engine()                     # a conversation: follow-ups in context
+    chat.chat("What does error code E-451 mean?")
+    print(chat.chat("How do I fix it?").metadata["query"])  # what the follow-up was searched as
 
 An optional extra (`pip install 'rag[llamaindex]'`, which brings llama-index-core only). The
 retriever plugs into LlamaIndex wherever a `BaseRetriever` does (RetrieverQueryEngine, routers,
@@ -17,25 +20,37 @@ logic of its own.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 try:
     from llama_index.core.base.base_query_engine import BaseQueryEngine
     from llama_index.core.base.base_retriever import BaseRetriever
+    from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
     from llama_index.core.base.response.schema import Response
     from llama_index.core.callbacks import CallbackManager
+    from llama_index.core.chat_engine.types import AgentChatResponse, BaseChatEngine, StreamingAgentChatResponse
     from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle, RelatedNodeInfo, TextNode
 except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise ImportError("rag.integrations.llama_index needs llama-index-core: pip install 'rag[llamaindex]'") from exc
 
 from rag.config import Settings
 from rag.engine import Engine
-from rag.errors import RagError
-from rag.integrations.client import DEFAULT_TIMEOUT, Backend, Generator, Mode, connect, hit_metadata
+from rag.integrations.client import (
+    DEFAULT_TIMEOUT,
+    Backend,
+    Generator,
+    Mode,
+    check_k,
+    check_mode,
+    connect,
+    hit_metadata,
+    turns_of,
+)
 from rag.records import Hit
 
-__all__ = ["RagQueryEngine", "RagRetriever", "to_node"]
+__all__ = ["RagChatEngine", "RagQueryEngine", "RagRetriever", "to_node"]
 
 # Ids and scores help a program, not a model: LlamaIndex leaves these out of the text it embeds
 # or puts in a prompt, and keeps title, source and location there (location already says the
@@ -65,13 +80,9 @@ class RagRetriever(BaseRetriever):
                  k: int | None = None, filters: list[str] | None = None, mode: Mode | None = None,
                  timeout: float = DEFAULT_TIMEOUT, settings: Settings | None = None, engine: Engine | None = None,
                  callback_manager: CallbackManager | None = None, verbose: bool = False) -> None:
-        if k is not None and not 1 <= k <= 1000:
-            raise RagError(f"k must be between 1 and 1000, not {k}")
-        if mode not in (None, "hybrid", "dense", "bm25"):
-            raise RagError(f"mode must be hybrid, dense or bm25, not {mode!r}")
-        self.k = k
+        self.k = check_k(k)
         self.filters = list(filters or [])
-        self.mode = mode
+        self.mode = check_mode(mode)
         self._backend: Backend = connect(index, url, api_key, engine=engine, settings=settings, timeout=timeout)
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
@@ -87,6 +98,12 @@ class RagRetriever(BaseRetriever):
         """A query engine that answers through the same index or service, with this retriever's
         filters (see RagQueryEngine)."""
         return RagQueryEngine(self._backend, self.filters, generator, k, callback_manager or self.callback_manager)
+
+    def as_chat_engine(self, generator: Generator | None = None, k: int | None = None,
+                       chat_history: Sequence[ChatMessage] | None = None) -> RagChatEngine:
+        """A chat engine that answers follow-ups in the context of the conversation so far,
+        through the same index or service, with this retriever's filters (see RagChatEngine)."""
+        return RagChatEngine(self._backend, self.filters, generator, k, chat_history)
 
     def close(self) -> None:
         """Release the HTTP connections, or the Engine's open index (not an `engine` passed in)."""
@@ -121,6 +138,83 @@ class RagQueryEngine(BaseQueryEngine):
 
     def _get_prompt_modules(self) -> dict[str, Any]:
         return {}  # rag's prompts live in its config.toml ([prompt]), not in LlamaIndex
+
+
+class RagChatEngine(BaseChatEngine):
+    """A conversation with `rag`, without a LlamaIndex LLM: each message is answered by `rag`
+    with the turns before it, so a follow-up ("How do I fix it?") is searched as a standalone
+    question (the response's `metadata["query"]`) and answered in context.
+
+    The engine remembers the conversation itself (`chat_history`; `reset()` forgets it); a
+    `chat_history` given to a call replaces what it remembered, as LlamaIndex's own chat engines
+    do. Only user and assistant messages reach `rag` (system and tool messages are left out).
+    One engine holds one conversation: give each user an engine of their own.
+
+    `chat()` returns an AgentChatResponse: `response` is the answer text with `[n]` markers,
+    `source_nodes` the numbered passages (metadata `cited` when the answer cites one), and
+    `metadata` the rest of the `rag ask --json` object (citations, query, abstained, ...).
+    `stream_chat()` answers in one piece: its stream yields the whole answer once, as the
+    Backend answers whole (no metadata; the source nodes are there). Made by
+    `RagRetriever.as_chat_engine()`.
+    """
+
+    def __init__(self, backend: Backend, filters: list[str], generator: Generator | None = None,
+                 k: int | None = None, chat_history: Sequence[ChatMessage] | None = None) -> None:
+        self._backend = backend
+        self._filters = list(filters)
+        self._generator = generator
+        self._k = check_k(k)
+        self._history: list[ChatMessage] = list(chat_history or [])
+
+    @property
+    def chat_history(self) -> list[ChatMessage]:
+        return list(self._history)
+
+    def reset(self) -> None:
+        self._history = []
+
+    def chat(self, message: str, chat_history: list[ChatMessage] | None = None) -> AgentChatResponse:
+        if chat_history is not None:
+            self._history = list(chat_history)
+        answer = self._backend.ask(message, self._k, self._filters, self._generator, turns_of(self._history))
+        return self._remember(message, answer)
+
+    async def achat(self, message: str, chat_history: list[ChatMessage] | None = None) -> AgentChatResponse:
+        if chat_history is not None:
+            self._history = list(chat_history)
+        answer = await self._backend.aask(message, self._k, self._filters, self._generator,
+                                          turns_of(self._history))
+        return self._remember(message, answer)
+
+    def stream_chat(self, message: str, chat_history: list[ChatMessage] | None = None) -> StreamingAgentChatResponse:
+        return _in_one_piece(self.chat(message, chat_history))
+
+    async def astream_chat(self, message: str,
+                           chat_history: list[ChatMessage] | None = None) -> StreamingAgentChatResponse:
+        return _in_one_piece(await self.achat(message, chat_history))
+
+    def _remember(self, message: str, answer: dict[str, Any]) -> AgentChatResponse:
+        """The turn goes into the memory only once answered: a failed call leaves it as it was."""
+        response = _response(answer)
+        self._history += [ChatMessage(role=MessageRole.USER, content=message),
+                          ChatMessage(role=MessageRole.ASSISTANT, content=answer["answer"])]
+        return AgentChatResponse(response=answer["answer"], source_nodes=response.source_nodes,
+                                 metadata=response.metadata)
+
+
+def _in_one_piece(response: AgentChatResponse) -> StreamingAgentChatResponse:
+    """A streaming response whose stream (sync and async) yields the whole answer once."""
+    reply = ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=response.response),
+                         delta=response.response)
+
+    def stream() -> Iterator[ChatResponse]:
+        yield reply
+
+    async def astream() -> AsyncIterator[ChatResponse]:
+        yield reply
+
+    return StreamingAgentChatResponse(response=response.response, source_nodes=response.source_nodes,
+                                      chat_stream=stream(), achat_stream=astream(), is_writing_to_memory=False)
 
 
 def to_node(hit: Hit) -> NodeWithScore:
