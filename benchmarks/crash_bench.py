@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Iterator
 
 from benchmark_record import append_section, machine
+from rag.index.writer import COMMIT_STARTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASE_DOCS = 2000
@@ -60,7 +61,7 @@ MIN_DELAY = 0.5
 # Every second kill lands in the commit: within this many seconds after the writer logs that it
 # builds BM25, it writes FAISS, the manifest, fsyncs, renames and swaps CURRENT (about 0.1 s for
 # 2,000 abstracts here).
-COMMIT_STAGE = "stage: building the BM25 index"
+COMMIT_STAGE = COMMIT_STARTS  # the writer's own line, so that the two cannot drift apart
 COMMIT_WINDOW = 0.15
 MAX_ATTEMPTS_FACTOR = 3  # runs that finish before their kill are redrawn, up to this many attempts per kill
 

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # What FAISS (RuntimeError), SQLite and the OS raise when storage gives out.
 STORAGE_ERRORS = (OSError, sqlite3.Error, RuntimeError)
+# Logged when the commit starts (benchmarks/crash_bench.py times kills inside the commit from it).
+COMMIT_STARTS = "stage: building the BM25 postings"
 
 
 class IndexWriter:
@@ -313,7 +315,7 @@ class IndexWriter:
         if self._template is None and self._needs_training():
             self._template, self._template_files = committing.save_template(self.folder, self._next_segment,
                                                                             vectors.index)
-        log.info("stage: building the BM25 postings")
+        log.info(COMMIT_STARTS)
         chunks, edits = self.chunks, self.edits
         assert chunks is not None
         chunks.rows.fill_tokens(self._bm25_tokens, self._retokenize)
