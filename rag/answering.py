@@ -63,6 +63,15 @@ class Asked:
         return self.query if self.rewritten else self.question
 
     @property
+    def earlier_names(self) -> list[str]:
+        """The names a combined query brought from the earlier turns: the follow-up is about one
+        of them ("how many parking spaces does the office there have?" after a question about
+        Shanghai), though not necessarily all."""
+        if not self.contextual or self.rewritten:
+            return []
+        return unmentioned_names(self.query, [self.question])
+
+    @property
     def asked_text(self) -> str:
         """What the person said: words an answer takes from it restate the question (an entity
         named two turns ago) rather than claim anything of their own."""
@@ -73,7 +82,7 @@ class Asked:
 class Rewriting:
     """How follow-ups are made standalone (answer.rewrite, [prompt] rewrite_*)."""
 
-    mode: str = "off"  # "auto", "combine" or "off"
+    mode: str = "off"  # "rewrite" (by a chat generator), "combine" or "off"
     templates: dict[Language, RewriteTemplates] = field(default_factory=dict)
     max_tokens: int = 48
     timeout: float = 10.0  # seconds a rewrite may take before the combined query is searched instead
@@ -141,7 +150,7 @@ class Answerer:
         """The generator's standalone form of each follow-up; None where it is not asked (a
         generator that does not converse, answer.rewrite "combine", a language without templates)
         or gives none in time (a failure, answer.rewrite_timeout, a reply that is no question)."""
-        if self.rewriting.mode != "auto" or not getattr(self.generator, "converses", False):
+        if self.rewriting.mode != "rewrite" or not getattr(self.generator, "converses", False):
             return [None] * len(conversations)
         templates = [self.rewriting.templates.get(detect_language(q)) for q, _ in conversations]
         asked = [i for i, t in enumerate(templates) if t is not None]
@@ -261,6 +270,11 @@ class Answerer:
         # A name no passage mentions was already dealt with before generating (_check_names).
         unseen = set(unmentioned_names(asked.about, _named(prompt.passages)))
         missing = [n for n in unmentioned_names(asked.about, _named(holders)) if n not in unseen]
+        # Of the earlier turns' names that some passage mentions, the holder must mention one:
+        # Lisbon's page does not answer a follow-up about the Shanghai office.
+        seen = set(asked.earlier_names) - set(unmentioned_names(asked.query, _named(prompt.passages)))
+        if seen and seen <= set(unmentioned_names(asked.query, _named(holders))):
+            missing += [n for n in asked.earlier_names if n in seen]
         if not missing:
             return text, citations, grounded, False
         problem = "the passage holding this answer does not mention " + ", ".join(repr(n) for n in missing)

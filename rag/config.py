@@ -148,7 +148,7 @@ class ServeSettings(_Section):
 
 class AnswerSettings(_Section):
     generator: GeneratorName
-    rewrite: Literal["auto", "combine", "off"]
+    rewrite: Literal["auto", "rewrite", "combine", "off"]
     rewrite_max_tokens: int = Field(ge=8, le=512)
     rewrite_timeout: float = Field(gt=0, le=600)
     k: int = Field(ge=1, le=100)

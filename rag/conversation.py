@@ -93,13 +93,17 @@ def needs_context(question: str, history: list[Turn]) -> bool:
         core = re.sub(r"[^\u3400-\u9fff]", "", text)
         return (text.startswith(_ZH_OPENERS) or any(a in text for a in _ZH_ANAPHORS)
                 or text.rstrip("？?。 ").endswith("呢") or len(core) <= 6)
-    lowered = text.lower()
     words = _WORD.findall(text)
-    # "IT" (the department) is not "it": a pronoun is written in lower case, or capitalised first.
-    anaphor = any(w.lower() in _ANAPHORS and (w.islower() or (i == 0 and w[1:].islower()))
-                  for i, w in enumerate(words))
     content = [w for w in words if w.lower().strip("'’") not in _STOPWORDS and len(w) > 1]
-    return anaphor or lowered.startswith(_OPENERS) or len(content) <= 2
+    return _points_back(text) or text.lower().startswith(_OPENERS) or len(content) <= 2
+
+
+def _points_back(text: str) -> bool:
+    """Whether an English question has a pronoun or demonstrative ("it", "there") standing for
+    something named before. "IT" (the department) is not "it": a pronoun is written in lower
+    case, or capitalised first."""
+    return any(w.lower() in _ANAPHORS and (w.islower() or (i == 0 and w[1:].islower()))
+               for i, w in enumerate(_WORD.findall(text)))
 
 
 # -- a standalone question without a model -------------------------------------------------------
@@ -128,22 +132,30 @@ def combined_query(question: str, history: list[Turn]) -> str:
     newest words come first, and a chain of follow-ups ("and in Shanghai?", "and in Austin?")
     still reaches the question that named the topic."""
     asked = [t.content for t in history if t.role == "user" and t.content.strip()]
-    parts, newer = [question], question
+    parts, replacing = [question], _replacing_names(question)
     for previous in reversed(asked[-MAX_COMBINED:]):
-        parts.append(_without_replaced_names(previous, newer))
+        parts.append(_without_replaced_names(previous, replacing))
         if not needs_context(previous, [Turn("user", p) for p in asked[:asked.index(previous)]] or []):
             break
-        newer = f"{newer} {previous}"
+        replacing = replacing + _replacing_names(previous)
     return re.sub(r"\s+([?.!,;:？。])", r"\1", " ".join(" ".join(parts).split()))
 
 
-def _without_replaced_names(previous: str, newer: str) -> str:
-    """`previous` without the names `newer` replaces: when the newer question names something
+def _replacing_names(question: str) -> list[str]:
+    """The names a question puts in place of earlier ones: all of its names, unless it points
+    back ("What does error E-404 mean on it?" asks about the robot named before, and E-404
+    replaces nothing)."""
+    return [] if _points_back(question) else _names(question)
+
+
+def _without_replaced_names(previous: str, replacing: list[str]) -> str:
+    """`previous` without the names a newer question replaced: when it names something
     (Shanghai), the earlier question's other names (Lisbon) are what it replaced."""
-    if not _names(newer):
+    if not replacing:
         return previous
+    named = " ".join(replacing)
     for name in _names(previous):
-        if name not in newer:
+        if name not in named:
             previous = previous.replace(name, " ")
     return previous
 

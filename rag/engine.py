@@ -46,6 +46,16 @@ def verify_mode(setting: str, generator: str) -> str:
     return "warn" if generator == "openai" else "abstain"
 
 
+def rewrite_mode(setting: str, generator: str) -> str:
+    """answer.rewrite for a generator: "auto" has an OpenAI-compatible model rewrite follow-ups
+    and combines them for the others. The embedded 1.5B model's rewrite took seconds on a 2-core
+    CPU and found no more than the combined query (docs/benchmarks.md, conversation_bench), so
+    it reads the turns when it answers instead; "rewrite" asks it anyway."""
+    if setting != "auto":
+        return setting
+    return "rewrite" if generator == "openai" else "combine"
+
+
 class Engine:
     """Index documents and search them. Models load on first use and are reused."""
 
@@ -219,8 +229,8 @@ class Engine:
             return self.retriever().search_many(questions, k, timings, filters, mode)  # type: ignore[arg-type]
 
         answer = self.settings.answer
-        rewriting = Rewriting(answer.rewrite, rewrite_templates_from_settings(self.settings), answer.rewrite_max_tokens,
-                              answer.rewrite_timeout)
+        rewriting = Rewriting(rewrite_mode(answer.rewrite, name), rewrite_templates_from_settings(self.settings),
+                              answer.rewrite_max_tokens, answer.rewrite_timeout)
         return Answerer(retrieve, gen, builder, answer.k, answer.max_new_tokens, answer.max_question_chars,
                         answer.min_relevance, verify_mode(answer.verify, name), answer.verify_min_words, rewriting)
 

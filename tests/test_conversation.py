@@ -206,3 +206,34 @@ def test_a_chain_of_follow_ups_reaches_back_to_the_question_that_named_the_topic
     # A question that stands alone ends the chain: what was asked before it is another topic.
     switched = chain + [Turn("user", "What does error code E-451 mean?"), Turn("assistant", "The lidar is blocked.")]
     assert combined_query("How do I fix it?", switched) == "How do I fix it? What does error code E-451 mean?"
+
+
+def test_a_follow_up_that_points_back_replaces_no_earlier_name():
+    # E-404 is asked about the MR-400 ("on it"): the robot stays in what is searched next.
+    robot = [Turn("user", "How much does an MR-400 weigh?"), Turn("assistant", "185 kg."),
+             Turn("user", "What does error E-404 mean on it?"), Turn("assistant", "Connection lost.")]
+    assert combined_query("How often do its wheels need replacing?", robot) == \
+        "How often do its wheels need replacing? What does error E-404 mean on it? How much does an MR-400 weigh?"
+
+
+@pytest.mark.parametrize("reply, refused", [
+    ("40 parking spaces [1].", True),   # Lisbon's figure, for the office the conversation is about
+    ("CNY 1,100 per night [1].", False),  # from a passage about Shanghai: about the follow-up's topic
+])
+def test_a_combined_follow_up_is_not_answered_from_another_topics_passage(make_engine, tmp_path, reply, refused):
+    docs = tmp_path / "offices"
+    docs.mkdir()
+    (docs / "lisbon.md").write_text("# Lisbon office\n\nThe Lisbon office has 40 parking spaces for staff.\n")
+    (docs / "shanghai.md").write_text("# Shanghai travel\n\nHotels in Shanghai may cost up to CNY 1,100 per night.\n")
+    history = [{"role": "user", "content": "What may a hotel cost per night in Shanghai?"},
+               {"role": "assistant", "content": "CNY 1,100 [1]."}]
+    with ChatServer(reply) as server:
+        engine = make_engine(**_openai(server, **{"answer.rewrite": "combine", "answer.min_relevance": -1.0}))
+        engine.index([docs])
+        question = ("How many parking spaces does the office there have?" if refused
+                    else "And what does a room there cost per night?")
+        answer = engine.ask(question, history=history)
+        assert "Shanghai" in answer.query
+        assert answer.abstained is refused, answer.warnings
+        if refused:
+            assert any("does not mention 'Shanghai'" in w for w in answer.warnings), answer.warnings
