@@ -14,17 +14,19 @@ import threading
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import httpx
 
 from rag.config import Settings
 from rag.engine import Engine
 from rag.errors import RagError
+from rag.names import SEARCH_MODES, GeneratorName, SearchMode
 from rag.records import Hit
 
-Mode = Literal["hybrid", "dense", "bm25"]
-Generator = Literal["local", "openai", "extractive"]
+# The adapters' names for rag's own literals (rag.names), kept for their public signatures.
+Mode = SearchMode
+Generator = GeneratorName
 # A conversation's earlier turns as the Engine and the service take them: {"role": "user" or
 # "assistant", "content": text}, oldest first.
 Turns = list[dict[str, str]]
@@ -329,8 +331,8 @@ def check_k(k: Any) -> int | None:
 
 def check_mode(mode: Any) -> Mode | None:
     """`mode` as the Engine takes it: hybrid, dense or bm25 (None: the index's own setting)."""
-    if mode not in (None, "hybrid", "dense", "bm25"):
-        raise RagError(f"mode must be hybrid, dense or bm25, not {mode!r}")
+    if mode is not None and mode not in SEARCH_MODES:
+        raise RagError(f"mode must be {', '.join(SEARCH_MODES)}, not {mode!r}")
     return mode
 
 
