@@ -172,6 +172,7 @@ class GenerateSettings(_Section):
     local_prompt_lookup: int = Field(ge=0, le=64)
     local_device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     local_precision: Literal["auto", "bf16", "fp16", "fp32"]
+    local_runtime: Literal["auto", "openvino", "torch"]
     cache_dir: str
     openai_base_url: str
     openai_model: str

