@@ -355,6 +355,14 @@ def test_key_and_request_filters_show_exactly_what_the_oracle_allows(hostile, wa
         facets = httpx.get(f"{hostile.base}/v1/facets", params={"filter": extra.get("filters", [])},
                            headers=auth).json()
         assert facets["documents"] == len(expected)
+        # An answer's citations and passages name only allowed documents, by id, source and title.
+        answer = httpx.post(f"{hostile.base}/v1/ask", headers=auth,
+                            json={"question": "note badge office board canteen", "k": 20, **extra}).json()
+        cited = answer["citations"] + answer["passages"]
+        allowed = [d for d in everything if (d["collection"], d["doc_id"]) in expected]
+        assert {c["doc_id"] for c in cited} <= {d["doc_id"] for d in allowed}, (wanted, extra)
+        assert {c["source"] for c in cited} <= {d["source"] for d in allowed}, (wanted, extra)
+        assert {c["title"] for c in cited} <= {d["title"] or d["doc_id"] for d in allowed} | {""}, (wanted, extra)
 
 
 def test_the_command_line_filters_mean_the_same(hostile):
