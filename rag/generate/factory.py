@@ -52,7 +52,7 @@ def make_generator(settings: Settings, embedder: Embedder, name: str | None = No
 def local_runtime(g: GenerateSettings, path: Path) -> str:
     """generate.local_runtime, resolved: "auto" runs a GGUF chat model decoding freely on the
     CPU through OpenVINO GenAI (its 4- and 8-bit kernels need no native bf16: on a CPU with it,
-    1.5x torch's answer speed in 57% of its memory, and torch falls to fp32 on one without),
+    1.5x torch's answer speed in 58% of its memory, and torch falls to fp32 on one without),
     everything else through torch."""
     if g.local_runtime != "auto":
         if g.local_runtime == "openvino" and path.suffix.lower() != ".gguf":
