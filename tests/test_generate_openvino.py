@@ -8,6 +8,7 @@ import pytest
 
 from rag.config import Settings
 from rag.generate.base import GeneratorError
+from rag.generate.bundled import bundled_model
 from rag.generate.factory import make_generator, templates_from_settings
 from rag.generate.ovgenai import OpenVINOGenerator
 from rag.generate.ovprepare import (FILES, RECORD, gguf_context_length, prepared_folder, prepared_model,
@@ -81,6 +82,9 @@ def test_the_prepared_model_is_named_by_the_ggufs_sha256_and_checked_before_use(
     folder = qwen.folder
     assert folder == prepared_folder(qwen.cache_dir, qwen.path, qwen._sha) and qwen._sha[:16] in folder.name
     record = read_record(folder, qwen._sha)
+    # A verified folder is loaded without the GGUF (torch's de-quantization removes a bundled
+    # one after use): it is joined again from its parts only to prepare the folder anew.
+    assert bundled_model(MODEL).assemble(qwen.cache_dir) == qwen.path
     assert record is not None and record["context_length"] == gguf_context_length(qwen.path) == 32768
     assert record["eos_token_id"] >= 0 and record["stop_token_ids"]
     assert read_record(folder, "0" * 64) is None, "a folder prepared from another file is not this one's"
