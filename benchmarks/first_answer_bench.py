@@ -26,7 +26,6 @@ from pathlib import Path
 from benchmark_record import RECORD_FILE, append_section, machine
 from rag import Engine, Settings
 from rag.generate.factory import local_runtime
-from rag.generate.local import resolve_local_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "How much do employees pay for the daily menu in the Lisbon canteen?"
@@ -54,7 +53,7 @@ def main() -> None:
         cached = sum(f.stat().st_size for f in (cache / "rag").rglob("*") if f.is_file())
     settings = Settings.load(environ={})
     model = settings.generate.local_model
-    runtime = local_runtime(settings.generate, resolve_local_model(model, cache)[1])
+    runtime = local_runtime(settings.generate, cache / "rag")
     text = "\n".join([
         "| run | seconds |", "| --- | ---: |",
         f"| first `rag ask` of a fresh install (join, verify, prepare, load, answer) | {first:.1f} |",

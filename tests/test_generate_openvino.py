@@ -9,12 +9,12 @@ import pytest
 from rag.config import Settings
 from rag.generate.base import GeneratorError
 from rag.generate.bundled import bundled_model
-from rag.generate.factory import make_generator, templates_from_settings
+from rag.generate.factory import make_generator
 from rag.generate.ovgenai import OpenVINOGenerator
 from rag.generate.ovprepare import (FILES, RECORD, gguf_context_length, prepared_folder, prepared_model,
                                     read_record, release_mapped_weights)
-from rag.prompt import PromptBuilder
-from rag.records import Hit
+
+from generator_prompts import prompt_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,16 +30,9 @@ def qwen(tmp_path_factory) -> OpenVINOGenerator:
     return generator
 
 
-def _prompt(generator, question, passages):
-    hits = [Hit(text, 1.0 - i / 10, doc, f"corpora/{doc}", {"ordinal": 0, "title": doc}, i)
-            for i, (doc, text) in enumerate(passages)]
-    builder = PromptBuilder(templates_from_settings(Settings.load(environ={})), generator.count_tokens, 2048, 16)
-    return builder.build(question, hits, generator.style)
-
-
 def test_a_chat_model_answers_from_its_passage_and_counts_tokens(qwen):
     assert qwen.style == "chat" and qwen.converses and qwen.context_tokens == 8192
-    prompt = _prompt(qwen, "Where is printer PRN-9?", [("it.md", "Printer PRN-9 is on floor 5.")])
+    prompt = prompt_for(qwen, "Where is printer PRN-9?", [("it.md", "Printer PRN-9 is on floor 5.")])
     (out,) = qwen.generate([prompt], max_new_tokens=16)
     assert "floor 5" in out.text and "[1]" in out.text
     assert out.prompt_tokens > 100 and 0 < out.completion_tokens <= 16
@@ -48,8 +41,8 @@ def test_a_chat_model_answers_from_its_passage_and_counts_tokens(qwen):
 
 def test_streaming_batching_and_a_second_question_agree_with_one_answer_at_a_time(qwen):
     passages = [("it.md", "Printer PRN-9 is on floor 5."), ("food.md", "The canteen opens at 11:30 every weekday.")]
-    first = _prompt(qwen, "When does the canteen open?", passages)
-    second = _prompt(qwen, "Where is printer PRN-9?", passages)
+    first = prompt_for(qwen, "When does the canteen open?", passages)
+    second = prompt_for(qwen, "Where is printer PRN-9?", passages)
     (alone,) = qwen.generate([first], max_new_tokens=12)
     (other,) = qwen.generate([second], max_new_tokens=12)  # the system prompt's KV blocks are reused
     assert alone.text.endswith("[2]") and "floor 5 [1]" in other.text
@@ -61,7 +54,7 @@ def test_streaming_batching_and_a_second_question_agree_with_one_answer_at_a_tim
 def test_prompt_lookup_gives_the_answer_plain_decoding_gives(qwen):
     text = ("Error code E-404 means the fleet server connection was lost because there was no Wi-Fi for more "
             "than 120 seconds; the robot finishes its current task and waits at the nearest charger.")
-    prompt = _prompt(qwen, "What does error code E-404 mean?", [("errors.md", text)])
+    prompt = prompt_for(qwen, "What does error code E-404 mean?", [("errors.md", text)])
     (looked_up,) = qwen.generate([prompt], max_new_tokens=40)
     plain = OpenVINOGenerator(MODEL, qwen.path, qwen._sha, qwen.name, qwen.cache_dir, prompt_lookup=0,
                               precision=qwen.precision)
@@ -71,7 +64,7 @@ def test_prompt_lookup_gives_the_answer_plain_decoding_gives(qwen):
 
 
 def test_a_deadline_stops_a_generation_and_says_so(qwen):
-    prompt = _prompt(qwen, "What does error code E-404 mean?", [("errors.md", "Error E-404: no Wi-Fi.")])
+    prompt = prompt_for(qwen, "What does error code E-404 mean?", [("errors.md", "Error E-404: no Wi-Fi.")])
     for prompts in ([prompt], [prompt, prompt]):
         with pytest.raises(GeneratorError, match="stopped after"):
             qwen.generate(prompts, 48, timeout=0.01)
@@ -115,7 +108,7 @@ def test_the_mapped_weights_are_handed_back_once_the_model_is_loaded(qwen):
                 total += int(line.split()[1])
         return total
 
-    prompt = _prompt(qwen, "Where is printer PRN-9?", [("it.md", "Printer PRN-9 is on floor 5.")])
+    prompt = prompt_for(qwen, "Where is printer PRN-9?", [("it.md", "Printer PRN-9 is on floor 5.")])
     assert qwen.generate([prompt], max_new_tokens=8)[0].text
     assert mapped_kb() < 64 * 1024, "the IR's pages no longer count in this process's memory, answering or not"
     assert release_mapped_weights(qwen.folder) > 1_000_000_000, "the weights are mapped, not copied"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rag.config import GenerateSettings, Settings, default_cache_dir
-from rag.embed import Embedder
+from rag.embed import Embedder, resolve_device
 from rag.generate.base import Generator, GeneratorError
 from rag.names import GENERATOR_NAMES
 from rag.conversation import RewriteTemplates
@@ -34,10 +34,10 @@ def make_generator(settings: Settings, embedder: Embedder, name: str | None = No
         from rag.generate.local import LocalGenerator, resolve_local_model
 
         cache_dir = Path(g.cache_dir) if g.cache_dir else default_cache_dir()
-        display, path, sha = resolve_local_model(g.local_model, cache_dir)
-        if local_runtime(g, path) == "openvino":
+        if local_runtime(g, cache_dir) == "openvino":
             from rag.generate.ovgenai import OpenVINOGenerator
 
+            display, path, sha = resolve_local_model(g.local_model, cache_dir)
             return OpenVINOGenerator(g.local_model, path, sha, display, cache_dir, settings.answer.context_tokens,
                                      g.local_prompt_lookup, g.local_precision)
         return LocalGenerator(g.local_model, Path(g.cache_dir) if g.cache_dir else None, g.local_device,
@@ -49,28 +49,27 @@ def make_generator(settings: Settings, embedder: Embedder, name: str | None = No
     raise GeneratorError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
 
 
-def local_runtime(g: GenerateSettings, path: Path) -> str:
+def local_runtime(g: GenerateSettings, cache_dir: Path) -> str:
     """generate.local_runtime, resolved: "auto" runs a GGUF chat model decoding freely on the
     CPU through OpenVINO GenAI (its 4- and 8-bit kernels need no native bf16: on a CPU with it,
     1.5x torch's answer speed in 58% of its memory, and torch falls to fp32 on one without),
-    everything else through torch."""
-    if g.local_runtime != "auto":
-        if g.local_runtime == "openvino" and path.suffix.lower() != ".gguf":
+    everything else through torch. The model file is looked at only when the settings leave
+    OpenVINO possible (a bundled model's is joined and verified when it is read, not here)."""
+    from rag.generate.local import resolve_local_model
+
+    if g.local_runtime == "torch":
+        return "torch"
+    if g.local_runtime == "openvino":
+        if resolve_local_model(g.local_model, cache_dir)[1].suffix.lower() != ".gguf":
             raise GeneratorError("generate.local_runtime = 'openvino' runs GGUF files; "
                                  f"{g.local_model!r} is not one (use 'torch')")
-        return g.local_runtime
+        return "openvino"
     from rag.generate.ovgenai import available, runs_on_openvino
 
-    on_cpu = g.local_device == "cpu" or (g.local_device == "auto" and not has_nvidia_gpu())
     free = g.local_decoding != "span" and g.local_style != "completion" and g.local_precision != "fp16"
-    if on_cpu and free and available() and runs_on_openvino(g.local_model, path):
-        return "openvino"
-    return "torch"
-
-
-def has_nvidia_gpu() -> bool:
-    """Whether an NVIDIA driver is loaded, without importing torch (seconds, on every start)."""
-    return Path("/proc/driver/nvidia/version").is_file()
+    if not (free and resolve_device(g.local_device) == "cpu" and available()):
+        return "torch"
+    return "openvino" if runs_on_openvino(g.local_model, resolve_local_model(g.local_model, cache_dir)[1]) else "torch"
 
 
 def templates_from_settings(settings: Settings) -> dict[Language, Templates]:

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rag.generate.base import GeneratorError
 from rag.generate.bundled import sha256_file
@@ -57,9 +57,12 @@ def read_record(folder: Path, sha256: str) -> dict[str, Any] | None:
     return dict(record)
 
 
-def prepared_model(gguf: Path, sha256: str, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+def prepared_model(gguf: Path, sha256: str, cache_dir: Path,
+                   provide_source: Callable[[], object] = lambda: None) -> tuple[Path, dict[str, Any]]:
     """The verified IR folder of this GGUF and its record, prepared on first use (about 15 s for
-    the 1.5B on 2 cores). Concurrent first uses prepare once."""
+    the 1.5B on 2 cores). A verified folder is loaded without the GGUF; `provide_source` makes
+    it present (a bundled model joins and verifies its parts) only when the folder is to be
+    prepared. Concurrent first uses prepare once."""
     folder = prepared_folder(cache_dir, gguf, sha256)
     record = read_record(folder, sha256)
     if record is not None:
@@ -69,6 +72,7 @@ def prepared_model(gguf: Path, sha256: str, cache_dir: Path) -> tuple[Path, dict
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be preparing the same model
         record = read_record(folder, sha256)
         if record is None:
+            provide_source()
             _prepare(gguf, sha256, folder)
             record = read_record(folder, sha256)
     if record is None:
@@ -131,22 +135,21 @@ def release_mapped_weights(folder: Path) -> int:
     return released
 
 
-def gguf_field(path: Path, suffix: str) -> Any:
-    """The first header field of a GGUF file whose name ends with `suffix` (None: none, or an
-    unreadable file), read through the gguf package's memory map."""
+def gguf_header(path: Path) -> Any:
+    """The gguf package's reader of a GGUF file (header fields and tensor types through its
+    memory map), or None for a file it cannot read."""
     try:
         from gguf import GGUFReader
 
-        reader = GGUFReader(str(path))
+        return GGUFReader(str(path))
     except (ImportError, OSError, ValueError):
         return None
-    for name, field in reader.fields.items():
-        if name.endswith(suffix):
-            return field.contents()
-    return None
 
 
 def gguf_context_length(path: Path) -> int | None:
     """The context length a GGUF file declares (`<arch>.context_length`)."""
-    value = gguf_field(path, ".context_length")
-    return int(value) if value is not None else None
+    reader = gguf_header(path)
+    for name, field in reader.fields.items() if reader is not None else ():
+        if name.endswith(".context_length"):
+            return int(field.contents())
+    return None
