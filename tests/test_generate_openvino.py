@@ -12,7 +12,8 @@ from rag.generate.bundled import bundled_model
 from rag.generate.factory import make_generator
 from rag.generate.ovgenai import OpenVINOGenerator
 from rag.generate.ovprepare import (FILES, RECORD, gguf_context_length, prepared_folder, prepared_model,
-                                    read_record, release_mapped_weights)
+                                    read_record)
+from rag.mapped_files import release_mapped_weights
 
 from generator_prompts import prompt_for
 

@@ -28,7 +28,9 @@ from rag.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # Bump when the exported graph changes, so old caches are not read.
-EXPORT_VERSION = 1
+# 2: an OpenVINO IR copy (model.xml, model.bin) beside model.onnx.
+EXPORT_VERSION = 2
+IR_FILES = ("model.xml", "model.bin")
 MIN_COSINE = 0.9999
 # int8 (dynamic quantization) is lossy by design; below this it is refused, not used.
 MIN_COSINE_INT8 = 0.95
@@ -72,18 +74,18 @@ def exported_model(name: str, model_dir: Path, cache_dir: Path, pooling: str, in
     """The verified ONNX file for this model (int8: its dynamically quantized copy), exported on
     first use (a few seconds for MiniLM). Concurrent first uses export once."""
     folder = export_folder(name, model_dir, cache_dir)
-    name = "model-int8.onnx" if int8 else "model.onnx"
-    found = _verified(folder, name)
+    file_name = "model-int8.onnx" if int8 else "model.onnx"
+    found = _verified(folder, file_name)
     if found is not None:
         return found
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be exporting the same model
-        found = _verified(folder, name)
+        found = _verified(folder, file_name)
         if found is not None:
             return found
         _export(name, model_dir, folder, pooling, int8)
-    found = _verified(folder, name)
+    found = _verified(folder, file_name)
     if found is None:
         raise ConfigError(f"the ONNX export of {name} in {folder} could not be verified after writing it")
     return found
@@ -105,12 +107,20 @@ def _export(name: str, model_dir: Path, folder: Path, pooling: str, int8: bool) 
     try:
         record = {"files": {}}
         if (folder / RECORD).is_file() and _verified(folder, "model.onnx"):
-            shutil.copy2(folder / "model.onnx", work / "model.onnx")
             record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+            for kept in ("model.onnx", *IR_FILES):
+                if _verified(folder, kept):
+                    shutil.copy2(folder / kept, work / kept)
+                else:
+                    record["files"].pop(kept, None)
         else:
             _write_onnx(model_dir, work / "model.onnx", pooling)
             record = {"source": str(model_dir), "pooling": pooling, "export_version": EXPORT_VERSION, "files": {}}
             record["files"]["model.onnx"] = _check(model_dir, work / "model.onnx", MIN_COSINE)
+        if installed("openvino") and not all(name in record["files"] for name in IR_FILES):
+            _write_ir(work)
+            record["files"].update({name: {"size": (work / name).stat().st_size, "sha256": _sha256(work / name)}
+                                    for name in IR_FILES})
         if int8:
             try:
                 from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -136,6 +146,21 @@ def _export(name: str, model_dir: Path, folder: Path, pooling: str, int8: bool) 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.warning("exported %s in %.1f s", name, time.perf_counter() - started)
+
+
+def _write_ir(work: Path) -> None:
+    """model.onnx saved as OpenVINO IR: OpenVINO maps an IR's weights from the file, where from
+    ONNX it holds its reader's copy for as long as the compiled model lives (90 MB for MiniLM)."""
+    import openvino as ov
+
+    ov.save_model(ov.Core().read_model(work / "model.onnx"), work / "model.xml", compress_to_fp16=False)
+
+
+def openvino_ir(onnx_path: Path) -> Path | None:
+    """The verified IR copy of an exported fp32 model, or None (an export made without OpenVINO)."""
+    if onnx_path.name != "model.onnx" or any(_verified(onnx_path.parent, name) is None for name in IR_FILES):
+        return None
+    return onnx_path.parent / "model.xml"
 
 
 class _Without(logging.Filter):

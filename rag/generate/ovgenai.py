@@ -22,7 +22,8 @@ from typing import Any, Iterator, Literal
 
 from rag.generate.base import Generation, GeneratorError
 from rag.generate.bundled import bundled_model, sha256_file
-from rag.generate.ovprepare import gguf_header, prepared_model, release_mapped_weights
+from rag.generate.ovprepare import gguf_header, prepared_model
+from rag.mapped_files import release_mapped_weights
 from rag.prompt import Prompt
 
 log = logging.getLogger(__name__)
