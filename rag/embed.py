@@ -63,29 +63,46 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX512-BF16: where bf16 matrix products run in hardware (Linux flags)."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux's /proc/cpuinfo; empty elsewhere)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: where bf16 matrix products run in hardware (Linux flags)."""
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+def cpu_has_int8_dot_products() -> bool:
+    """AVX512-VNNI or AMX-INT8: where OpenVINO's 8-bit weights run faster than fp32 (without
+    them, slower: benchmarks/embed_precision_bench.py)."""
+    return bool(cpu_flags() & {"avx512_vnni", "amx_int8"})
 
 
 def resolve_precision(precision: str, device: str) -> str:
+    """auto: fp16 on CUDA; on a CPU, the fastest precision that keeps SciFact's nDCG@10 within
+    0.005 of fp32, by its flags (docs/benchmarks.md, embed_precision_bench and retrieval_bench):
+    bf16 where it is native; else 8-bit weights where the CPU has 8-bit dot products (a query
+    1.1-1.7x and passages 1.55-1.7x faster than fp32 with AVX512-VNNI, in two runs); else fp32
+    (AVX2 alone: 8-bit weights were slower, and fp16 weights no faster)."""
     if precision == "int8" and device != "cpu":
-        raise ConfigError("embedding.precision = 'int8' runs on the CPU (backend 'onnxruntime')")
+        raise ConfigError("embedding.precision = 'int8' runs on the CPU (backends 'openvino', 'onnxruntime')")
     if precision == "fp16" and not device.startswith("cuda"):
         raise ConfigError("embedding.precision = 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
     if precision != "auto":
         return precision
     if device.startswith("cuda"):
         return "fp16"
-    return "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
+    if cpu_has_native_bf16():
+        return "bf16"
+    return "int8" if cpu_has_int8_dot_products() else "fp32"
 
 
 class Embedder:
@@ -120,20 +137,23 @@ class Embedder:
         device = self.device = resolve_device(self.settings.device)
         precision = resolve_precision(self.settings.precision, device)
         backend = choose_backend(self.settings.backend, device, precision, self.path)
+        if precision == "int8" and self.settings.precision == "auto" and backend != "openvino":
+            precision = "fp32"  # ONNX Runtime's 8-bit path scales a batch together; torch has none
         self.batch_size = self.settings.batch_size or (128 if device.startswith("cuda") else 16)
         log.info("loading embedding model %s on %s with %s (%s, batch %d)", self.name, device, backend, precision,
                  self.batch_size)
         if backend != "torch":
             from rag.encoders.compiled import CompiledEncoder
-            from rag.encoders.onnx_export import exported_model
+            from rag.encoders.onnx_export import exported_model, openvino_ir
 
             try:
                 pooling, _ = compiled_support(self.path)
                 onnx_path = exported_model(self.name, self.path, self.cache_dir, pooling or "mean",
-                                           int8=precision == "int8")
-                return CompiledEncoder(self.path, onnx_path, backend, precision, self.settings.max_seq_length)
+                                           int8=precision == "int8" and backend == "onnxruntime")
+                return CompiledEncoder(self.path, onnx_path, backend, precision, self.settings.max_seq_length,
+                                       ir_path=openvino_ir(onnx_path) if backend == "openvino" else None)
             except Exception as exc:  # noqa: BLE001 - an export that disagrees, an old CPU, a broken install
-                if self.settings.backend != "auto" or precision == "int8":
+                if self.settings.backend != "auto" or self.settings.precision == "int8":
                     if isinstance(exc, ConfigError):
                         raise
                     raise ConfigError(f"embedding.backend {backend!r} failed to load {self.name}: {exc}; "
@@ -142,7 +162,7 @@ class Embedder:
         from rag.encoders.torch_encoder import TorchEncoder
 
         if precision == "int8":
-            raise ConfigError("embedding.precision = 'int8' runs on backend 'onnxruntime' only")
+            raise ConfigError("embedding.precision = 'int8' runs on backends 'openvino' and 'onnxruntime' only")
         return TorchEncoder(self.path, device, precision, self.settings.max_seq_length)
 
     @property
@@ -180,7 +200,9 @@ class Embedder:
         return self.encoder.max_seq_length
 
     def identity(self) -> dict[str, Any]:
-        """What an index must agree on to be searched with this embedder."""
+        """What an index must agree on to be searched with this embedder (rag.index.manifest's
+        check_embedding), and, recorded beside it, what ran the model for the last write: vectors
+        of one model in another precision are within cosine 0.999 of each other and may be mixed."""
         return {
             "model": self.name,
             "dimension": self.dimension,
@@ -188,6 +210,8 @@ class Embedder:
             "query_prefix": self.settings.query_prefix,
             "passage_prefix": self.settings.passage_prefix,
             "max_seq_length": self.max_seq_length,
+            "backend": self.backend,
+            "precision": self.precision,
         }
 
     def _encode(self, texts: list[str], prefix: str, token_ids: list[list[int] | None] | None = None) -> np.ndarray:

@@ -41,6 +41,7 @@ def test_manifest_records_what_the_index_was_built_with(make_engine, sample_docs
     assert manifest["embedding"] == {
         "model": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384, "normalize": True,
         "query_prefix": "", "passage_prefix": "", "max_seq_length": 256,
+        "backend": engine.embedder.backend, "precision": engine.embedder.precision,
     }
     assert manifest["chunking"]["chunk_size"] == 200 and manifest["index"]["factory"] == "Flat"
     assert manifest["counts"]["documents"] == 9

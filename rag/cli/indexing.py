@@ -157,8 +157,9 @@ def info(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     out.print(f"size       {data.disk_bytes / 2**20:.2f} MB on disk "
               + ", ".join(f"{k} {v / 2**20:.2f} MB" for k, v in data.files.items()))
     e = m["embedding"]
+    ran = f", last written by {e['backend']} in {e['precision']}" if "precision" in e else ""
     out.print(f"embedding  {shown(e['model'])} (dim {e['dimension']}, normalized {e['normalize']}, "
-              f"max {e['max_seq_length']} tokens)")
+              f"max {e['max_seq_length']} tokens{ran})")
     c = m["chunking"]
     out.print(f"chunking   {c['chunk_size']} tokens, overlap {c['chunk_overlap']}, heading prefix {c['heading_prefix']}")
     out.print(f"faiss      {shown(m['index']['factory'])} ({m['index']['metric']}, faiss {m['index'].get('faiss_version')})")

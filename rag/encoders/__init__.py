@@ -84,8 +84,6 @@ def choose_backend(requested: str, device: str, precision: str, model_dir: Path)
                               "(use backend 'torch' on a GPU)")
         if not installed(requested):
             raise ConfigError(f"embedding.backend = {requested!r} is not installed: pip install {requested}")
-        if precision == "int8" and requested != "onnxruntime":
-            raise ConfigError("embedding.precision = 'int8' runs on backend 'onnxruntime' only")
         pooling, why = compiled_support(model_dir)
         if pooling is None:
             raise ConfigError(f"embedding.backend = {requested!r} cannot run {model_dir.name}: {why}; "
@@ -98,10 +96,7 @@ def choose_backend(requested: str, device: str, precision: str, model_dir: Path)
     if pooling is None:
         log.info("embedding on torch: %s cannot be exported (%s)", model_dir.name, why)
         return "torch"
-    order = ("onnxruntime",) if precision == "int8" else COMPILED_BACKENDS
-    for runtime in order:
+    for runtime in COMPILED_BACKENDS:
         if installed(runtime):
             return runtime
-    if precision == "int8":
-        raise ConfigError("embedding.precision = 'int8' needs onnxruntime: pip install onnxruntime")
     return "torch"

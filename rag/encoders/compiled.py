@@ -16,6 +16,8 @@ from typing import Any, Callable
 import numpy as np
 
 from rag.encoders import sequence_limit
+from rag.encoders.weight_int8 import compress_matmul_weights
+from rag.mapped_files import release_mapped_weights
 
 
 def native_max_length(model_dir: Path) -> int:
@@ -44,40 +46,55 @@ Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows of the output, input_
 Runner = Callable[[list[Batch], np.ndarray], None]
 
 
-# Calls with at most this many texts (a question) run on the latency compilation; more (passages,
-# a question's sentences) on the throughput one.
-FEW_TEXTS = 4
+# Calls with at most this many texts (a question, a question's sentences for rag.focus: 36 of
+# them in 82 ms instead of 98 ms, and without the throughput compilation's 200 MB in a server)
+# run on the latency compilation; more (passages being indexed) on the throughput one.
+FEW_TEXTS = 256
 
 
 class _OpenVINO:
     """Two compilations of one model, each made on first need: for latency (one request on every
     core: a question), and for throughput (a stream per core, requests in flight together:
     passages), which embedded rag's SciFact chunks 1.11x faster. Each holds its own copy of the
-    weights and buffers (160 and 260 MB for MiniLM), so `rag index` never makes the first and a
-    process that only searches never makes the second."""
+    weights and buffers (160 and 260 MB for MiniLM), so a process that only searches and answers
+    never makes the second, and `rag index` makes the first only for a last group of a few
+    chunks."""
 
-    def __init__(self, onnx_path: Path, precision: str, threads: int) -> None:
+    def __init__(self, onnx_path: Path, precision: str, threads: int, ir_path: Path | None = None) -> None:
         import openvino as ov
 
         self._ov = ov
         self._core = ov.Core()
-        self._onnx_path = str(onnx_path)
+        # The IR copy where the export has one: its weights are mapped from the file, and their
+        # pages handed back once the plugin has packed its own (mapped_files); ONNX's are copied.
+        self._model_path = str(ir_path or onnx_path)
+        self._folder = onnx_path.parent
+        self._int8 = precision == "int8"
         self._config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                         "INFERENCE_NUM_THREADS": threads}
         self._request: Any = None
         self._queue: Any = None
 
     def _compile(self, hint: str) -> Any:
-        return self._core.compile_model(self._onnx_path, "CPU", {**self._config, "PERFORMANCE_HINT": hint})
+        config = {**self._config, "PERFORMANCE_HINT": hint}
+        if not self._int8:
+            return self._core.compile_model(self._model_path, "CPU", config)
+        model = self._core.read_model(self._model_path)
+        compress_matmul_weights(model)
+        return self._core.compile_model(model, "CPU", config)
 
     def __call__(self, batches: list[Batch], out: np.ndarray) -> None:
         if sum(len(rows) for rows, _, _ in batches) <= FEW_TEXTS:
-            if self._request is None:  # one at a time: the Embedder serializes calls
+            first = self._request is None
+            if first:  # one at a time: the Embedder serializes calls
                 self._request = self._compile("LATENCY").create_infer_request()
             for rows, ids, mask in batches:
                 out[rows] = self._request.infer({"input_ids": ids, "attention_mask": mask})[0]
+            if first:
+                release_mapped_weights(self._folder)
             return
-        if self._queue is None:
+        first = self._queue is None
+        if first:
             compiled = self._compile("THROUGHPUT")
             self._queue = self._ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
@@ -88,6 +105,8 @@ class _OpenVINO:
         for rows, ids, mask in batches:
             self._queue.start_async({"input_ids": ids, "attention_mask": mask}, rows)
         self._queue.wait_all()
+        if first:
+            release_mapped_weights(self._folder)
 
 
 def _onnxruntime_runner(onnx_path: Path, threads: int) -> Runner:
@@ -111,7 +130,7 @@ def _onnxruntime_runner(onnx_path: Path, threads: int) -> Runner:
 
 class CompiledEncoder:
     def __init__(self, model_dir: Path, onnx_path: Path, backend: str, precision: str, max_seq_length: int,
-                 threads: int = 0) -> None:
+                 threads: int = 0, ir_path: Path | None = None) -> None:
         from tokenizers import Tokenizer
 
         self.backend = backend
@@ -131,7 +150,7 @@ class CompiledEncoder:
         at = next((i for i in range(len(full)) if full[i:i + len(bare)] == bare), None)
         self._wrap = None if at is None or self._lower else (full[:at], full[at + len(bare):])
         threads = threads or default_threads()
-        self._run: Runner = (_OpenVINO(onnx_path, self.precision, threads) if backend == "openvino"
+        self._run: Runner = (_OpenVINO(onnx_path, self.precision, threads, ir_path) if backend == "openvino"
                              else _onnxruntime_runner(onnx_path, threads))
         self.dimension = int(json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["hidden_size"])
 
