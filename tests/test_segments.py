@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rag import Engine
+from rag.index.views import SEGMENT_MMAP_BYTES
 
 TOPICS = ["conveyor belt", "forklift battery", "loading dock", "badge reader", "freight elevator",
           "pallet wrapper", "cold storage", "sorting robot"]
@@ -139,6 +140,8 @@ def test_a_reader_keeps_the_version_it_opened_while_merges_delete_its_segments(m
     _write(docs, range(12, 14))
     engine.index([docs])
     reader = engine.store.open_reader()
+    # Read through a memory map (no pread per page), which outlives the files' deletion below.
+    assert reader.chunks.conn.execute("PRAGMA s0.mmap_size").fetchone()[0] == SEGMENT_MMAP_BYTES
     engine.delete(["note-003.txt"])
     engine.compact()  # one segment now; the reader's two are deleted from the disk
     assert len(engine.info().segments) == 1

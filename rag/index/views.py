@@ -134,6 +134,12 @@ class SegmentViews:
         return problems
 
 
+# Segments are read through a memory map: a page SQLite's own cache lacks is then a memory read,
+# not a pread system call (about 9 per SciFact search's fetch without it: under strace, where
+# system calls are dear, 1.0 ms against 0.33 ms). Committed segments never change.
+SEGMENT_MMAP_BYTES = 1 << 30
+
+
 def open_segments(segments: list[tuple[str, Path]], new: tuple[str, Path] | None = None,
                   joined: list[list[str]] | None = None) -> ChunkStore:
     """The rows of a version's segments as one store. `segments`: (name, chunks.sqlite), oldest
@@ -156,6 +162,7 @@ def open_segments(segments: list[tuple[str, Path]], new: tuple[str, Path] | None
         attached = []
         for i, (name, path) in enumerate(segments):
             conn.execute(f"ATTACH DATABASE ? AS s{i}", (f"file:{path}?mode=ro&immutable=1",))
+            conn.execute(f"PRAGMA s{i}.mmap_size = {SEGMENT_MMAP_BYTES}")
             attached.append((name, f"s{i}"))
         views = SegmentViews(conn, attached, new[0] if new else None)
         views.create([group for group in joined or [] if len(group) > 1] if new is None else [])
