@@ -34,12 +34,21 @@ def cpu_flags() -> list[str]:
 
 
 def machine() -> str:
-    return f"{cpu_name()}, {os.cpu_count()} cores, flags: {' '.join(cpu_flags()) or 'none of ' + ' '.join(FLAGS)}"
+    """The CPU, its cores and flags; under scripts/emulate_avx2.sh, which hides the AVX-512
+    flags, also the flags it really has, so that an emulated record is never read as a real one."""
+    described = f"{cpu_name()}, {os.cpu_count()} cores, flags: {' '.join(cpu_flags()) or 'none of ' + ' '.join(FLAGS)}"
+    real = os.environ.get("RAG_EMULATED_AVX2_ON")
+    if real is not None:
+        kept = [flag for flag in FLAGS if flag in real.split()]
+        described += f" (AVX2 EMULATED by scripts/emulate_avx2.sh on a CPU with flags: {' '.join(kept)})"
+    return described
 
 
 def append_section(title: str, started: dt.datetime, bullets: list[str], body: str) -> None:
     """`## title (date UTC)`, the bullets (machine, settings, the command that reproduces it), the body."""
     RECORD_FILE.parent.mkdir(parents=True, exist_ok=True)
+    if "RAG_EMULATED_AVX2_ON" in os.environ:  # the command that reproduces it runs emulated too
+        bullets = [b.replace("Reproduce: `", "Reproduce: `unshare -m scripts/emulate_avx2.sh ", 1) for b in bullets]
     lines = "".join(f"- {b}\n" for b in bullets)
     with RECORD_FILE.open("a", encoding="utf-8") as fh:
         fh.write(f"\n## {title} ({started:%Y-%m-%d %H:%M} UTC)\n\n{lines}\n{body}\n")

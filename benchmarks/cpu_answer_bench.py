@@ -13,6 +13,8 @@ index (built once with rag's defaults into a temporary folder), so that its memo
 - load: the generator's load in that process, from the prepared cache (the one-time
   preparation of a fresh install is benchmarks/first_answer_bench.py's).
 The answers of the runtimes are compared question by question (how many are the same text).
+Then each runtime answers the same 100 SQuAD v1.1 dev questions (seed 0, `--squad N`) over its
+paragraphs, in a process of its own: EM, F1, and how many answers are the same text.
 
 The CPU kind (AVX-512 with native bf16, or not) is printed with the record; on a machine of the
 other kind, the same command measures that kind. `--emulate-avx2` approximates one on an AVX-512
@@ -21,8 +23,8 @@ fp32 where they would pick bf16. It is recorded as emulated: the cores, caches a
 still this machine's, so it is no substitute for measuring on one.
 
     python3 benchmarks/cpu_answer_bench.py                      # appended to docs/benchmarks.md
-    python3 benchmarks/cpu_answer_bench.py --limit 10 --no-record
-    python3 benchmarks/cpu_answer_bench.py --emulate-avx2 --limit 20
+    python3 benchmarks/cpu_answer_bench.py --limit 10 --squad 0 --no-record
+    python3 benchmarks/cpu_answer_bench.py --emulate-avx2 --limit 20 --squad 20
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ from benchmark_record import RECORD_FILE, append_section, cpu_flags, machine
 from rag import Engine, Settings
 from rag.evaluate.datasets import read_qa_jsonl
 from rag.evaluate.metrics import percentile
-from rag.evaluate.run import answer_scores
+from rag.evaluate.run import answer_scores, prepare_squad
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORPUS = REPO_ROOT / "corpora"
+SQUAD = Path(os.environ.get("RAG_DATASETS", REPO_ROOT.parent / "shared" / "datasets")) / "squad-v1.1-dev" / "dev-v1.1.json"
 RUNTIMES = ("openvino", "torch")
 # OV_CPU_MAX_ISA caps OpenVINO's own kernels where the release honours it (openvinotoolkit/openvino#38257).
 AVX2_ENVIRONMENT = {"ONEDNN_MAX_CPU_ISA": "AVX2", "OV_CPU_MAX_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
@@ -60,6 +63,22 @@ def memory_mb() -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024
     return fields
+
+
+def squad_answers(runtime: str, index: Path, count: int, avx2: bool) -> dict[str, Any]:
+    """`count` SQuAD dev questions (seed 0) over its paragraphs, one at a time: EM, F1 and the answers."""
+    overrides: dict[str, Any] = {"index.path": str(index), "generate.local_runtime": runtime,
+                                 **(AVX2_SETTINGS if avx2 else {})}
+    engine = Engine(Settings.load(overrides=overrides, environ={}))
+    questions, _ = prepare_squad(engine, str(SQUAD), count, 0, None)
+    pairs, seconds = [], []
+    for question in questions:
+        started = time.perf_counter()
+        pairs.append((question, engine.ask(question.question)))
+        seconds.append(time.perf_counter() - started)
+    engine.close()
+    return {**{f"squad_{k}": v for k, v in answer_scores(pairs).items()}, "squad_p50": percentile(seconds, 50),
+            "squad_answers": {q.qid: a.answer for q, a in pairs}}
 
 
 def worker(runtime: str, index: Path, limit: int | None, avx2: bool) -> dict[str, Any]:
@@ -88,6 +107,7 @@ def worker(runtime: str, index: Path, limit: int | None, avx2: bool) -> dict[str
     started = time.perf_counter()
     engine.ask_many([q.question for q in answerable])
     throughput = len(answerable) / (time.perf_counter() - started)
+    engine.close()
     return {"runtime": runtime, "model": generator.name, "load_s": load, **answer_scores(pairs),
             "p50": percentile(seconds, 50), "p95": percentile(seconds, 95),
             "first_token_p50": percentile(first, 50), "throughput": throughput,
@@ -95,15 +115,21 @@ def worker(runtime: str, index: Path, limit: int | None, avx2: bool) -> dict[str
             "answers": {q.qid: a.answer for q, a in pairs}}
 
 
-def run_worker(runtime: str, index: Path, limit: int | None, avx2: bool) -> dict[str, Any]:
-    """One runtime in a process of its own (its memory its own); prepared once beforehand."""
+def run_worker(runtime: str, index: Path, limit: int | None, avx2: bool, squad: int) -> dict[str, Any]:
+    """One runtime in a process of its own (its memory its own); prepared once beforehand. Then,
+    with `squad`, that many SQuAD questions in another process (the sample's figures untouched)."""
     environment = {**os.environ, **(AVX2_ENVIRONMENT if avx2 else {})}
     command = [sys.executable, __file__, "--worker", runtime, "--index", str(index)]
     command += ["--emulate-avx2"] if avx2 else []
     subprocess.run([*command, "--limit", "1"], check=True, capture_output=True, env=environment)
-    command += ["--limit", str(limit)] if limit else []
-    done = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    done = subprocess.run([*command, *(["--limit", str(limit)] if limit else [])], check=True, capture_output=True,
+                          text=True, env=environment)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if squad:
+        done = subprocess.run([*command, "--squad", str(squad), "--squad-index", str(index.parent / "squad")],
+                              check=True, capture_output=True, text=True, env=environment)
+        result.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    return result
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -132,7 +158,12 @@ def main() -> None:
     p.add_argument("--emulate-avx2", action="store_true", help="approximate a CPU without AVX-512 and bf16")
     p.add_argument("--worker", choices=RUNTIMES, help=argparse.SUPPRESS)
     p.add_argument("--index", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--squad", type=int, default=100, help="SQuAD dev questions each runtime answers (0 to skip)")
+    p.add_argument("--squad-index", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.worker and args.squad_index:
+        print(json.dumps(squad_answers(args.worker, args.squad_index, args.squad, args.emulate_avx2)))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.index, args.limit, args.emulate_avx2)))
         return
@@ -142,14 +173,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cpu-answer-bench-") as tmp:
         index = Path(tmp) / "index"
         Engine(Settings.load(overrides={"index.path": str(index)}, environ={})).index([CORPUS])
-        results = [run_worker(runtime, index, args.limit, args.emulate_avx2) for runtime in RUNTIMES]
+        squad = args.squad if SQUAD.is_file() else 0
+        if squad:  # indexed once, here
+            prepare_squad(Engine(Settings.load(overrides={"index.path": str(Path(tmp) / "squad")}, environ={})),
+                          str(SQUAD), squad, 0, None)
+        results = [run_worker(runtime, index, args.limit, args.emulate_avx2, squad) for runtime in RUNTIMES]
     ov, torch = (r["answers"] for r in results)
     same = sum(ov[q] == torch[q] for q in ov)
     text = table(results) + f"\n\nThe same answer text from both runtimes: {same} of {len(ov)} questions."
+    if squad:
+        ov, torch = (r["squad_answers"] for r in results)
+        text += ("\n\nSQuAD v1.1 dev, the same questions (seed 0) over its 2,067 paragraphs, one at a time:\n\n"
+                 "| runtime | EM | F1 | contains | answer p50 s |\n| --- | ---: | ---: | ---: | ---: |\n"
+                 + "\n".join(f"| {r['runtime']} | {r['squad_EM']:.1f} | {r['squad_F1']:.1f} | {r['squad_contains']:.1%} | "
+                             f"{r['squad_p50']:.2f} |" for r in results)
+                 + f"\n\nThe same SQuAD answer text from both runtimes: {sum(ov[q] == torch[q] for q in ov)} of {len(ov)}.")
     print(text)
     if not args.no_record:
         command = "python3 benchmarks/cpu_answer_bench.py" + (" --emulate-avx2" if args.emulate_avx2 else "") + \
-            (f" --limit {args.limit}" if args.limit else "")
+            (f" --limit {args.limit}" if args.limit else "") + (f" --squad {args.squad}" if args.squad != 100 else "")
         append_section(f"The default generator's runtimes on this CPU ({kind})", started,
                        [f"Machine: {machine()}",
                         f"Model: {results[0]['model']}; sample corpus, k=5, hybrid retrieval, each runtime in its "

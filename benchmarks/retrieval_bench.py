@@ -34,6 +34,7 @@ from typing import Any
 
 from benchmark_record import append_section, machine
 from rag import Engine, Settings
+from rag.embed import cpu_has_native_bf16, resolve_precision
 from rag.evaluate.metrics import percentile
 from rag.evaluate.run import evaluate, prepare_beir, prepare_qa, prepare_squad
 
@@ -49,10 +50,20 @@ COPY_VARIANTS = [("bm25, k1 1.5 b 0.75", {"search.mode": "bm25"}),
 
 
 STAGES = ("embed", "search", "bm25", "fuse", "fetch", "total")
-# (index folder suffix, embedding settings): torch searches the default's index (same vectors
-# within cosine 0.9999); int8 gets an index of its own, so that its nDCG@10 is int8 throughout.
-LATENCY_BACKENDS: list[tuple[str, dict[str, str]]] = [
-    ("", {}), ("", {"embedding.backend": "torch"}), ("-int8", {"embedding.precision": "int8"})]
+# Embedding settings side by side: rag's default (auto: bf16 where the CPU has it natively, 8-bit
+# weights elsewhere), each precision on OpenVINO, torch, and ONNX Runtime's 8-bit model. Each
+# precision gets an index of its own, so that its nDCG@10 is that precision's throughout; torch
+# searches the fp32 index (the same vectors within cosine 0.9999).
+LATENCY_BACKENDS: list[dict[str, str]] = [
+    {}, {"embedding.precision": "fp32"}, {"embedding.precision": "bf16"}, {"embedding.precision": "int8"},
+    {"embedding.backend": "onnxruntime", "embedding.precision": "int8"},
+    {"embedding.backend": "torch", "embedding.precision": "fp32"}]
+
+
+def _index_suffix(embedding: dict[str, str]) -> str:
+    """The index folder of a precision (and of ONNX Runtime's own 8-bit model)."""
+    precision = resolve_precision(embedding.get("embedding.precision", "auto"), "cpu")
+    return f"-{precision}" + ("-ort" if embedding.get("embedding.backend") == "onnxruntime" and precision == "int8" else "")
 
 
 def _stage_latency(engine: Engine, questions: list[str], k: int = 10, warm_up: int = 5) -> dict[str, list[float]]:
@@ -74,15 +85,20 @@ def latency_section(data: Path, work: Path) -> list[str]:
     """SciFact hybrid search latency per stage: each embedding backend, on a quiet machine and
     beside one CPU-bound neighbour process (targets: p50 <= 6 ms, p95 <= 12 ms; busy p50 within
     2x of quiet)."""
-    rows = ["| backend | machine | nDCG@10 | " + " | ".join(f"{s} p50 / p95 ms" for s in STAGES) + " |",
+    rows = ["| backend | machine | nDCG@10 hybrid / dense | " + " | ".join(f"{s} p50 / p95 ms" for s in STAGES) + " |",
             "|---|---|---:|" + "---:|" * len(STAGES)]
-    for suffix, embedding in LATENCY_BACKENDS:
-        settings = Settings.load(overrides={"index.path": str(work / f"beir-scifact{suffix}"), **embedding})
+    bf16 = cpu_has_native_bf16()
+    for embedding in LATENCY_BACKENDS:
+        if embedding.get("embedding.precision") == "bf16" and not bf16:
+            continue  # emulated in fp32 by OpenVINO where the CPU has no bf16: not a choice there
+        settings = Settings.load(overrides={"index.path": str(work / f"beir-scifact{_index_suffix(embedding)}"),
+                                            **embedding})
         engine = Engine(settings)
         questions, qrels = prepare_beir(engine, str(data / "beir-scifact"), "test", None, 0, None)
         texts = [q.question for q in questions]
         ndcg = evaluate(engine, "SciFact test", questions, qrels, None, 10).retrieval["ndcg@10"]
-        label = f"{engine.embedder.backend} ({engine.embedder.precision})"
+        dense = evaluate(engine, "SciFact test", questions, qrels, "dense", 10).retrieval["ndcg@10"]
+        label = f"{engine.embedder.backend} ({engine.embedder.precision}){'' if embedding else ', the default'}"
         for machine_state in ("quiet", "busy"):
             neighbour = None
             if machine_state == "busy":  # one CPU-bound process beside the searches
@@ -96,7 +112,7 @@ def latency_section(data: Path, work: Path) -> list[str]:
                     neighbour.wait()
             cells = " | ".join(f"{1000 * percentile(spent[s], 50):.2f} / {1000 * percentile(spent[s], 95):.2f}"
                                for s in STAGES)
-            rows.append(f"| {label} | {machine_state} | {ndcg:.3f} | {cells} |")
+            rows.append(f"| {label} | {machine_state} | {ndcg:.4f} / {dense:.4f} | {cells} |")
             print(rows[-1], flush=True)
         engine.close()
     return rows
