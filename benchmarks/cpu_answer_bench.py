@@ -25,6 +25,7 @@ still this machine's, so it is no substitute for measuring on one.
     python3 benchmarks/cpu_answer_bench.py                      # appended to docs/benchmarks.md
     python3 benchmarks/cpu_answer_bench.py --limit 10 --squad 0 --no-record
     python3 benchmarks/cpu_answer_bench.py --emulate-avx2 --limit 20 --squad 20
+    python3 benchmarks/cpu_answer_bench.py --runtimes openvino --squad 0 --set generate.local_focus_sentences=6
 """
 
 from __future__ import annotations
@@ -65,10 +66,25 @@ def memory_mb() -> dict[str, float]:
     return fields
 
 
+def settings_from(pairs: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE pairs, values read as JSON where they parse (numbers, booleans)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+EXTRA: dict[str, Any] = {}  # --set, in a worker
+
+
 def squad_answers(runtime: str, index: Path, count: int, avx2: bool) -> dict[str, Any]:
     """`count` SQuAD dev questions (seed 0) over its paragraphs, one at a time: EM, F1 and the answers."""
     overrides: dict[str, Any] = {"index.path": str(index), "generate.local_runtime": runtime,
-                                 **(AVX2_SETTINGS if avx2 else {})}
+                                 **(AVX2_SETTINGS if avx2 else {}), **EXTRA}
     engine = Engine(Settings.load(overrides=overrides, environ={}))
     questions, _ = prepare_squad(engine, str(SQUAD), count, 0, None)
     pairs, seconds = [], []
@@ -84,7 +100,7 @@ def squad_answers(runtime: str, index: Path, count: int, avx2: bool) -> dict[str
 def worker(runtime: str, index: Path, limit: int | None, avx2: bool) -> dict[str, Any]:
     """One runtime, measured in this process."""
     overrides: dict[str, Any] = {"index.path": str(index), "generate.local_runtime": runtime,
-                                 **(AVX2_SETTINGS if avx2 else {})}
+                                 **(AVX2_SETTINGS if avx2 else {}), **EXTRA}
     engine = Engine(Settings.load(overrides=overrides, environ={}))
     started = time.perf_counter()
     generator = engine.answerer().generator
@@ -115,12 +131,14 @@ def worker(runtime: str, index: Path, limit: int | None, avx2: bool) -> dict[str
             "answers": {q.qid: a.answer for q, a in pairs}}
 
 
-def run_worker(runtime: str, index: Path, limit: int | None, avx2: bool, squad: int) -> dict[str, Any]:
+def run_worker(runtime: str, index: Path, limit: int | None, avx2: bool, squad: int,
+               extra: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
     """One runtime in a process of its own (its memory its own); prepared once beforehand. Then,
     with `squad`, that many SQuAD questions in another process (the sample's figures untouched)."""
     environment = {**os.environ, **(AVX2_ENVIRONMENT if avx2 else {})}
     command = [sys.executable, __file__, "--worker", runtime, "--index", str(index)]
     command += ["--emulate-avx2"] if avx2 else []
+    command += [f"--set={pair}" for pair in extra]
     subprocess.run([*command, "--limit", "1"], check=True, capture_output=True, env=environment)
     done = subprocess.run([*command, *(["--limit", str(limit)] if limit else [])], check=True, capture_output=True,
                           text=True, env=environment)
@@ -160,7 +178,10 @@ def main() -> None:
     p.add_argument("--index", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--squad", type=int, default=100, help="SQuAD dev questions each runtime answers (0 to skip)")
     p.add_argument("--squad-index", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for both runtimes")
+    p.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated (default: openvino,torch)")
     args = p.parse_args()
+    EXTRA.update(settings_from(args.set))
     if args.worker and args.squad_index:
         print(json.dumps(squad_answers(args.worker, args.squad_index, args.squad, args.emulate_avx2)))
         return
@@ -177,11 +198,13 @@ def main() -> None:
         if squad:  # indexed once, here
             prepare_squad(Engine(Settings.load(overrides={"index.path": str(Path(tmp) / "squad")}, environ={})),
                           str(SQUAD), squad, 0, None)
-        results = [run_worker(runtime, index, args.limit, args.emulate_avx2, squad) for runtime in RUNTIMES]
-    ov, torch = (r["answers"] for r in results)
-    same = sum(ov[q] == torch[q] for q in ov)
-    text = table(results) + f"\n\nThe same answer text from both runtimes: {same} of {len(ov)} questions."
-    if squad:
+        results = [run_worker(runtime, index, args.limit, args.emulate_avx2, squad, args.set)
+                   for runtime in args.runtimes.split(",")]
+    text = table(results)
+    if len(results) == 2:
+        ov, torch = (r["answers"] for r in results)
+        text += f"\n\nThe same answer text from both runtimes: {sum(ov[q] == torch[q] for q in ov)} of {len(ov)} questions."
+    if squad and len(results) == 2:
         ov, torch = (r["squad_answers"] for r in results)
         text += ("\n\nSQuAD v1.1 dev, the same questions (seed 0) over its 2,067 paragraphs, one at a time:\n\n"
                  "| runtime | EM | F1 | contains | answer p50 s |\n| --- | ---: | ---: | ---: | ---: |\n"
@@ -191,11 +214,14 @@ def main() -> None:
     print(text)
     if not args.no_record:
         command = "python3 benchmarks/cpu_answer_bench.py" + (" --emulate-avx2" if args.emulate_avx2 else "") + \
-            (f" --limit {args.limit}" if args.limit else "") + (f" --squad {args.squad}" if args.squad != 100 else "")
+            (f" --limit {args.limit}" if args.limit else "") + (f" --squad {args.squad}" if args.squad != 100 else "") + \
+            "".join(f" --set {pair}" for pair in args.set) + \
+            (f" --runtimes {args.runtimes}" if args.runtimes != ",".join(RUNTIMES) else "")
         append_section(f"The default generator's runtimes on this CPU ({kind})", started,
                        [f"Machine: {machine()}",
                         f"Model: {results[0]['model']}; sample corpus, k=5, hybrid retrieval, each runtime in its "
-                        "own process, loaded from its prepared cache",
+                        "own process, loaded from its prepared cache"
+                        + "".join(f"; {pair}" for pair in args.set),
                         f"Reproduce: `{command}`"], text)
 
 
