@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from benchmark_record import RECORD_FILE, append_section, cpu_flags, machine
 from rag import Engine, Settings
@@ -132,7 +132,7 @@ def worker(runtime: str, index: Path, limit: int | None, avx2: bool) -> dict[str
 
 
 def run_worker(runtime: str, index: Path, limit: int | None, avx2: bool, squad: int,
-               extra: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+               extra: Sequence[str] = ()) -> dict[str, Any]:
     """One runtime in a process of its own (its memory its own); prepared once beforehand. Then,
     with `squad`, that many SQuAD questions in another process (the sample's figures untouched)."""
     environment = {**os.environ, **(AVX2_ENVIRONMENT if avx2 else {})}

@@ -62,8 +62,9 @@ LATENCY_BACKENDS: list[dict[str, str]] = [
 
 def _index_suffix(embedding: dict[str, str]) -> str:
     """The index folder of a precision (and of ONNX Runtime's own 8-bit model)."""
-    precision = resolve_precision(embedding.get("embedding.precision", "auto"), "cpu")
-    return f"-{precision}" + ("-ort" if embedding.get("embedding.backend") == "onnxruntime" and precision == "int8" else "")
+    backend = embedding.get("embedding.backend", "openvino")  # auto's choice on a CPU
+    precision = resolve_precision(embedding.get("embedding.precision", "auto"), "cpu", backend)
+    return f"-{precision}" + ("-ort" if backend == "onnxruntime" and precision == "int8" else "")
 
 
 def _stage_latency(engine: Engine, questions: list[str], k: int = 10, warm_up: int = 5) -> dict[str, list[float]]:

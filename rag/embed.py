@@ -86,14 +86,15 @@ def cpu_has_int8_dot_products() -> bool:
     return bool(cpu_flags() & {"avx512_vnni", "amx_int8"})
 
 
-def resolve_precision(precision: str, device: str) -> str:
+def resolve_precision(precision: str, device: str, backend: str) -> str:
     """auto: fp16 on CUDA; on a CPU, the fastest precision that keeps SciFact's nDCG@10 within
     0.005 of fp32, by its flags (docs/benchmarks.md, embed_precision_bench and retrieval_bench):
-    bf16 where it is native; else 8-bit weights where the CPU has 8-bit dot products (a query
-    1.1-1.7x and passages 1.55-1.7x faster than fp32 with AVX512-VNNI, in two runs); else fp32
-    (AVX2 alone: 8-bit weights were slower, and fp16 weights no faster)."""
-    if precision == "int8" and device != "cpu":
-        raise ConfigError("embedding.precision = 'int8' runs on the CPU (backends 'openvino', 'onnxruntime')")
+    bf16 where it is native; else, on OpenVINO, 8-bit weights where the CPU has 8-bit dot
+    products (a query 1.1-1.7x and passages 1.55-1.7x faster than fp32 with AVX512-VNNI, in two
+    runs); else fp32 (AVX2 alone: 8-bit weights were slower, and fp16 weights no faster; ONNX
+    Runtime's 8-bit model moves a text's vector with its batch; torch has no 8-bit path)."""
+    if precision == "int8" and (device != "cpu" or backend == "torch"):
+        raise ConfigError("embedding.precision = 'int8' runs on the CPU, on backends 'openvino' and 'onnxruntime'")
     if precision == "fp16" and not device.startswith("cuda"):
         raise ConfigError("embedding.precision = 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
     if precision != "auto":
@@ -102,7 +103,7 @@ def resolve_precision(precision: str, device: str) -> str:
         return "fp16"
     if cpu_has_native_bf16():
         return "bf16"
-    return "int8" if cpu_has_int8_dot_products() else "fp32"
+    return "int8" if backend == "openvino" and cpu_has_int8_dot_products() else "fp32"
 
 
 class Embedder:
@@ -135,23 +136,20 @@ class Embedder:
         from rag.encoders import choose_backend, compiled_support
 
         device = self.device = resolve_device(self.settings.device)
-        precision = resolve_precision(self.settings.precision, device)
-        backend = choose_backend(self.settings.backend, device, precision, self.path)
-        if precision == "int8" and self.settings.precision == "auto" and backend != "openvino":
-            precision = "fp32"  # ONNX Runtime's 8-bit path scales a batch together; torch has none
+        backend = choose_backend(self.settings.backend, device, self.path)
+        precision = resolve_precision(self.settings.precision, device, backend)
         self.batch_size = self.settings.batch_size or (128 if device.startswith("cuda") else 16)
         log.info("loading embedding model %s on %s with %s (%s, batch %d)", self.name, device, backend, precision,
                  self.batch_size)
         if backend != "torch":
             from rag.encoders.compiled import CompiledEncoder
-            from rag.encoders.onnx_export import exported_model, openvino_ir
+            from rag.encoders.onnx_export import exported_model
 
             try:
                 pooling, _ = compiled_support(self.path)
-                onnx_path = exported_model(self.name, self.path, self.cache_dir, pooling or "mean",
-                                           int8=precision == "int8" and backend == "onnxruntime")
-                return CompiledEncoder(self.path, onnx_path, backend, precision, self.settings.max_seq_length,
-                                       ir_path=openvino_ir(onnx_path) if backend == "openvino" else None)
+                model_path = exported_model(self.name, self.path, self.cache_dir, pooling or "mean", backend,
+                                            int8=precision == "int8")
+                return CompiledEncoder(self.path, model_path, backend, precision, self.settings.max_seq_length)
             except Exception as exc:  # noqa: BLE001 - an export that disagrees, an old CPU, a broken install
                 if self.settings.backend != "auto" or self.settings.precision == "int8":
                     if isinstance(exc, ConfigError):
@@ -159,10 +157,9 @@ class Embedder:
                     raise ConfigError(f"embedding.backend {backend!r} failed to load {self.name}: {exc}; "
                                       "use embedding.backend = 'torch'") from exc
                 log.warning("embedding on torch: %s failed to load %s (%s)", backend, self.name, exc)
+                precision = resolve_precision(self.settings.precision, device, "torch")
         from rag.encoders.torch_encoder import TorchEncoder
 
-        if precision == "int8":
-            raise ConfigError("embedding.precision = 'int8' runs on backends 'openvino' and 'onnxruntime' only")
         return TorchEncoder(self.path, device, precision, self.settings.max_seq_length)
 
     @property

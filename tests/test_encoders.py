@@ -156,6 +156,15 @@ def test_an_unusable_cache_leaves_auto_on_torch_and_fails_a_named_backend(tmp_pa
         _embedder(blocked, backend="openvino")
 
 
+def test_an_unusable_cache_on_a_cpu_without_bf16_falls_back_to_torch_in_fp32(tmp_path, monkeypatch):
+    """auto's 8-bit choice is OpenVINO's: when the export cannot be made, torch runs fp32."""
+    monkeypatch.setattr("rag.embed.cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    blocked = tmp_path / "cache"
+    blocked.write_text("not a folder")
+    e = _embedder(blocked)
+    assert (e.backend, e.precision) == ("torch", "fp32")
+
+
 def test_int8_on_a_backend_without_it_is_refused(cache):
     with pytest.raises(ConfigError, match="int8"):
         _embedder(cache, backend="torch", precision="int8")

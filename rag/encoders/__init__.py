@@ -74,7 +74,7 @@ def compiled_support(model_dir: Path) -> tuple[str | None, str]:
     return modes[0], ""
 
 
-def choose_backend(requested: str, device: str, precision: str, model_dir: Path) -> str:
+def choose_backend(requested: str, device: str, model_dir: Path) -> str:
     """The backend `embedding.backend` names, or for "auto" the fastest one that can run it."""
     if requested == "torch":
         return "torch"

@@ -57,18 +57,18 @@ class _OpenVINO:
     core: a question), and for throughput (a stream per core, requests in flight together:
     passages), which embedded rag's SciFact chunks 1.11x faster. Each holds its own copy of the
     weights and buffers (160 and 260 MB for MiniLM), so a process that only searches and answers
-    never makes the second, and `rag index` makes the first only for a last group of a few
-    chunks."""
+    never makes the second, and `rag index` makes the first only for a group of at most
+    FEW_TEXTS chunks (a small folder, or the last group of a large one)."""
 
-    def __init__(self, onnx_path: Path, precision: str, threads: int, ir_path: Path | None = None) -> None:
+    def __init__(self, model_path: Path, precision: str, threads: int) -> None:
         import openvino as ov
 
         self._ov = ov
         self._core = ov.Core()
-        # The IR copy where the export has one: its weights are mapped from the file, and their
-        # pages handed back once the plugin has packed its own (mapped_files); ONNX's are copied.
-        self._model_path = str(ir_path or onnx_path)
-        self._folder = onnx_path.parent
+        # An IR's weights are mapped from the file, and their pages handed back once the plugin
+        # has packed its own (mapped_files); an ONNX file's would be copied into memory.
+        self._model_path = str(model_path)
+        self._folder = model_path.parent
         self._int8 = precision == "int8"
         self._config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                         "INFERENCE_NUM_THREADS": threads}
@@ -129,8 +129,8 @@ def _onnxruntime_runner(onnx_path: Path, threads: int) -> Runner:
 
 
 class CompiledEncoder:
-    def __init__(self, model_dir: Path, onnx_path: Path, backend: str, precision: str, max_seq_length: int,
-                 threads: int = 0, ir_path: Path | None = None) -> None:
+    def __init__(self, model_dir: Path, model_path: Path, backend: str, precision: str, max_seq_length: int,
+                 threads: int = 0) -> None:
         from tokenizers import Tokenizer
 
         self.backend = backend
@@ -150,8 +150,8 @@ class CompiledEncoder:
         at = next((i for i in range(len(full)) if full[i:i + len(bare)] == bare), None)
         self._wrap = None if at is None or self._lower else (full[:at], full[at + len(bare):])
         threads = threads or default_threads()
-        self._run: Runner = (_OpenVINO(onnx_path, self.precision, threads, ir_path) if backend == "openvino"
-                             else _onnxruntime_runner(onnx_path, threads))
+        self._run: Runner = (_OpenVINO(model_path, self.precision, threads) if backend == "openvino"
+                             else _onnxruntime_runner(model_path, threads))
         self.dimension = int(json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["hidden_size"])
 
     def _token_ids(self, texts: list[str], known: list[list[int] | None] | None) -> list[list[int]]:

@@ -70,25 +70,31 @@ def _verified(folder: Path, name: str) -> Path | None:
     return None
 
 
-def exported_model(name: str, model_dir: Path, cache_dir: Path, pooling: str, int8: bool = False) -> Path:
-    """The verified ONNX file for this model (int8: its dynamically quantized copy), exported on
-    first use (a few seconds for MiniLM). Concurrent first uses export once."""
+def exported_model(name: str, model_dir: Path, cache_dir: Path, pooling: str, backend: str,
+                   int8: bool = False) -> Path:
+    """The verified file `backend` reads for this model, exported on first use (a few seconds
+    for MiniLM): OpenVINO's IR (its 8-bit weights are made from it when compiled), or for ONNX
+    Runtime the ONNX file (int8: its dynamically quantized copy). Only the files read are
+    hashed. Concurrent first uses export once."""
     folder = export_folder(name, model_dir, cache_dir)
-    file_name = "model-int8.onnx" if int8 else "model.onnx"
-    found = _verified(folder, file_name)
-    if found is not None:
-        return found
+    int8 = int8 and backend != "openvino"
+    file_name = "model.xml" if backend == "openvino" else "model-int8.onnx" if int8 else "model.onnx"
+
+    def found() -> Path | None:
+        return openvino_ir(folder / "model.onnx") if backend == "openvino" else _verified(folder, file_name)
+
+    if (path := found()) is not None:
+        return path
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be exporting the same model
-        found = _verified(folder, file_name)
-        if found is not None:
-            return found
+        if (path := found()) is not None:
+            return path
         _export(name, model_dir, folder, pooling, int8)
-    found = _verified(folder, file_name)
-    if found is None:
-        raise ConfigError(f"the ONNX export of {name} in {folder} could not be verified after writing it")
-    return found
+    path = found()
+    if path is None:
+        raise ConfigError(f"the export of {name} to {file_name} in {folder} could not be verified after writing it")
+    return path
 
 
 def _reference_vectors(model_dir: Path) -> np.ndarray:
@@ -157,7 +163,8 @@ def _write_ir(work: Path) -> None:
 
 
 def openvino_ir(onnx_path: Path) -> Path | None:
-    """The verified IR copy of an exported fp32 model, or None (an export made without OpenVINO)."""
+    """The verified IR copy of an exported fp32 model, or None (an export made without OpenVINO,
+    or a damaged one: exported_model writes it again)."""
     if onnx_path.name != "model.onnx" or any(_verified(onnx_path.parent, name) is None for name in IR_FILES):
         return None
     return onnx_path.parent / "model.xml"
