@@ -279,6 +279,15 @@ class Chunker:
         if group:
             yield "\n".join([header, *group]).strip(), {"rows": [first_row, len(section.table_rows)]}
 
+    def _table_pieces(self, section: Section, budget: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The table's chunks; their `rows` the source's own row numbers where the section has them."""
+        numbers = section.row_numbers
+        for text, extra in self._table_chunks(section, budget):
+            if len(numbers) == len(section.table_rows):
+                first, last = extra["rows"]
+                extra = {"rows": [numbers[first - 1], numbers[last - 1]]}
+            yield text, extra
+
     def chunk(self, document: Document) -> list[Chunk]:
         chunks: list[Chunk] = []
         base = {k: document.metadata[k] for k in ("source", "title") if k in document.metadata}
@@ -286,12 +295,12 @@ class Chunker:
             prefix, prefix_ids = self._prefix(section.headings)
             budget = min(self.settings.chunk_size, self.max_tokens - len(prefix_ids))
             if section.table_header is not None:
-                pieces = [(text, extra, None) for text, extra in self._table_chunks(section, budget)]
+                pieces = [(text, extra, None) for text, extra in self._table_pieces(section, budget)]
             else:
                 pieces = [(text, {}, ids) for text, ids in self._split_text(section.text, budget)]
             for text, extra, token_ids in self._enforce_limit(prefix, prefix_ids, pieces):
                 embed_text = prefix + text
-                metadata = {**base, **extra}
+                metadata = {**base, **section.metadata, **extra}
                 if section.page is not None:
                     metadata["page"] = section.page
                 if section.headings:

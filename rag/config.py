@@ -70,6 +70,10 @@ class IngestSettings(_Section):
     max_xml_elements: int = Field(ge=10_000, le=1_000_000_000)
     max_nesting_depth: int = Field(ge=32, le=1_000_000)
     csv_rows_per_chunk: int = Field(ge=1, le=10_000)
+    ocr: Literal["auto", "never", "always"]
+    ocr_min_confidence: float = Field(ge=0, le=1)
+    ocr_dpi: int = Field(ge=72, le=600)
+    workers: int = Field(ge=0, le=64)
     collection: str
     follow_symlinks: Literal["inside", "never", "all"]
 

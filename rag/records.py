@@ -16,6 +16,12 @@ class Section:
     # Tables: the header line repeated in every chunk, and one line per row (text is unused).
     table_header: str | None = None
     table_rows: tuple[str, ...] = ()
+    # Each row's number in its source (a sheet's row numbers, empty rows skipped), where they
+    # are not simply 1, 2, 3...: a chunk's `rows` then names the sheet's rows.
+    row_numbers: tuple[int, ...] = ()
+    # What every chunk of the section carries besides: {"slide": 7}, {"sheet": "Prices"},
+    # {"ocr": True, "ocr_confidence": 0.97}.
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -31,6 +37,8 @@ class Document:
     where: str = ""
     # Where its text really came from, for identity: the real path of its file, or "stream".
     origin: str = ""
+    # Seconds OCR spent reading it, for the run's report; not stored.
+    ocr_seconds: float = 0.0
 
     @property
     def text(self) -> str:
@@ -58,6 +66,24 @@ class Chunk:
     token_ids: list[int] | None = field(default=None, compare=False, repr=False)
 
 
+def location_of(metadata: dict[str, Any]) -> str:
+    """Where in its document a chunk is, as a person would look for it: "page 3", "slide 7",
+    "sheet Prices, rows 2-40", or its heading path."""
+    if metadata.get("page") is not None:
+        return f"page {metadata['page']}"
+    if metadata.get("slide") is not None:
+        return f"slide {metadata['slide']}"
+    if metadata.get("sheet") is not None:
+        rows = metadata.get("rows")
+        if isinstance(rows, list) and len(rows) == 2:
+            span = f"row {rows[0]}" if rows[0] == rows[1] else f"rows {rows[0]}-{rows[1]}"
+            return f"sheet {metadata['sheet']}, {span}"
+        return f"sheet {metadata['sheet']}"
+    if metadata.get("headings"):
+        return " > ".join(metadata["headings"])
+    return ""
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result."""
@@ -71,12 +97,8 @@ class Hit:
 
     @property
     def location(self) -> str:
-        """Page or heading path, for display."""
-        if self.metadata.get("page") is not None:
-            return f"page {self.metadata['page']}"
-        if self.metadata.get("headings"):
-            return " > ".join(self.metadata["headings"])
-        return ""
+        """Page, slide, sheet and rows, or heading path, for display."""
+        return location_of(self.metadata)
 
     def as_dict(self) -> dict[str, Any]:
         """The `rag search --json` shape; the chunk id travels in the metadata."""

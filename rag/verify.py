@@ -36,8 +36,15 @@ class Support:
     content: int = 0  # how many content words it has
 
 
+# OCR reads a digit as the letter that looks like it ("2O417", "1l0"): between digits such a
+# letter is the digit, on either side, so a correct number is not refused for a confusion of
+# OCR's (full-width digits, "２０２４", are folded by NFKC).
+_OCR_DIGITS = re.compile(r"(?<=\d)[oli]+(?=\d)")
+
+
 def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).lower()
+    folded = unicodedata.normalize("NFKC", text).lower()
+    return _OCR_DIGITS.sub(lambda m: m.group().replace("o", "0").replace("l", "1").replace("i", "1"), folded)
 
 
 # Numbers passages write out in words ("six standard totes") that an answer gives in digits;

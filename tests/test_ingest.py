@@ -134,6 +134,7 @@ def test_bad_inputs_get_one_clear_reason(tmp_path, ingest_settings):
     (tmp_path / "broken.docx").write_bytes(b"PK\x03\x04 not really a zip")
     (tmp_path / "legacy.docx").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600)
     (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tmp_path / "bundle.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
     os.symlink(tmp_path / "does-not-exist.txt", tmp_path / "dangling.txt")
     _encrypted_pdf(tmp_path)
     expect = {
@@ -144,7 +145,8 @@ def test_bad_inputs_get_one_clear_reason(tmp_path, ingest_settings):
         "fake.pdf": (IngestError, "not a PDF file"),
         "broken.docx": (IngestError, "corrupt or unreadable .docx"),
         "legacy.docx": (IngestError, "password-protected .docx or legacy .doc"),
-        "image.png": (SkipDocument, "unsupported file type '.png'"),
+        "image.png": (IngestError, "not an image Pillow can identify"),
+        "bundle.zip": (SkipDocument, "unsupported file type '.zip'"),
         "dangling.txt": (IngestError, "cannot read"),
         "locked.pdf": (IngestError, "encrypted PDF (password required)"),
     }
@@ -154,15 +156,15 @@ def test_bad_inputs_get_one_clear_reason(tmp_path, ingest_settings):
         assert words in str(item), (name, str(item))
 
 
-def test_scanned_pdf_without_text_is_skipped_with_a_hint(tmp_path, ingest_settings):
+def test_a_pdf_with_neither_text_nor_images_is_skipped_with_why(tmp_path, ingest_settings):
     from fpdf import FPDF
 
     pdf = FPDF()
     pdf.add_page()
-    pdf.rect(10, 10, 50, 50)  # a page with a drawing and no text, like a scan
-    pdf.output(str(tmp_path / "scan.pdf"))
-    item = load_one(tmp_path / "scan.pdf", ingest_settings)
-    assert isinstance(item, SkipDocument) and "run OCR" in str(item)
+    pdf.rect(10, 10, 50, 50)  # a drawing and no text: nothing for OCR either (scans: tests/test_formats.py)
+    pdf.output(str(tmp_path / "drawing.pdf"))
+    item = load_one(tmp_path / "drawing.pdf", ingest_settings)
+    assert isinstance(item, SkipDocument) and "no text layer, and no images for OCR" in str(item)
 
 
 def test_discover_honours_hidden_files_ignore_file_and_exclude(tmp_path):

@@ -145,6 +145,7 @@ class IndexBar:
         self.chunks = 0
         self.done_bytes = 0
         self.total_bytes = 0
+        self.ocr_pages = 0
         self.started = time.perf_counter()
         self._last_line = self.started
         self._bar: Progress | None = None
@@ -163,8 +164,9 @@ class IndexBar:
         self.started = time.perf_counter()
         if err.is_terminal:
             self._bar = progress_bar("indexing", "{task.fields[docs]} docs · {task.fields[chunks]} chunks · "
-                                                 "{task.fields[rate]} docs/s ETA")
-            self._task = self._bar.add_task("index", total=self.total_bytes or None, docs=0, chunks=0, rate="-")
+                                                 "{task.fields[rate]} docs/s{task.fields[ocr]} ETA")
+            self._task = self._bar.add_task("index", total=self.total_bytes or None, docs=0, chunks=0, rate="-",
+                                            ocr="")
             self._bar.start()
         elif self.total_bytes:
             err.print(f"indexing {files} files ({self.total_bytes / 2**20:.1f} MB)")
@@ -185,13 +187,29 @@ class IndexBar:
         now = time.perf_counter()
         if now - self._last_line >= 10 and not self.total_bytes:
             self._last_line = now
-            err.print(f"  {self.documents} docs, {self.chunks} chunks, {self._rate():.1f} docs/s")
+            err.print(f"  {self.documents} docs, {self.chunks} chunks, {self._rate():.1f} docs/s{self._ocr()}")
         elif now - self._last_line >= 10:
             self._last_line = now
             fraction = self.done_bytes / self.total_bytes
             eta = f"{(now - self.started) * (1 - fraction) / fraction:.0f} s" if fraction > 0 else "-"
             err.print(f"  {fraction:6.1%}  {self.documents} docs, {self.chunks} chunks, "
-                      f"{self._rate():.1f} docs/s, ETA {eta}")
+                      f"{self._rate():.1f} docs/s{self._ocr()}, ETA {eta}")
+
+    def _ocr(self) -> str:
+        if not self.ocr_pages:
+            return ""
+        return f" · {self.ocr_pages} pages OCR'd, {self.ocr_pages / max(time.perf_counter() - self.started, 1e-6):.2f}/s"
+
+    def ocr_page(self, seconds: float) -> None:
+        """A scanned page read: a 200-page scan is one file, so the bar counts its pages."""
+        self.ocr_pages += 1
+        if self._bar is not None:
+            self._bar.update(self._task, ocr=self._ocr())
+            return
+        now = time.perf_counter()
+        if now - self._last_line >= 10:
+            self._last_line = now
+            err.print(f"  {self.documents} docs, {self.chunks} chunks{self._ocr()}")
 
     def problem(self, problem: Problem) -> None:
         label = "[yellow]skipped[/]" if problem.kind == "skipped" else "[bold red]failed[/]"
@@ -203,7 +221,9 @@ def index_summary(report: IndexReport) -> str:
             f"{report.unchanged} unchanged, {report.deleted} deleted"
             + (f", {report.deduplicated} stored once with identical content" if report.deduplicated else "")
             + f"), {report.chunks} chunks, {report.skipped} skipped, "
-            f"{report.failed} failed in {report.seconds:.1f} s -> {shown(report.index)}"
+            f"{report.failed} failed in {report.seconds:.1f} s"
+            + (f" ({report.ocr_pages} pages read by OCR in {report.ocr_seconds:.1f} s)" if report.ocr_pages else "")
+            + f" -> {shown(report.index)}"
             + (f" (collection {shown(report.collection)}, {report.version})" if report.version else ""))
 
 

@@ -41,6 +41,7 @@ from rag.index.tokens import bm25_tokens, make_tokenizer
 from rag.idsets import held_in
 from rag.index.vectors import VectorIndex
 from rag.indexing import IndexState, Prepared, PreparerFactory, loaded_documents, make_chunker
+from rag.ingest.loaders import FileReader
 from rag.ingest.discover import SourceFile
 from rag.records import Document
 
@@ -289,6 +290,9 @@ class PrepareActor:
         self.origin = origin
         # Ray resolves a reference passed as an argument (a test passes the arrays themselves).
         self.stored: np.ndarray = stored if isinstance(stored, np.ndarray) else ray.get(stored)
+        # A file the index holds unchanged is not parsed (nor read by OCR) again.
+        self.reader = FileReader(self.settings.ingest,
+                                 holds=lambda doc_id, sha: holds(self.stored, content_key(doc_id, sha)))
         self.embedder = Embedder(self.settings.embedding)
         self.embedder.warm_up()
         # Where this actor embeds, reported with every source so the writer can tell the user.
@@ -342,4 +346,4 @@ class PrepareActor:
         if unit["record"]:
             return [wire.document_from_json(json.loads(unit["record"]))]
         source = SourceFile(Path(unit["path"]), unit["rel"], Path(unit["real"]))
-        return loaded_documents(source, self.settings.ingest, self.origin)
+        return loaded_documents(source, self.reader, self.origin)

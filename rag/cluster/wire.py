@@ -18,17 +18,19 @@ from rag.records import Chunk, Document, Section
 def document_to_json(document: Document, sections: bool = True) -> dict[str, Any]:
     return {
         "doc_id": document.doc_id, "metadata": document.metadata, "size": document.size,
-        "where": document.where, "origin": document.origin,
+        "where": document.where, "origin": document.origin, "ocr_seconds": document.ocr_seconds,
         "sections": [{"text": s.text, "headings": list(s.headings), "page": s.page,
-                      "table_header": s.table_header, "table_rows": list(s.table_rows)}
+                      "table_header": s.table_header, "table_rows": list(s.table_rows),
+                      "row_numbers": list(s.row_numbers), "metadata": s.metadata}
                      for s in document.sections] if sections else [],
     }
 
 
 def document_from_json(data: dict[str, Any]) -> Document:
     return Document(data["doc_id"], [Section(s["text"], tuple(s["headings"]), s["page"], s["table_header"],
-                                             tuple(s["table_rows"])) for s in data["sections"]],
-                    data["metadata"], data["size"], data["where"], data["origin"])
+                                             tuple(s["table_rows"]), tuple(s.get("row_numbers", ())),
+                                             s.get("metadata") or {}) for s in data["sections"]],
+                    data["metadata"], data["size"], data["where"], data["origin"], data.get("ocr_seconds", 0.0))
 
 
 def chunk_to_json(chunk: Chunk) -> dict[str, Any]:

@@ -36,6 +36,9 @@ class IndexReport:
     sync_stopped: str = ""
     # Seconds spent per stage: load (the model), parse, chunk, embed, write; the rest is lookups.
     stages: dict[str, float] = field(default_factory=dict)
+    # Pages (and images) read by OCR, and the seconds OCR took (summed over its threads).
+    ocr_pages: int = 0
+    ocr_seconds: float = 0.0
 
     @property
     def documents(self) -> int:
@@ -66,6 +69,7 @@ class IndexReport:
             "skipped": self.skipped, "failed": self.failed, "seconds": round(self.seconds, 3),
             "would_delete": self.would_delete, "sync_stopped": self.sync_stopped or None,
             "stages": {stage: round(seconds, 3) for stage, seconds in self.stages.items()},
+            "ocr": {"pages": self.ocr_pages, "seconds": round(self.ocr_seconds, 3)},
             "problems": [{"path": p.path, "reason": p.reason, "kind": p.kind} for p in self.problems],
         }
 
@@ -86,6 +90,10 @@ class IndexProgress(Protocol):
 
     def problem(self, problem: Problem) -> None: ...
 
+    def ocr_page(self, seconds: float) -> None:
+        """OCR read one more page (or image) in `seconds`; called from OCR's threads."""
+        ...
+
 
 class NoProgress:
     def start(self, total_bytes: int, files: int) -> None:
@@ -95,6 +103,9 @@ class NoProgress:
         pass
 
     def problem(self, problem: Problem) -> None:
+        pass
+
+    def ocr_page(self, seconds: float) -> None:
         pass
 
 
@@ -116,3 +127,9 @@ class SerializedProgress:
     def problem(self, problem: Problem) -> None:
         with self._lock:
             self._progress.problem(problem)
+
+    def ocr_page(self, seconds: float) -> None:
+        receive = getattr(self._progress, "ocr_page", None)  # a receiver written before OCR lacks it
+        if receive is not None:
+            with self._lock:
+                receive(seconds)

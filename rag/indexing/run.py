@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -131,7 +131,8 @@ class Indexer:
         identity = self.embedder.identity(), chunking_identity(self.settings, self.embedder)
         with closing(SeenIds()) as seen, self.store.open_writer(*identity) as writer, \
                 EmbeddingPipeline(self.embedder, writer, self.collection, report, progress, clock) as pipeline:
-            self.preparer.start(IndexState(_stored_content(writer, self.collection), writer.trained_template))
+            self.preparer.start(IndexState(_stored_content(writer, self.collection), writer.trained_template,
+                                           _holds(writer, self.collection), progress.ocr_page))
             run = _Run(self, writer, pipeline, seen, chunker, clock, report, progress)
             for read in clock.iterate(events, "parse"):
                 run.take(read)
@@ -143,6 +144,14 @@ class Indexer:
                 report.version = writer.commit() or self.store.current_version()
         report.seconds = time.perf_counter() - started
         return report
+
+
+def _holds(writer: IndexWriter, collection: str) -> Callable[[str, str], bool]:
+    """Whether the collection holds this id with exactly this content, as the run's writer sees it."""
+    def holds(doc_id: str, sha256: str) -> bool:
+        stored = writer.document(collection, doc_id)
+        return stored is not None and stored.sha256 == sha256
+    return holds
 
 
 def _stored_content(writer: IndexWriter, collection: str) -> Iterator[tuple[str, str]]:
@@ -192,6 +201,9 @@ class _Run:
         if isinstance(read, Failed):
             self.note(read.where, read.error)
             return
+        if read.document.sections or read.document.ocr_seconds:  # parsed in this run (not held unchanged)
+            self.report.ocr_pages += int(read.document.metadata.get("ocr_pages") or 0)
+            self.report.ocr_seconds += read.document.ocr_seconds
         self._decide(read)
 
     def _decide(self, read: Loaded) -> None:

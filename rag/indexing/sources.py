@@ -15,10 +15,10 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.config import IngestSettings, Settings
+from rag.config import Settings
 from rag.errors import RagError
-from rag.ingest import load_source
 from rag.ingest.discover import SourceFile
+from rag.ingest.loaders import FileReader
 from rag.records import Chunk, Document
 
 # The origin of records streamed in with --jsonl (a file's documents have its real path).
@@ -69,12 +69,17 @@ Event = Loaded | Failed | Read
 
 @dataclass(frozen=True)
 class IndexState:
-    """What a preparer elsewhere needs of the index, taken under the run's write lock when it
+    """What a preparer needs of the index and the run, taken under the run's write lock when it
     starts: the (id, sha256) of each document the collection holds (to skip what is unchanged),
-    streamed, and the trained IVF index new vectors are encoded for, if an earlier write made one."""
+    streamed, and the trained IVF index new vectors are encoded for, if an earlier write made one.
+    In this process also `holds(id, sha256)`, the same question asked of the index one document
+    at a time (a file it holds unchanged is not parsed, nor read by OCR, again), and the
+    receiver of OCR's progress."""
 
     stored_content: Iterable[tuple[str, str]]
     trained_template: Path | None
+    holds: Callable[[str, str], bool] | None = None
+    on_ocr_page: Callable[[float], None] | None = None
 
 
 class Preparer(Protocol):
@@ -97,12 +102,12 @@ class Preparer(Protocol):
 PreparerFactory = Callable[[Settings, "str | None"], Preparer]
 
 
-def loaded_documents(src: SourceFile, settings: IngestSettings, origin: str | None) -> Iterator[Document | RagError]:
+def loaded_documents(src: SourceFile, reader: FileReader, origin: str | None) -> Iterator[Document | RagError]:
     """A file's documents; those of a temporary upload (`origin` given) named as it was sent."""
-    for item in load_source(src, settings):
+    for item in reader.read(src):
         if origin is not None and isinstance(item, Document):
             item.origin = origin
-            item.metadata["source"] = src.rel
+            item.metadata["source"] = src.rel  # an attachment's too: the upload's name
         yield item
 
 
@@ -112,13 +117,19 @@ class LocalPreparer:
     def __init__(self, settings: Settings, origin: str | None) -> None:
         self.settings = settings.ingest
         self.origin = origin
+        self.reader = FileReader(self.settings)
 
     def start(self, state: IndexState) -> None:
-        pass  # it reads nothing of the index: the writer decides about every document it loads
+        # The writer decides about every document it loads; the reader only skips parsing (and
+        # OCR) for a file the index holds exactly as it is.
+        self.reader = FileReader(self.settings, on_ocr_page=state.on_ocr_page, holds=state.holds)
 
     def files(self, files: list[SourceFile]) -> Iterator[Iterable[Document | Prepared | RagError]]:
-        for src in files:
-            yield loaded_documents(src, self.settings, self.origin)
+        try:
+            for src in files:
+                yield loaded_documents(src, self.reader, self.origin)
+        finally:
+            self.reader.close()
 
     def documents(self, items: Iterable[Document | RagError]) -> Iterator[Document | Prepared | RagError]:
         yield from items

@@ -1,4 +1,5 @@
-"""PDF: text per page through PDFium (pypdfium2), so every chunk knows its page.
+"""PDF: text per page through PDFium (pypdfium2), so every chunk knows its page; pages with no
+text layer (a scan) rendered by PDFium and read by OCR (ocr.py), with `ingest.ocr`.
 
 PDFium, Chrome's PDF engine, read the SEC 10-Q filings 13-18x faster than pypdf with the same
 text; PDF parsing was 62% of rag's time indexing them. It is not thread-safe, and the service
@@ -8,6 +9,8 @@ PDFium runs in a child process with a memory limit. It inflates each stream it r
 no limit of its own (a 1 MB PDF whose page content inflates to 1 GB took 2 GB and 18 s; to 2 GB,
 3 GB), and when an allocation fails it aborts its process, which must not be the server. One child
 reads this process's PDFs in turn (JSON over pipes) and is started again after a file kills it.
+It renders the pages OCR reads too, a few at a time (gray pixels over the pipe), so that the
+lock is held while it renders and released while the pool reads them.
 """
 
 from __future__ import annotations
@@ -21,21 +24,33 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from collections.abc import Iterator
 from typing import IO, Any
+
+import numpy as np
 
 from rag.config import IngestSettings
 from rag.errors import IngestError, SkipDocument
+from rag.ingest.ocr import OcrReader
+from rag.ingest.parsed import Parsed
 from rag.ingest.text import normalize_whitespace
 from rag.records import Section
 
 _PDFIUM = threading.Lock()
 _MB = 1 << 20
-_REQUEST = struct.Struct("<QQ")  # the PDF's size, then the memory the child may add to read it
-_REPLY = struct.Struct("<Q")  # the JSON reply's size
+# What to do (_TEXT or _RENDER), the OCR mode, the request's size, the memory the child may add.
+_REQUEST = struct.Struct("<BBQQ")
+_REPLY = struct.Struct("<Q")  # the size of the JSON reply, and of each rendered page after it
 _READY = b"R"  # the child's first byte: it has started
+_TEXT, _RENDER = 0, 1
+_MODES = {"auto": 0, "never": 1, "always": 2}
+# In "auto", a page whose text layer holds fewer non-space characters than this, over an image
+# that covers half the page or more, is a scan with stray characters (a stamp's, a page number).
+STRAY_CHARACTERS = 40
+_MAX_SIDE = 2000  # RapidOCR reads at most this many pixels on the long side
 
 
-def parse_pdf(data: bytes, settings: IngestSettings) -> tuple[list[Section], str | None]:
+def parse_pdf(data: bytes, settings: IngestSettings, ocr: OcrReader | None = None) -> Parsed:
     if not data.strip():
         raise SkipDocument("empty file")
     if not data.lstrip()[:5].startswith(b"%PDF"):
@@ -43,7 +58,30 @@ def parse_pdf(data: bytes, settings: IngestSettings) -> tuple[list[Section], str
     # Room for what the streams inflate to, and for PDFium's copy of the file and its objects.
     budget = int(settings.max_unpacked_mb * _MB) + 2 * len(data)
     with _PDFIUM:
-        reply = _WORKER.read(data, budget)
+        reply = _WORKER.ask(_TEXT, _MODES[settings.ocr], data, budget)
+    _raise_for(reply, settings, budget)
+    texts = dict(reply["pages"])
+    scans = reply.get("ocr", [])
+    sections: dict[int, Section] = {number: Section(text=text, page=number) for number, text in texts.items()}
+    seconds = 0.0
+    if scans and ocr is not None:
+        for number, read in ocr.read_many(_rendered(data, scans, settings, budget, ocr.workers)):
+            seconds += read.seconds
+            text = normalize_whitespace(read.text)
+            if text:
+                sections[number] = Section(text=text, page=number,
+                                           metadata={"ocr": True, "ocr_confidence": round(read.confidence, 3)})
+    if not sections:
+        if scans and settings.ocr == "never":
+            raise SkipDocument('no text layer (a scanned PDF), and OCR is off (ingest.ocr = "never"); set it to '
+                               '"auto" to read it')
+        raise SkipDocument("no text found, by PDFium or by OCR" if scans else
+                           "no extractable text: its pages hold no text layer, and no images for OCR to read")
+    metadata = {"ocr_pages": len(scans)} if scans else {}
+    return Parsed([sections[n] for n in sorted(sections)], reply["title"], metadata, ocr_seconds=seconds)
+
+
+def _raise_for(reply: dict[str, Any], settings: IngestSettings, budget: int) -> None:
     if "error" in reply:
         raise (SkipDocument if reply["error"] == "skip" else IngestError)(reply["message"])
     if "exit" in reply:
@@ -53,29 +91,71 @@ def parse_pdf(data: bytes, settings: IngestSettings) -> tuple[list[Section], str
             f"PDFium stopped ({how}) reading this PDF, most likely as it needed more than {budget / _MB:,.0f} MB: "
             f"streams that inflate past ingest.max_unpacked_mb ({settings.max_unpacked_mb:g} MB), a PDF bomb? "
             f"If the file is genuine, raise ingest.max_unpacked_mb (RAG_INGEST_MAX_UNPACKED_MB)")
-    sections = [Section(text=text, page=page) for page, text in reply["pages"]]
-    if not sections:
-        raise SkipDocument("no extractable text (a scanned PDF? run OCR on it first)")
-    return sections, reply["title"]
 
 
-def _extract(data: bytes) -> tuple[list[tuple[int, str]], str | None]:
-    """Each page's text and the title, read in this process (the child's side)."""
+def _rendered(data: bytes, pages: list[int], settings: IngestSettings, budget: int,
+              workers: int) -> Iterator[tuple[int, np.ndarray]]:
+    """The pages, rendered gray a few at a time: the lock is held only while PDFium renders."""
+    step = max(2, 2 * workers)
+    for start in range(0, len(pages), step):
+        batch = pages[start:start + step]
+        request = json.dumps({"pages": batch, "dpi": settings.ocr_dpi}).encode()
+        with _PDFIUM:
+            reply = _WORKER.ask(_RENDER, 0, struct.pack("<I", len(request)) + request + data, budget)
+            _raise_for(reply, settings, budget)
+            images = [(page["page"], _WORKER.pixels(page["height"], page["width"])) for page in reply["images"]]
+        yield from images
+
+
+def _open(data: bytes) -> Any:
     import pypdfium2 as pdfium
 
     try:
-        document = pdfium.PdfDocument(data)  # an empty user password opens owner-locked files
+        return pdfium.PdfDocument(data)  # an empty user password opens owner-locked files
     except pdfium.PdfiumError as exc:
         if "password" in str(exc).lower():
             raise IngestError("encrypted PDF (password required); index a decrypted copy") from None
         raise IngestError(f"corrupt or unreadable PDF: {exc}") from None
+
+
+def _image_cover(page: Any) -> float:
+    """The share of the page its images cover (their bounding boxes, overlaps counted twice)."""
+    import pypdfium2.raw as pdfium_c
+
+    width, height = page.get_size()
+    covered = 0.0
+    for image in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=3):
+        left, bottom, right, top = image.get_bounds()
+        covered += max(0.0, min(right, width) - max(left, 0.0)) * max(0.0, min(top, height) - max(bottom, 0.0))
+    return covered / max(width * height, 1.0)
+
+
+def needs_ocr(text: str, image_cover: float, mode: int) -> bool:
+    """Whether OCR reads the page: every page ("always"), none ("never"), or ("auto") a page
+    with no text over an image, or only stray characters over one that fills half the page."""
+    if mode != _MODES["auto"]:
+        return mode == _MODES["always"]
+    characters = len("".join(text.split()))
+    if characters == 0:
+        return image_cover >= 0.05  # a scan; not a blank page, nor one with a small logo alone
+    return characters < STRAY_CHARACTERS and image_cover >= 0.5
+
+
+def _extract(data: bytes, mode: int = 0) -> tuple[list[tuple[int, str]], str | None, list[int]]:
+    """Each page's text, the title and the pages OCR should read, in this process (the child's side)."""
+    import pypdfium2 as pdfium
+
+    document = _open(data)
     try:
         pages: list[tuple[int, str]] = []
+        scans: list[int] = []
         for number in range(1, len(document) + 1):
             page = document[number - 1]
             textpage = page.get_textpage()
             text = normalize_whitespace(textpage.get_text_bounded())
             textpage.close()
+            if mode != _MODES["never"] and needs_ocr(text, _image_cover(page) if mode == 0 else 1.0, mode):
+                scans.append(number)
             page.close()
             if text:
                 pages.append((number, text))
@@ -84,7 +164,28 @@ def _extract(data: bytes) -> tuple[list[tuple[int, str]], str | None]:
         raise IngestError(f"corrupt or unreadable PDF: {exc}") from None
     finally:
         document.close()
-    return pages, title
+    return pages, title, scans
+
+
+def _render(data: bytes, pages: list[int], dpi: int) -> list[tuple[int, np.ndarray]]:
+    """The pages as 8-bit gray pixels, at `dpi` or less (the long side at most _MAX_SIDE)."""
+    import pypdfium2 as pdfium
+
+    document = _open(data)
+    try:
+        rendered = []
+        for number in pages:
+            page = document[number - 1]
+            width, height = page.get_size()
+            scale = min(dpi / 72, _MAX_SIDE / max(width, height, 1.0))
+            bitmap = page.render(scale=scale, grayscale=True)
+            rendered.append((number, np.ascontiguousarray(bitmap.to_numpy()).reshape(bitmap.height, bitmap.width)))
+            page.close()
+    except pdfium.PdfiumError as exc:
+        raise IngestError(f"cannot render page {number} for OCR: {exc}") from None
+    finally:
+        document.close()
+    return rendered
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes:
@@ -101,21 +202,30 @@ class _Worker:
         self._process: subprocess.Popen[bytes] | None = None
         self._owner = 0  # the pid that started it: a forked copy of this process starts its own
 
-    def read(self, data: bytes, budget: int) -> dict[str, Any]:
-        """The child's reply for one PDF, or {"exit": code} if reading it killed the child."""
+    def ask(self, kind: int, mode: int, payload: bytes, budget: int) -> dict[str, Any]:
+        """The child's reply to one request, or {"exit": code} if it killed the child. A render's
+        pages follow the reply: read each with `pixels`, under the same lock."""
         process = self._process
         if process is None or process.poll() is not None or self._owner != os.getpid():
             process = self._start()
         assert process.stdin is not None and process.stdout is not None
         try:
-            process.stdin.write(_REQUEST.pack(len(data), budget))
-            process.stdin.write(data)
+            process.stdin.write(_REQUEST.pack(kind, mode, len(payload), budget))
+            process.stdin.write(payload)
             process.stdin.flush()
             (size,) = _REPLY.unpack(_read_exactly(process.stdout, _REPLY.size))
             return json.loads(_read_exactly(process.stdout, size))
         except (OSError, EOFError, ValueError):
             self._process = None
             return {"exit": process.wait()}
+
+    def pixels(self, height: int, width: int) -> np.ndarray:
+        """One rendered page of the last reply."""
+        assert self._process is not None and self._process.stdout is not None
+        (size,) = _REPLY.unpack(_read_exactly(self._process.stdout, _REPLY.size))
+        if size != height * width:
+            raise IngestError("the process that reads PDFs sent a page of the wrong size; run again")
+        return np.frombuffer(_read_exactly(self._process.stdout, size), dtype=np.uint8).reshape(height, width)
 
     def _start(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -173,15 +283,25 @@ def serve() -> None:
     replies.write(_READY)
     replies.flush()
     while header := requests.read(_REQUEST.size):
-        size, budget = _REQUEST.unpack(header)
-        data = _read_exactly(requests, size)
+        kind, mode, size, budget = _REQUEST.unpack(header)
+        payload = _read_exactly(requests, size)
         used = _address_space() if resource is not None else None
         if used is not None:
             limit = used + budget if hard == resource.RLIM_INFINITY else min(used + budget, hard)
             resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        frames: list[bytes] = []
         try:
-            pages, title = _extract(data)
-            reply: dict[str, Any] = {"pages": pages, "title": title}
+            if kind == _RENDER:
+                (length,) = struct.unpack("<I", payload[:4])
+                asked = json.loads(payload[4:4 + length])
+                rendered = _render(payload[4 + length:], asked["pages"], asked["dpi"])
+                reply: dict[str, Any] = {"images": [{"page": n, "height": int(a.shape[0]), "width": int(a.shape[1])}
+                                                    for n, a in rendered]}
+                frames = [a.tobytes() for _, a in rendered]
+                del rendered
+            else:
+                pages, title, scans = _extract(payload, mode)
+                reply = {"pages": pages, "title": title, "ocr": scans}
         except SkipDocument as exc:
             reply = {"error": "skip", "message": exc.reason}
         except IngestError as exc:
@@ -194,7 +314,10 @@ def serve() -> None:
         finally:
             if used is not None:
                 resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
-        del data
+        del payload
         body = json.dumps(reply, ensure_ascii=False).encode("utf-8")
         replies.write(_REPLY.pack(len(body)) + body)
+        for frame in frames if "images" in reply else ():
+            replies.write(_REPLY.pack(len(frame)))
+            replies.write(frame)
         replies.flush()
