@@ -12,7 +12,9 @@ def test_sample_corpus_indexes_cleanly_and_every_qa_source_exists(make_engine):
     files = [p for p in CORPORA.rglob("*") if p.is_file() and not p.name.startswith(".")
              and p.name not in ("sample_qa.jsonl", "README.md")]
     assert len(files) >= 20
-    assert {p.suffix for p in files} >= {".md", ".txt", ".html", ".pdf", ".docx", ".csv", ".jsonl"}
+    assert {p.suffix for p in files} >= {".md", ".txt", ".html", ".pdf", ".docx", ".csv", ".jsonl", ".pptx", ".xlsx",
+                                         ".eml"}
+    assert report.ocr_pages == 1  # the scanned fire safety certificate, and nothing else
 
     qa = [json.loads(line) for line in (CORPORA / "sample_qa.jsonl").read_text().splitlines() if line.strip()]
     assert len(qa) >= 30 and all(q["question"] and q["answer"] and q["doc_id"] for q in qa)
