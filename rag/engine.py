@@ -174,7 +174,11 @@ class Engine:
                                    "with --collection NAME. Nothing was deleted.")
                 exact = [Filter("collection", "=", holders[0]), Filter("doc_id", "=", doc_id)] if holders else []
                 allowed = bool(holders) and (not parsed or bool(writer.matching_documents(parsed + exact)))
-                (deleted if allowed and writer.delete_document(holders[0], doc_id) else missing).append(doc_id)
+                if allowed and writer.delete_document(holders[0], doc_id):
+                    deleted.append(doc_id)
+                    deleted.extend(_delete_attachments(writer, holders[0], doc_id, parsed))
+                else:
+                    missing.append(doc_id)
         return deleted, missing
 
     def delete_matching(self, filters: list[str]) -> list[tuple[str, str]]:
@@ -303,3 +307,15 @@ def _preparer(ray: RayOptions | None) -> PreparerFactory | None:
     from rag.cluster.ray_indexing import ray_preparer
 
     return ray_preparer(ray)
+
+
+def _delete_attachments(writer: IndexWriter, collection: str, parent: str, filters: list[Filter]) -> list[str]:
+    """An e-mail's attachments (documents whose `parent` it is, and theirs), deleted with it: those
+    the filters (a key's) also match, and no others."""
+    deleted = []
+    for _, child in writer.matching_documents(filters + [Filter("collection", "=", collection),
+                                                         Filter("parent", "=", parent)]):
+        if writer.delete_document(collection, child):
+            deleted.append(child)
+            deleted.extend(_delete_attachments(writer, collection, child, filters))
+    return deleted

@@ -318,3 +318,22 @@ def test_verification_forgives_ocrs_digit_confusions():
     assert found.numbers and is_supported(found, 0.75)
     assert support("2024 [1]", [passage], "For which year?").numbers
     assert not support("QA-20418 [1]", [passage], "What is the number?").numbers
+
+
+def test_deleting_an_email_deletes_its_attachments_but_never_past_the_callers_filters(make_engine, tmp_path):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    terms = make_pdf(tmp_path / "terms.pdf", ["The Lisbon lease is signed for five years."])
+    inner = make_eml(tmp_path / "inner.eml", "Annex", "The annex is attached.", [("annex.txt", b"Garage included.", "text/plain")])
+    for name in ("a.eml", "b.eml"):
+        make_eml(folder / name, "Lease offer", "See the attached terms.", [
+            ("terms.pdf", terms.read_bytes(), "application/pdf"), ("inner.eml", inner.read_bytes(), "message/rfc822")])
+    engine = make_engine()
+    assert engine.index([folder]).added == 8
+    deleted, missing = engine.delete(["a.eml"])
+    assert set(deleted) == {"a.eml", "a.eml/terms.pdf", "a.eml/inner.eml", "a.eml/inner.eml/annex.txt"} and not missing
+    # A caller limited to e-mails (a key's filters) deletes the e-mail, and none of its attachments.
+    deleted, _ = engine.delete(["b.eml"], filters=["format=email"])
+    assert set(deleted) == {"b.eml", "b.eml/inner.eml"}
+    left = {d.doc_id for d in engine.documents().documents}
+    assert left == {"b.eml/terms.pdf", "b.eml/inner.eml/annex.txt"}
