@@ -19,14 +19,14 @@ def rag(*args, env, cwd=None, timeout=300):
 
 def test_index_search_info_round_trip_with_json(sample_docs, cli_env, tmp_path):
     (sample_docs / "locked.docx").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600)
-    (sample_docs / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (sample_docs / "bundle.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
     done = rag("index", str(sample_docs), "--json", env=cli_env)
     assert done.returncode == 1, done.stderr  # one file failed
     summary = json.loads(done.stdout)
     assert {k: summary[k] for k in ("documents", "skipped", "failed")} == {"documents": 9, "skipped": 1, "failed": 1}
     assert summary["chunks"] > 0 and summary["seconds"] > 0
     assert f"failed {sample_docs / 'locked.docx'}: password-protected .docx or legacy .doc file" in done.stderr
-    assert f"skipped {sample_docs / 'picture.png'}: unsupported file type '.png'" in done.stderr
+    assert f"skipped {sample_docs / 'bundle.zip'}: unsupported file type '.zip'" in done.stderr
 
     found = rag("search", "error code E-451 lidar", "-k", "2", "--json", env=cli_env)
     assert found.returncode == 0, found.stderr
@@ -44,7 +44,7 @@ def test_index_search_info_round_trip_with_json(sample_docs, cli_env, tmp_path):
 
 
 def test_exit_codes_strict_and_bad_paths(sample_docs, cli_env, tmp_path):
-    (sample_docs / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (sample_docs / "bundle.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
     assert rag("index", str(sample_docs), env=cli_env).returncode == 0  # a skip is not a failure
     strict = rag("index", str(sample_docs), "--strict", env=cli_env)
     assert strict.returncode == 1

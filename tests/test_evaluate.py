@@ -379,12 +379,14 @@ def test_read_qa_jsonl_missing_file(tmp_path: Path):
 
 def test_the_sample_question_set_reads():
     questions = read_qa_jsonl(REPO / "corpora" / "sample_qa.jsonl")
-    assert len(questions) == 80
+    assert len(questions) == 89
     assert questions[0] == EvalQuestion("qa-001", "I work at the Lisbon HQ. How much annual leave am I entitled to "
                                         "each year?", ("25 working days",), "handbook/leave-policy.md")
     assert all(q.answers and q.doc_id for q in questions)
-    for q in questions:  # doc ids are paths under corpora/ or ids of JSONL records
-        assert (REPO / "corpora" / q.doc_id).is_file() or "/" not in q.doc_id
+    for q in questions:  # doc ids are paths under corpora/, attachments of an e-mail there, or ids of JSONL records
+        mail, _, attachment = q.doc_id.partition(".eml/")
+        assert (REPO / "corpora" / q.doc_id).is_file() or "/" not in q.doc_id or \
+            (attachment and (REPO / "corpora" / f"{mail}.eml").is_file())
 
 
 def test_sample_is_fixed_and_keeps_order():

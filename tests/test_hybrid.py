@@ -154,4 +154,4 @@ def test_rag_eval_qa_finds_every_sample_answer_source_in_the_top_5(cli_env):
     done = _rag("eval", "qa", str(CORPORA / "sample_qa.jsonl"), "--json", env=cli_env)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["questions"] == 80 and report["retrieval"]["recall@5"] == 1.0, report["retrieval"]
+    assert report["questions"] == 89 and report["retrieval"]["recall@5"] == 1.0, report["retrieval"]
