@@ -214,11 +214,21 @@ def test_a_file_that_is_not_a_message_names_itself(tmp_path):
 
 # -- images and OCR -------------------------------------------------------------------------------
 
+def assert_read_as(text: str, expected: str) -> None:
+    """OCR read `expected`: every number and code exactly, the rest to within a character or two
+    (ONNX Runtime's kernels differ by CPU kind, and a space can come and go at a margin)."""
+    import difflib
+    import re
+
+    assert re.findall(r"[\w-]*\d[\w,.-]*\d", text) == re.findall(r"[\w-]*\d[\w,.-]*\d", expected), text
+    assert difflib.SequenceMatcher(None, text, expected).ratio() > 0.97, text
+
+
 def test_an_image_is_read_by_ocr_with_its_confidence(tmp_path):
     text_image(["The approval certificate number is QA-20417.", "It was issued on 12 March 2024."]).save(tmp_path / "cert.png")
     (doc,) = documents(tmp_path / "cert.png").values()
     (section,) = doc.sections
-    assert section.text == "The approval certificate number is QA-20417.\nIt was issued on 12 March 2024."
+    assert_read_as(section.text, "The approval certificate number is QA-20417.\nIt was issued on 12 March 2024.")
     assert section.metadata["ocr"] is True and section.metadata["ocr_confidence"] > 0.9
     assert doc.metadata["format"] == "image" and doc.metadata["ocr_pages"] == 1 and doc.ocr_seconds > 0
     skipped = only_error(tmp_path / "cert.png", ocr="never")
@@ -249,7 +259,8 @@ def test_a_scanned_pdf_is_read_page_by_page_and_a_mixed_one_only_where_needed(tm
     (doc,) = documents(pdf).values()
     scanned, text = doc.sections
     assert (scanned.page, text.page) == (1, 2)
-    assert scanned.text == "The contract value is EUR 1,284,500." and scanned.metadata["ocr"] is True
+    assert_read_as(scanned.text, "The contract value is EUR 1,284,500.")
+    assert scanned.metadata["ocr"] is True
     assert "ocr" not in text.metadata and "notice period is 90 days" in text.text
     assert doc.metadata["ocr_pages"] == 1
     skipped = documents(pdf, ocr="never")["contract.pdf"]
