@@ -39,8 +39,8 @@ def best_relevance(hits: list[Hit]) -> float | None:
 
 def _named(passages: list[Passage]) -> list[str]:
     """What a name check reads of each passage: its title (a product page is often named only
-    there) and its text."""
-    return [f"{p.title} {p.text}" for p in passages]
+    there), its location (the heading path or slide title it sits under) and its text."""
+    return [f"{p.title} {p.location} {p.text}" for p in passages]
 
 
 @dataclass(frozen=True)

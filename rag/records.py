@@ -67,12 +67,13 @@ class Chunk:
 
 
 def location_of(metadata: dict[str, Any]) -> str:
-    """Where in its document a chunk is, as a person would look for it: "page 3", "slide 7",
-    "sheet Prices, rows 2-40", or its heading path."""
+    """Where in its document a chunk is, as a person would look for it: "page 3", "slide 7
+    (Lisbon HQ energy)", "sheet Prices, rows 2-40", or its heading path."""
     if metadata.get("page") is not None:
         return f"page {metadata['page']}"
     if metadata.get("slide") is not None:
-        return f"slide {metadata['slide']}"
+        headings = metadata.get("headings")
+        return f"slide {metadata['slide']} ({headings[-1]})" if headings else f"slide {metadata['slide']}"
     if metadata.get("sheet") is not None:
         rows = metadata.get("rows")
         if isinstance(rows, list) and len(rows) == 2:

@@ -64,7 +64,8 @@ def test_a_deck_gives_a_section_per_slide_with_title_body_table_and_notes(tmp_pa
     chunks = make_chunker(S.load(overrides={"ingest.csv_rows_per_chunk": 8}, environ={}), embedder).chunk(doc)
     table_chunks = [c for c in chunks if c.metadata.get("slide") == 2]
     assert len(table_chunks) >= 4 and all(c.text.startswith("Item | Price") for c in table_chunks)
-    assert location_of(chunks[0].metadata) == "slide 1" and location_of(table_chunks[-1].metadata) == "slide 2"
+    assert location_of(chunks[0].metadata) == "slide 1 (Q3 results)"
+    assert location_of(table_chunks[-1].metadata) == "slide 2 (Price list)"
 
 
 def test_a_corrupt_or_protected_deck_is_one_line(tmp_path):

@@ -90,6 +90,9 @@ def _verified_model_dir() -> Path:
 SPACE_PROBABILITY = 0.01
 _CJK = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 _CJK_SPACE = re.compile(f"(?<=[{_CJK}]) +(?=[{_CJK}])")
+# The space after a colon or comma is the one it drops most ("number:FS-2025-0419",
+# "Robotics,Lisbon"): after a letter, before a letter or digit, English sets one.
+_TIGHT_PUNCTUATION = re.compile(r"(?<=[A-Za-z])([:,])(?=[A-Za-z0-9])")
 
 
 class _SpacedDecode:
@@ -112,7 +115,8 @@ class _SpacedDecode:
         gaps = (indices == 0) & (preds[:, :, self.space] >= SPACE_PROBABILITY)
         indices = np.where(gaps, self.space, indices)
         found = self.decode.decode(indices, preds.max(axis=2), return_word_box, is_remove_duplicate=True)
-        return [(" ".join(_CJK_SPACE.sub("", text).split()), *rest) for text, *rest in found]
+        return [(" ".join(_TIGHT_PUNCTUATION.sub(r"\1 ", _CJK_SPACE.sub("", text)).split()), *rest)
+                for text, *rest in found]
 
 
 def _engine(threads: int) -> Any:
