@@ -250,6 +250,11 @@ class PromptSettings(_Section):
         return value
 
 
+class AccessSettings(_Section):
+    default: Literal["public", "private"]
+    collections: dict[str, Literal["public", "private"]]
+
+
 class Settings(_Section):
     embedding: EmbeddingSettings
     chunking: ChunkingSettings
@@ -261,6 +266,7 @@ class Settings(_Section):
     answer: AnswerSettings
     generate: GenerateSettings
     prompt: PromptSettings
+    access: AccessSettings
 
     @classmethod
     def load(

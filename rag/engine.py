@@ -22,7 +22,7 @@ from rag.index.manifest import Manifest, check_embedding
 from rag.index.reader import IndexReader
 from rag.index.store import IndexStore
 from rag.index.writer import IndexWriter
-from rag.filters import Filter, parse_filters
+from rag.filters import Access, Filter, access_filter, parse_filters
 from rag.indexing import Indexer, IndexProgress, IndexReport, PreparerFactory
 from rag.focus import focus_texts
 from rag.prompt import PromptBuilder
@@ -131,23 +131,31 @@ class Engine:
                          self._reranker)
 
     def search(self, question: str, k: int | None = None, filters: list[str] | None = None,
-               mode: Mode | None = None, history: History | None = None) -> list[Hit]:
+               mode: Mode | None = None, history: History | None = None, access: Access | None = None) -> list[Hit]:
         """Ranked passages; `filters` are `--filter` expressions such as "source=hr/*.md";
         `history`, the conversation's earlier turns ({"role", "content"}, oldest first): a
         follow-up is searched as `search_query` says."""
-        return self.search_many([question], k, filters, mode, histories=[history or []])[0]
+        return self.search_many([question], k, filters, mode, histories=[history or []], access=access)[0]
 
     def search_many(self, questions: list[str], k: int | None = None, filters: list[str] | None = None,
                     mode: Mode | None = None, timings: dict[str, float] | None = None,
-                    histories: list[History] | None = None) -> list[list[Hit]]:
+                    histories: list[History] | None = None, access: Access | None = None) -> list[list[Hit]]:
         questions = [q.strip() for q in questions]
         if not all(questions):
             raise RagError("the question is empty")
         k = k or self.settings.search.k
-        parsed = parse_filters(filters)  # a bad filter is reported before any model loads
+        parsed = self.scope(filters, access)  # a bad filter is reported before any model loads
         if histories:
             questions = [self.search_query(q, h) for q, h in zip(questions, histories)]
         return self.retriever().search_many(questions, k, timings, parsed, mode)
+
+    def scope(self, filters: list[str] | None, access: Access | None = None) -> list[Filter]:
+        """The filters, and what `access` (a person) may read: applied inside retrieval, and in
+        every listing, like a key's filters."""
+        parsed = parse_filters(filters)
+        if access is not None:
+            parsed.append(access_filter(access, dict(self.settings.access.collections), self.settings.access.default))
+        return parsed
 
     def search_query(self, question: str, history: History | None = None) -> str:
         """What a search runs on: the question, or for a follow-up ("and in Shanghai?") the
@@ -159,12 +167,12 @@ class Engine:
         return combined_query(question, turns)
 
     def delete(self, doc_ids: list[str], collection: str | None = None,
-               filters: list[str] | None = None) -> tuple[list[str], list[str]]:
+               filters: list[str] | None = None, access: Access | None = None) -> tuple[list[str], list[str]]:
         """Remove documents by their exact ids (never read as patterns) in one atomic version;
         returns (deleted, not found). Without a collection, an id must be in exactly one. With
         `filters` (a key's), a document they do not match counts as not found, as it is checked
         under the write lock, where no other write can change it first."""
-        parsed = parse_filters(filters)
+        parsed = self.scope(filters, access)
         deleted, missing = [], []
         with self._writer_for_removal() as writer:
             for doc_id in dict.fromkeys(doc_ids):
@@ -181,12 +189,12 @@ class Engine:
                     missing.append(doc_id)
         return deleted, missing
 
-    def delete_matching(self, filters: list[str]) -> list[tuple[str, str]]:
+    def delete_matching(self, filters: list[str], access: Access | None = None) -> list[tuple[str, str]]:
         """Remove every document matching all the filters (at least one) in one atomic version;
         returns their (collection, doc_id)."""
-        parsed = parse_filters(filters)
-        if not parsed:
+        if not parse_filters(filters):  # a person's access alone is not a selection
             raise RagError("deleting by filter needs at least one filter; nothing was deleted")
+        parsed = self.scope(filters, access)
         with self._writer_for_removal() as writer:
             matched = writer.matching_documents(parsed)
             for collection, doc_id in matched:
@@ -239,46 +247,48 @@ class Engine:
                         answer.min_relevance, verify_mode(answer.verify, name), answer.verify_min_words, rewriting)
 
     def ask(self, question: str, k: int | None = None, generator: str | None = None,
-            filters: list[str] | None = None, mode: Mode | None = None, history: History | None = None) -> Answer:
+            filters: list[str] | None = None, mode: Mode | None = None, history: History | None = None,
+            access: Access | None = None) -> Answer:
         """A cited answer from the passages, or an honest "I don't know"; `mode` is the search
         mode of its retrieval (search.mode by default); `history`, the conversation's earlier
         turns ({"role": "user"|"assistant", "content"}, oldest first): a follow-up is searched
         as a standalone question (the Answer's `query`) and answered in context."""
-        parsed = parse_filters(filters)
+        parsed = self.scope(filters, access)
         return self.answerer(generator).ask(question, k, parsed, mode, turns_from(history))
 
     def ask_many(self, questions: list[str], k: int | None = None, generator: str | None = None,
                  filters: list[str] | None = None, mode: Mode | None = None,
-                 histories: list[History] | None = None) -> list[Answer]:
-        parsed = parse_filters(filters)
+                 histories: list[History] | None = None, access: Access | None = None) -> list[Answer]:
+        parsed = self.scope(filters, access)
         turns = [turns_from(h) for h in histories] if histories else None
         return self.answerer(generator).ask_many(questions, k, parsed, mode, turns)
 
     def ask_stream(self, question: str, k: int | None = None, generator: str | None = None,
                    filters: list[str] | None = None, mode: Mode | None = None,
-                   history: History | None = None) -> Iterator[Retrieved | str | Answer]:
+                   history: History | None = None, access: Access | None = None) -> Iterator[Retrieved | str | Answer]:
         """What was searched with the numbered passages given to the generator (Retrieved), text
         pieces as they are generated, then the finished Answer."""
-        parsed = parse_filters(filters)
+        parsed = self.scope(filters, access)
         return self.answerer(generator).ask_stream(question, k, parsed, mode, turns_from(history))
 
-    def documents(self, filters: list[str] | None = None, offset: int = 0, limit: int = 100) -> DocumentPage:
+    def documents(self, filters: list[str] | None = None, offset: int = 0, limit: int = 100,
+                  access: Access | None = None) -> DocumentPage:
         """One page of the indexed documents matching the filters, in collection and id order."""
-        parsed = parse_filters(filters)
+        parsed = self.scope(filters, access)
         total, page = self.reader().chunks.catalog.list_documents(parsed, offset, limit)
         return DocumentPage(total, offset, limit, page)
 
-    def facets(self, filters: list[str] | None = None) -> Facets:
+    def facets(self, filters: list[str] | None = None, access: Access | None = None) -> Facets:
         """What the documents matching the filters are made of: per collection, format and
         top-level source folder, how many and the filter that selects them, and the mtime range;
         for filter controls built from the index itself (a portal's), never offering a dead end."""
-        return self.reader().chunks.catalog.facets(parse_filters(filters))
+        return self.reader().chunks.catalog.facets(self.scope(filters, access))
 
     def document(self, doc_id: str, collection: str | None = None,
-                 filters: list[str] | None = None) -> list[DocumentDetail]:
+                 filters: list[str] | None = None, access: Access | None = None) -> list[DocumentDetail]:
         """The documents with this id (one per collection holding it, or just `collection`'s)
         that match the filters, each with its chunks in order."""
-        parsed = parse_filters(filters) + [Filter("doc_id", "=", doc_id)]
+        parsed = self.scope(filters, access) + [Filter("doc_id", "=", doc_id)]
         if collection is not None:
             parsed.append(Filter("collection", "=", collection))
         reader = self.reader()

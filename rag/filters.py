@@ -59,6 +59,42 @@ class Filter:
         return f"{self.key}{'=' if self.op == 'glob' else self.op}{self.value}"
 
 
+@dataclass(frozen=True)
+class Access:
+    """Who is asking: a person's id and groups. Applied as one more filter, inside retrieval and
+    every listing, so a search that may read 1% of the index still finds k passages there."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+
+
+def access_filter(access: Access, collections: dict[str, str], default: str) -> Filter:
+    """The filter that keeps what `access` may read: documents whose access list is "public",
+    names the user or one of the groups; documents with no list where their collection is
+    public (`collections`, else `default`). A private collection's unlisted documents, and a
+    list naming nobody asking, match nothing: fail closed."""
+    listed = tuple(sorted(name for name, kind in collections.items() if kind != default))
+    return Filter("acl", "access", (access.user, tuple(sorted(set(access.groups))), default, listed))
+
+
+def _access_sql(value: tuple[str, tuple[str, ...], str, tuple[str, ...]], params: list[Any]) -> str:
+    user, groups, default, listed = value
+    arms = ["json_extract(d.metadata, '$.acl') = 'public'",
+            "(json_type(d.metadata, '$.acl') = 'object' AND EXISTS (SELECT 1 FROM json_each(d.metadata, "
+            "'$.acl.users') WHERE value = ?))"]
+    params.append(user)
+    if groups:
+        arms.append("(json_type(d.metadata, '$.acl') = 'object' AND EXISTS (SELECT 1 FROM json_each(d.metadata, "
+                    f"'$.acl.groups') WHERE value IN ({', '.join('?' * len(groups))})))")
+        params.extend(groups)
+    # No list: the collection's default (`listed` are those whose default differs from `default`).
+    inside = f"d.collection IN ({', '.join('?' * len(listed))})" if listed else "0"
+    visible = f"NOT ({inside})" if default == "public" else inside
+    arms.append(f"(json_type(d.metadata, '$.acl') IS NULL AND {visible})")
+    params.extend(listed)
+    return "(" + " OR ".join(arms) + ")"
+
+
 def _number(text: str) -> float | None:
     return float(text) if _NUMBER.fullmatch(text) else None
 
@@ -178,6 +214,8 @@ def _metadata_sql(f: Filter, params: list[Any]) -> str:
 
 
 def _condition(f: Filter, params: list[Any]) -> str:
+    if f.op == "access":
+        return _access_sql(f.value, params)
     op = "GLOB" if f.op == "glob" else f.op
     if f.key in TEXT_KEYS:
         params.append(f.value)

@@ -9,6 +9,7 @@ from typing import Any, Iterable, Iterator
 
 from rag.config import IngestSettings
 from rag.errors import IngestError, RagError, SkipDocument
+from rag.ingest.acl import access_list
 from rag.ingest.text import normalize_whitespace
 from rag.records import Document, Section
 
@@ -91,8 +92,11 @@ def record_to_document(
         metadata.update(_scalar_metadata(nested, set()))
     elif nested is not None:
         metadata["metadata"] = nested
+    acl = access_list(metadata.pop("acl"), where) if "acl" in metadata else None
     try:
-        canonical = json.dumps({"text": text, "title": title, "metadata": metadata}, sort_keys=True,
+        # A list is content (a changed one is written again); a record without one hashes as before.
+        hashed = {"text": text, "title": title, "metadata": metadata, **({"acl": acl} if acl is not None else {})}
+        canonical = json.dumps(hashed, sort_keys=True,
                                ensure_ascii=False, allow_nan=False)
     except ValueError:  # stored, NaN or Infinity would break every filter over metadata (not JSON)
         raise IngestError("a metadata number is NaN or Infinity, which JSON has not; write null or a finite "
@@ -109,6 +113,7 @@ def record_to_document(
             "sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
             "format": "record",
             "fields": metadata,
+            **({"acl": acl} if acl is not None else {}),
         },
         size=size,
         where=where,
