@@ -52,3 +52,12 @@ def append_section(title: str, started: dt.datetime, bullets: list[str], body: s
     lines = "".join(f"- {b}\n" for b in bullets)
     with RECORD_FILE.open("a", encoding="utf-8") as fh:
         fh.write(f"\n## {title} ({started:%Y-%m-%d %H:%M} UTC)\n\n{lines}\n{body}\n")
+
+
+# Python a measured child runs first: Linux keeps a child's peak memory from its parent across
+# exec, so it is reset here, and `peak_kb()` is the child's own peak since (VmHWM, in KB).
+PEAK_MEMORY = """
+def peak_kb():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+open("/proc/self/clear_refs", "w").write("5")
+"""

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmark_record import append_section, machine
+from benchmark_record import PEAK_MEMORY, append_section, machine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -44,14 +44,11 @@ book = openpyxl.load_workbook(PATH, read_only=True, data_only=True)
 count = sum(1 for sheet in book.worksheets for _ in sheet.iter_rows(values_only=True))
 """,
 }
-# A child's peak memory starts at its parent's (Linux keeps it across exec): reset it first.
-TIMED = """
+# Each read in a child of its own, its peak memory measured from the start of the read.
+TIMED = PEAK_MEMORY + """
 import sys, time, json
 from pathlib import Path
-def peak_kb():
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
 PATH = Path(sys.argv[1])
-open("/proc/self/clear_refs", "w").write("5")
 before = peak_kb()
 started = time.perf_counter()
 {code}

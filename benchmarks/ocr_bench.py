@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark_record import append_section, machine
+from benchmark_record import PEAK_MEMORY, append_section, machine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -184,12 +184,11 @@ def scan_throughput(pages: int, workdir: Path) -> dict[str, Any]:
     del images
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAG_")}, "RAG_INDEX_PATH": str(workdir / "index")}
     peak_file = workdir / "peak-kb"
-    # `rag index` as the command line runs it, its peak memory reset first (Linux keeps a child's
-    # peak from its parent across exec) and written down as it exits.
-    launcher = ("import atexit, runpy, sys; open('/proc/self/clear_refs', 'w').write('5'); peak = sys.argv[2]; "
-                "atexit.register(lambda: open(peak, 'w').write(next(l for l in open('/proc/self/status') "
-                "if l.startswith('VmHWM')).split()[1])); sys.argv = ['rag', 'index', sys.argv[1], '--json']; "
-                "runpy.run_module('rag', run_name='__main__')")
+    # `rag index` as the command line runs it, its own peak memory written down as it exits.
+    launcher = PEAK_MEMORY + (
+        "import atexit, runpy, sys\npeak = sys.argv[2]\n"
+        "atexit.register(lambda: open(peak, 'w').write(str(peak_kb())))\n"
+        "sys.argv = ['rag', 'index', sys.argv[1], '--json']\nrunpy.run_module('rag', run_name='__main__')\n")
     started = time.perf_counter()
     process = subprocess.run([sys.executable, "-c", launcher, str(folder), str(peak_file)], capture_output=True,
                              text=True, env=env, cwd=REPO_ROOT)

@@ -268,6 +268,12 @@ def test_a_scanned_pdf_is_read_page_by_page_and_a_mixed_one_only_where_needed(tm
     assert [s.page for s in skipped.sections] == [2]
 
 
+def test_a_scan_left_unread_by_ocr_never_says_so(tmp_path):
+    pdf = make_scanned_pdf(tmp_path / "scan.pdf", [["Only an image of text here."]])
+    skipped = only_error(pdf, ocr="never")
+    assert isinstance(skipped, SkipDocument) and 'OCR is off (ingest.ocr = "never")' in str(skipped)
+
+
 def test_ocr_always_reads_pages_that_have_a_text_layer(tmp_path):
     pdf = make_pdf(tmp_path / "typed.pdf", ["Badge photos are taken on Tuesdays."])
     (doc,) = documents(pdf, ocr="always").values()

@@ -184,16 +184,21 @@ class IndexBar:
             self._bar.update(self._task, advance=nbytes, docs=self.documents, chunks=self.chunks,
                              rate=f"{self._rate():.1f}")
             return
+        self._plain_line()
+
+    def _plain_line(self) -> None:
+        """Where there is no bar (a pipe, a CI log): a line every 10 seconds at most."""
         now = time.perf_counter()
-        if now - self._last_line >= 10 and not self.total_bytes:
-            self._last_line = now
+        if now - self._last_line < 10:
+            return
+        self._last_line = now
+        if not self.total_bytes:
             err.print(f"  {self.documents} docs, {self.chunks} chunks, {self._rate():.1f} docs/s{self._ocr()}")
-        elif now - self._last_line >= 10:
-            self._last_line = now
-            fraction = self.done_bytes / self.total_bytes
-            eta = f"{(now - self.started) * (1 - fraction) / fraction:.0f} s" if fraction > 0 else "-"
-            err.print(f"  {fraction:6.1%}  {self.documents} docs, {self.chunks} chunks, "
-                      f"{self._rate():.1f} docs/s{self._ocr()}, ETA {eta}")
+            return
+        fraction = self.done_bytes / self.total_bytes
+        eta = f"{(now - self.started) * (1 - fraction) / fraction:.0f} s" if fraction > 0 else "-"
+        err.print(f"  {fraction:6.1%}  {self.documents} docs, {self.chunks} chunks, "
+                  f"{self._rate():.1f} docs/s{self._ocr()}, ETA {eta}")
 
     def _ocr(self) -> str:
         if not self.ocr_pages:
@@ -206,10 +211,7 @@ class IndexBar:
         if self._bar is not None:
             self._bar.update(self._task, ocr=self._ocr())
             return
-        now = time.perf_counter()
-        if now - self._last_line >= 10:
-            self._last_line = now
-            err.print(f"  {self.documents} docs, {self.chunks} chunks{self._ocr()}")
+        self._plain_line()
 
     def problem(self, problem: Problem) -> None:
         label = "[yellow]skipped[/]" if problem.kind == "skipped" else "[bold red]failed[/]"

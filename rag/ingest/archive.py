@@ -29,6 +29,10 @@ _CHUNK = 1 << 20
 _RATIO_GRACE = 4 << 20
 # Office, ODF and EPUB files use only these; zipfile inflates bzip2 and LZMA parts with no bound.
 _METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+# What a zip-based Office file is instead when it starts with this: an OLE compound file, which
+# is how Office saves a password-protected one (and its legacy formats).
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_LEGACY = {".docx": ".doc", ".pptx": ".ppt", ".xlsx": ".xls", ".xlsm": ".xls"}
 
 
 def _raise_it(setting: str) -> str:
@@ -41,6 +45,9 @@ def open_zip(data: bytes, settings: IngestSettings, kind: str) -> zipfile.ZipFil
     Raises IngestError naming the part, the limit and the setting to raise. A library that opens
     the same bytes again (python-docx) reads exactly the parts checked here.
     """
+    if data.startswith(OLE_MAGIC):
+        legacy = _LEGACY.get(kind, "Office")
+        raise IngestError(f"password-protected {kind} or legacy {legacy} file; save it as a {kind} without a password")
     # zipfile builds an object per directory entry (400 bytes for 47 in the file), so count first.
     entries = data.count(_DIRECTORY_ENTRY)
     if entries > settings.max_archive_members:

@@ -15,7 +15,6 @@ from rag.ingest.archive import check_zip
 from rag.ingest.text import SectionBuilder
 from rag.records import Section
 
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _HEADING_STYLE = re.compile(r"^(?:Heading|Überschrift|Titre|标题)\s*(\d)$", re.I)
 
 
@@ -54,8 +53,6 @@ def parse_docx(data: bytes, settings: IngestSettings) -> tuple[list[Section], st
     from docx.opc.exceptions import PackageNotFoundError
     from docx.table import Table
 
-    if data.startswith(_OLE_MAGIC):
-        raise IngestError("password-protected .docx or legacy .doc file; save it as an unprotected .docx")
     check_zip(data, settings, ".docx")
     builder = SectionBuilder("\n\n")
     try:

@@ -16,9 +16,8 @@ import numpy as np
 
 from rag.config import IngestSettings
 from rag.errors import IngestError, SkipDocument
-from rag.ingest.ocr import OcrReader
+from rag.ingest.ocr import OcrReader, ocr_section
 from rag.ingest.parsed import Parsed
-from rag.ingest.text import normalize_whitespace
 from rag.records import Section
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -80,10 +79,9 @@ def parse_image(data: bytes, settings: IngestSettings, ocr: OcrReader) -> Parsed
     seconds = 0.0
     for number, read in ocr.read_many(frames):
         seconds += read.seconds
-        text = normalize_whitespace(read.text)
-        if text:
-            sections.append(Section(text=text, page=number if several else None,
-                                    metadata={"ocr": True, "ocr_confidence": round(read.confidence, 3)}))
+        section = ocr_section(read, number if several else None)
+        if section is not None:
+            sections.append(section)
     if not sections:
         raise SkipDocument("OCR found no text in the image")
     return Parsed(sections, metadata={"ocr_pages": count}, ocr_seconds=seconds)

@@ -83,8 +83,8 @@ def parse_eml(data: bytes, settings: IngestSettings) -> Parsed:
         attachments.append((name, payload))
     shown_date = date.strftime("%Y-%m-%d %H:%M %z").strip() if date else _one_line(message.get("date", ""))
     sections = _sections(_header_lines(subject, sender, to, cc, shown_date), body, html, settings)
-    if not (body.strip() or html):
-        sections = sections if attachments or subject else []
+    if not (body.strip() or html or subject):
+        sections = []  # addresses alone are nothing to find; the attachments still are
     return Parsed(sections, subject or None, _metadata(sender, to, cc, date), attachments)
 
 

@@ -30,6 +30,8 @@ import numpy as np
 
 from rag.config import IngestSettings
 from rag.errors import IngestError
+from rag.ingest.text import normalize_whitespace
+from rag.records import Section
 
 # The models of rapidocr-onnxruntime 1.4.4, as released in its wheel.
 MODEL_SHA256 = {
@@ -52,6 +54,14 @@ class OcrText:
     # Lines below ingest.ocr_min_confidence, left out of `text`.
     dropped: int
     seconds: float
+
+
+def ocr_section(read: OcrText, page: int | None) -> Section | None:
+    """What OCR read on a page, as a section marked as OCR'd; None when it read nothing."""
+    text = normalize_whitespace(read.text)
+    if not text:
+        return None
+    return Section(text=text, page=page, metadata={"ocr": True, "ocr_confidence": round(read.confidence, 3)})
 
 
 def workers(settings: IngestSettings) -> int:

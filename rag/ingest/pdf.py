@@ -31,26 +31,26 @@ import numpy as np
 
 from rag.config import IngestSettings
 from rag.errors import IngestError, SkipDocument
-from rag.ingest.ocr import OcrReader
+from rag.ingest.ocr import OcrReader, ocr_section
 from rag.ingest.parsed import Parsed
 from rag.ingest.text import normalize_whitespace
 from rag.records import Section
 
 _PDFIUM = threading.Lock()
 _MB = 1 << 20
-# What to do (_TEXT or _RENDER), the OCR mode, the request's size, the memory the child may add.
+# What to do (_TEXT or _RENDER), whether every page is for OCR, the request's size, the memory
+# the child may add.
 _REQUEST = struct.Struct("<BBQQ")
 _REPLY = struct.Struct("<Q")  # the size of the JSON reply, and of each rendered page after it
 _READY = b"R"  # the child's first byte: it has started
 _TEXT, _RENDER = 0, 1
-_MODES = {"auto": 0, "never": 1, "always": 2}
 # In "auto", a page whose text layer holds fewer non-space characters than this, over an image
 # that covers half the page or more, is a scan with stray characters (a stamp's, a page number).
 STRAY_CHARACTERS = 40
 _MAX_SIDE = 2000  # RapidOCR reads at most this many pixels on the long side
 
 
-def parse_pdf(data: bytes, settings: IngestSettings, ocr: OcrReader | None = None) -> Parsed:
+def parse_pdf(data: bytes, settings: IngestSettings, ocr: OcrReader) -> Parsed:
     if not data.strip():
         raise SkipDocument("empty file")
     if not data.lstrip()[:5].startswith(b"%PDF"):
@@ -58,26 +58,25 @@ def parse_pdf(data: bytes, settings: IngestSettings, ocr: OcrReader | None = Non
     # Room for what the streams inflate to, and for PDFium's copy of the file and its objects.
     budget = int(settings.max_unpacked_mb * _MB) + 2 * len(data)
     with _PDFIUM:
-        reply = _WORKER.ask(_TEXT, _MODES[settings.ocr], data, budget)
+        reply = _WORKER.ask(_TEXT, settings.ocr == "always", data, budget)
     _raise_for(reply, settings, budget)
-    texts = dict(reply["pages"])
-    scans = reply.get("ocr", [])
-    sections: dict[int, Section] = {number: Section(text=text, page=number) for number, text in texts.items()}
+    sections = {number: Section(text=text, page=number) for number, text in reply["pages"]}
+    # The pages that need OCR are found whatever ingest.ocr says, so that "never" can say what it left.
+    scans: list[int] = reply["ocr"]
+    read = scans if settings.ocr != "never" else []
     seconds = 0.0
-    if scans and ocr is not None:
-        for number, read in ocr.read_many(_rendered(data, scans, settings, budget, ocr.workers)):
-            seconds += read.seconds
-            text = normalize_whitespace(read.text)
-            if text:
-                sections[number] = Section(text=text, page=number,
-                                           metadata={"ocr": True, "ocr_confidence": round(read.confidence, 3)})
+    for number, found in ocr.read_many(_rendered(data, read, settings, budget, ocr.workers)) if read else ():
+        seconds += found.seconds
+        section = ocr_section(found, number)
+        if section is not None:  # else the stray characters of its text layer, if any, stand
+            sections[number] = section
     if not sections:
-        if scans and settings.ocr == "never":
+        if scans and not read:
             raise SkipDocument('no text layer (a scanned PDF), and OCR is off (ingest.ocr = "never"); set it to '
                                '"auto" to read it')
-        raise SkipDocument("no text found, by PDFium or by OCR" if scans else
+        raise SkipDocument("no text found, by PDFium or by OCR" if read else
                            "no extractable text: its pages hold no text layer, and no images for OCR to read")
-    metadata = {"ocr_pages": len(scans)} if scans else {}
+    metadata = {"ocr_pages": len(read)} if read else {}
     return Parsed([sections[n] for n in sorted(sections)], reply["title"], metadata, ocr_seconds=seconds)
 
 
@@ -101,7 +100,7 @@ def _rendered(data: bytes, pages: list[int], settings: IngestSettings, budget: i
         batch = pages[start:start + step]
         request = json.dumps({"pages": batch, "dpi": settings.ocr_dpi}).encode()
         with _PDFIUM:
-            reply = _WORKER.ask(_RENDER, 0, struct.pack("<I", len(request)) + request + data, budget)
+            reply = _WORKER.ask(_RENDER, False, struct.pack("<I", len(request)) + request + data, budget)
             _raise_for(reply, settings, budget)
             images = [(page["page"], _WORKER.pixels(page["height"], page["width"])) for page in reply["images"]]
         yield from images
@@ -130,19 +129,18 @@ def _image_cover(page: Any) -> float:
     return covered / max(width * height, 1.0)
 
 
-def needs_ocr(text: str, image_cover: float, mode: int) -> bool:
-    """Whether OCR reads the page: every page ("always"), none ("never"), or ("auto") a page
-    with no text over an image, or only stray characters over one that fills half the page."""
-    if mode != _MODES["auto"]:
-        return mode == _MODES["always"]
+def needs_ocr(text: str, image_cover: float) -> bool:
+    """A page with no text over an image, or only stray characters over one that fills half the
+    page: a scan, for OCR to read."""
     characters = len("".join(text.split()))
     if characters == 0:
         return image_cover >= 0.05  # a scan; not a blank page, nor one with a small logo alone
     return characters < STRAY_CHARACTERS and image_cover >= 0.5
 
 
-def _extract(data: bytes, mode: int = 0) -> tuple[list[tuple[int, str]], str | None, list[int]]:
-    """Each page's text, the title and the pages OCR should read, in this process (the child's side)."""
+def _extract(data: bytes, every_page: bool) -> tuple[list[tuple[int, str]], str | None, list[int]]:
+    """Each page's text, the title and the pages OCR should read (`every_page`: all of them), in
+    this process (the child's side)."""
     import pypdfium2 as pdfium
 
     document = _open(data)
@@ -154,7 +152,7 @@ def _extract(data: bytes, mode: int = 0) -> tuple[list[tuple[int, str]], str | N
             textpage = page.get_textpage()
             text = normalize_whitespace(textpage.get_text_bounded())
             textpage.close()
-            if mode != _MODES["never"] and needs_ocr(text, _image_cover(page) if mode == 0 else 1.0, mode):
+            if every_page or needs_ocr(text, _image_cover(page)):
                 scans.append(number)
             page.close()
             if text:
@@ -202,7 +200,7 @@ class _Worker:
         self._process: subprocess.Popen[bytes] | None = None
         self._owner = 0  # the pid that started it: a forked copy of this process starts its own
 
-    def ask(self, kind: int, mode: int, payload: bytes, budget: int) -> dict[str, Any]:
+    def ask(self, kind: int, every_page: bool, payload: bytes, budget: int) -> dict[str, Any]:
         """The child's reply to one request, or {"exit": code} if it killed the child. A render's
         pages follow the reply: read each with `pixels`, under the same lock."""
         process = self._process
@@ -210,7 +208,7 @@ class _Worker:
             process = self._start()
         assert process.stdin is not None and process.stdout is not None
         try:
-            process.stdin.write(_REQUEST.pack(kind, mode, len(payload), budget))
+            process.stdin.write(_REQUEST.pack(kind, every_page, len(payload), budget))
             process.stdin.write(payload)
             process.stdin.flush()
             (size,) = _REPLY.unpack(_read_exactly(process.stdout, _REPLY.size))
@@ -283,7 +281,7 @@ def serve() -> None:
     replies.write(_READY)
     replies.flush()
     while header := requests.read(_REQUEST.size):
-        kind, mode, size, budget = _REQUEST.unpack(header)
+        kind, every_page, size, budget = _REQUEST.unpack(header)
         payload = _read_exactly(requests, size)
         used = _address_space() if resource is not None else None
         if used is not None:
@@ -300,7 +298,7 @@ def serve() -> None:
                 frames = [a.tobytes() for _, a in rendered]
                 del rendered
             else:
-                pages, title, scans = _extract(payload, mode)
+                pages, title, scans = _extract(payload, bool(every_page))
                 reply = {"pages": pages, "title": title, "ocr": scans}
         except SkipDocument as exc:
             reply = {"error": "skip", "message": exc.reason}

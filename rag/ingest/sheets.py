@@ -18,13 +18,12 @@ from typing import Any
 from rag.config import IngestSettings
 from rag.errors import IngestError
 from rag.ingest.archive import check_zip
-from rag.ingest.slides import OLE_MAGIC
 from rag.records import Section
 
 SHEET_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".ods")
 
 
-def shown(value: Any) -> str:
+def displayed(value: Any) -> str:
     """A cell's value as a spreadsheet shows it, near enough: formats are not applied."""
     if value is None or value == "":
         return ""
@@ -83,7 +82,7 @@ def _sheet_section(sheet: Any, name: str) -> Section | None:
     rows: list[str] = []
     numbers: list[int] = []
     for index, row in enumerate(sheet.iter_rows()):  # iter_rows starts at the sheet's first row
-        values = [shown(_cell(row, index, c, merged)) for c in columns]
+        values = [displayed(_cell(row, index, c, merged)) for c in columns]
         if not any(values):
             continue
         if not header_parts or (len(header_parts) == 1 and not rows and header_row in spanning
@@ -103,9 +102,7 @@ def _sheet_section(sheet: Any, name: str) -> Section | None:
 def parse_sheet(data: bytes, settings: IngestSettings, extension: str) -> tuple[list[Section], str | None]:
     from python_calamine import CalamineError, CalamineWorkbook
 
-    if extension != ".xls":
-        if data.startswith(OLE_MAGIC):
-            raise IngestError(f"password-protected {extension} file; save it without a password")
+    if extension != ".xls":  # the legacy format is an OLE file, not a zip
         check_zip(data, settings, extension)
     try:
         workbook = CalamineWorkbook.from_filelike(io.BytesIO(data))

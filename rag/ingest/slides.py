@@ -20,8 +20,6 @@ from rag.ingest.archive import check_zip
 from rag.ingest.text import normalize_whitespace
 from rag.records import Section
 
-OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-
 
 def _shapes_in_reading_order(shapes: Any) -> Iterator[Any]:
     """Shapes top to bottom, then left to right; a group's shapes in its place."""
@@ -87,8 +85,6 @@ def parse_pptx(data: bytes, settings: IngestSettings) -> tuple[list[Section], st
     from pptx import Presentation
     from pptx.exc import PackageNotFoundError
 
-    if data.startswith(OLE_MAGIC):
-        raise IngestError("password-protected .pptx or legacy .ppt file; save it as an unprotected .pptx")
     check_zip(data, settings, ".pptx")
     try:
         deck = Presentation(io.BytesIO(data))
