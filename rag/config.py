@@ -143,6 +143,9 @@ class ServeSettings(_Section):
     body_timeout: float = Field(ge=0, le=86_400)
     body_min_rate_kb: float = Field(ge=0, le=1_048_576)
     max_connections_per_client: int = Field(ge=0, le=1_000_000)
+    audit: bool
+    audit_days: float = Field(gt=0, le=3660)
+    audit_file: str
 
     @field_validator("upload_collection")
     @classmethod
@@ -255,6 +258,29 @@ class AccessSettings(_Section):
     collections: dict[str, Literal["public", "private"]]
 
 
+class OidcSettings(_Section):
+    issuer: str
+    audience: str
+    client_id: str
+    client_secret: str
+    user_claim: str = Field(min_length=1)
+    groups_claim: str
+    scope: Literal["read", "write"]
+    algorithms: list[Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                             "EdDSA"]] = Field(min_length=1)
+    leeway: float = Field(ge=0, le=600)
+    jwks_refresh: float = Field(ge=0, le=86_400)
+    login_scopes: str = Field(min_length=1)
+    redirect_url: str
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("give the provider's issuer URL, e.g. https://login.example.com/realms/corp")
+        return value.rstrip("/")
+
+
 class Settings(_Section):
     embedding: EmbeddingSettings
     chunking: ChunkingSettings
@@ -267,6 +293,7 @@ class Settings(_Section):
     generate: GenerateSettings
     prompt: PromptSettings
     access: AccessSettings
+    oidc: OidcSettings
 
     @classmethod
     def load(

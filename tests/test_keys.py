@@ -90,3 +90,21 @@ def test_rag_keys_cli_prints_the_key_once_and_never_lists_it(cli_env, tmp_path):
     again = subprocess.run([*rag, "revoke", "hr-portal", *index], env=cli_env, capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 1 and "no active key named 'hr-portal'" in again.stderr
+
+
+def test_on_behalf_keys_are_marked_never_admin_and_older_key_files_gain_the_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "keys.sqlite"
+    with sqlite3.connect(path) as conn:  # a key store written before --on-behalf existed
+        conn.executescript("""CREATE TABLE keys (key_id TEXT PRIMARY KEY, name TEXT NOT NULL, scope TEXT NOT NULL,
+            filters TEXT NOT NULL, digest TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT);
+            INSERT INTO keys VALUES ('0123456789ab', 'old', 'read', '[]',
+            '0000000000000000000000000000000000000000000000000000000000000000', '2026-01-01T00:00:00+00:00', NULL);""")
+    store = KeyStore(path)
+    assert [k.on_behalf for k in store.list()] == [False]  # read as before, without a write
+    key, token = store.add("portal", "write", ["collection=kb"], on_behalf=True)
+    assert key.on_behalf and store.verify(token).on_behalf and store.verify(token).filters == ("collection=kb",)
+    assert {k.name: k.on_behalf for k in store.list()} == {"old": False, "portal": True}
+    with pytest.raises(RagError, match="never admins"):
+        store.add("portal-admin", "admin", on_behalf=True)

@@ -552,7 +552,8 @@ def test_the_page_is_served_with_a_strict_policy_and_nothing_from_elsewhere(port
 
 def test_the_key_route_tells_the_page_what_the_key_may_do(portal):
     reader = httpx.get(f"{portal.base}/v1/key", headers=portal.auth("reader"))
-    assert reader.json() == {"open": False, "name": "reader", "scope": "read", "filters": []}
+    assert reader.json() == {"open": False, "name": "reader", "scope": "read", "filters": [], "on_behalf": False,
+                             "user": None, "groups": []}
     assert portal.tokens["reader"] not in reader.text and "rag_" not in reader.text
     hr = httpx.get(f"{portal.base}/v1/key", headers=portal.auth("hr")).json()
     assert hr["scope"] == "read" and hr["filters"] == ["collection=hr"]

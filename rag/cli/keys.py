@@ -34,18 +34,23 @@ def keys_add(
     filters: Annotated[Optional[list[str]], typer.Option(
         "--filter", "-f", help="Limit the key to documents matching KEY=VALUE (repeatable, all must hold; the "
                                "`rag search --filter` language), e.g. source=hr/* or collection=hr.")] = None,
+    on_behalf: Annotated[bool, typer.Option(
+        "--on-behalf", help="For a portal that signs people in itself: each request passes the person "
+                            "(X-Rag-User, X-Rag-Groups) and gets exactly that person's access, within the "
+                            "key's filters. Such a key cannot be used without a person.")] = False,
     index_dir: IndexOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a key; it is printed once and only its hash is stored."""
     store = key_store(index_dir)
-    key, token = store.add(name, scope, filters)  # type: ignore[arg-type]
+    key, token = store.add(name, scope, filters, on_behalf)  # type: ignore[arg-type]
     if json_out:
         print_json({**key.as_dict(), "key": token})
         return
     out.print(token)
     err.print(f"key {shown(name)} ({scope}"
               + (f", limited to {shown(' and '.join(key.filters))}" if key.filters else "")
+              + (", on behalf of the people it passes" if key.on_behalf else "")
               + f") stored in {shown(store.path)}; this is the only time it is shown")
 
 
@@ -61,7 +66,8 @@ def keys_list(index_dir: IndexOpt = None, json_out: JsonOpt = False,
         out.print("no keys (`rag keys add NAME --scope read` creates one)")
     for k in keys:
         out.print(f"{shown(k.name):<24} {k.scope:<6} {shown(' and '.join(k.filters)) or 'all documents':<32} "
-                  f"created {k.created_at}" + (f", revoked {k.revoked_at}" if k.revoked_at else ""))
+                  f"created {k.created_at}" + (", on behalf of people" if k.on_behalf else "")
+                  + (f", revoked {k.revoked_at}" if k.revoked_at else ""))
 
 
 @app.command("revoke")

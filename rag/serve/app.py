@@ -20,7 +20,7 @@ from rag.config import Settings
 from rag.engine import Engine
 from rag.serve.handlers import install_handlers
 from rag.serve.middleware import AccessLog, BodyLimit, OpenModeGuard, log_access_to_stderr
-from rag.serve.routes import answers, documents, feedback, openai_compat, ops, page
+from rag.serve.routes import answers, documents, feedback, openai_compat, ops, page, signin
 from rag.serve.service import Service
 
 # How `rag serve --workers N` hands each worker process what the command line said.
@@ -49,7 +49,7 @@ def create_app(settings: Settings, open_access: bool = False, engine: Engine | N
     service.jobs.on_finish.append(lambda job: service.metrics.jobs.labels(job.state).inc())
 
     install_handlers(app)
-    for family in (ops, answers, documents, feedback, openai_compat, page):
+    for family in (ops, answers, documents, feedback, openai_compat, page, signin):
         app.include_router(family.router)
 
     if settings.serve.cors_origins:
@@ -62,7 +62,7 @@ def create_app(settings: Settings, open_access: bool = False, engine: Engine | N
     if open_access:
         app.add_middleware(OpenModeGuard, is_open=lambda: not service.keys.configured(),
                            loopback_only=loopback_only, trusted_origins=settings.serve.cors_origins)
-    app.add_middleware(AccessLog, metrics=service.metrics)
+    app.add_middleware(AccessLog, metrics=service.metrics, audit=service.audit)
     return app
 
 

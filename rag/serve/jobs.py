@@ -29,7 +29,7 @@ from rag.engine import Engine
 from rag.errors import IndexLockedError, RagError
 from rag.indexing import IndexReport
 from rag.serve.job_log import JOBS_FILE, JobLog
-from rag.serve.keys import ApiKey
+from rag.serve.callers import Caller
 from rag.serve.spool import UploadSpool
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ class Job:
     finished: float | None = None
     report: dict[str, Any] | None = None
     error: str | None = None
-    # The key that made it (its id: a new key may reuse a revoked key's name); None in open mode.
+    # Who made it (Caller.owner: the key's id, and the person it acted for; a new key may reuse a
+    # revoked key's name); None in open mode.
     key_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,9 +95,8 @@ class Job:
                 "problems": report.get("problems", []), "error": self.error}
 
 
-def _job(collection: str, key: ApiKey | None, files: list[str]) -> Job:
-    return Job(uuid.uuid4().hex, collection, key.name if key else None, files,
-               key_id=key.key_id if key else None)
+def _job(collection: str, caller: Caller, files: list[str]) -> Job:
+    return Job(uuid.uuid4().hex, collection, caller.name, files, key_id=caller.owner)
 
 
 class UploadJobs:
@@ -121,17 +121,17 @@ class UploadJobs:
         """A private folder for one upload's files (removed when its job ends)."""
         return self.spool.new_folder()
 
-    def submit_files(self, folder: Path, collection: str, key: ApiKey | None) -> Job:
-        files = sorted(p.name for p in folder.iterdir())
-        return self._submit(_job(collection, key, files), folder,
+    def submit_files(self, folder: Path, collection: str, caller: Caller) -> Job:
+        files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        return self._submit(_job(collection, caller, files), folder,
                             lambda: self.engine.index([folder], collection=collection, origin=UPLOAD_ORIGIN))
 
     def submit_records(self, folder: Path, records_file: Path, count: int, collection: str,
-                       key: ApiKey | None) -> Job:
+                       caller: Caller) -> Job:
         """Records get the uploads' origin too: they replace earlier uploads of their ids, are
         refused where an operator's `rag index --jsonl` stream put that id (and the reverse),
         and a stream's `--sync` never removes them."""
-        job = _job(collection, key, [f"{count} records"])
+        job = _job(collection, caller, [f"{count} records"])
 
         def run() -> IndexReport:
             with records_file.open("rb") as stream:

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS keys (
     filters    TEXT NOT NULL,      -- JSON list of --filter expressions every request is limited to
     digest     TEXT NOT NULL,      -- sha256 of the secret; the secret itself is never stored
     created_at TEXT NOT NULL,
-    revoked_at TEXT
+    revoked_at TEXT,
+    on_behalf  INTEGER NOT NULL DEFAULT 0  -- 1: may pass the person it serves (X-Rag-User, X-Rag-Groups)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS active_names ON keys(name) WHERE revoked_at IS NULL;
 """
@@ -53,6 +54,9 @@ class ApiKey:
     filters: tuple[str, ...]
     created_at: str
     revoked_at: str | None = None
+    # A portal's key that passes the person it serves (X-Rag-User, X-Rag-Groups) and then gets
+    # exactly that person's access, within its own filters.
+    on_behalf: bool = False
 
     def allows(self, needed: Scope) -> bool:
         """read < write < admin: each scope includes the ones before it."""
@@ -60,7 +64,7 @@ class ApiKey:
 
     def as_dict(self) -> dict[str, object]:
         return {"name": self.name, "id": self.key_id, "scope": self.scope, "filters": list(self.filters),
-                "created_at": self.created_at, "revoked_at": self.revoked_at}
+                "created_at": self.created_at, "revoked_at": self.revoked_at, "on_behalf": self.on_behalf}
 
 
 def _digest(secret: str) -> str:
@@ -89,28 +93,36 @@ class KeyStore:
                 if fresh:
                     os.chmod(self.path, 0o600)  # hashes only, but nobody else's business
                 conn.executescript(_SCHEMA)
+                _add_on_behalf(conn)
                 return conn
             return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         except (OSError, sqlite3.Error) as exc:
             raise RagError(f"cannot open the key store {self.path} ({exc}); check the folder and its "
                            "permissions, or set serve.keys_file") from None
 
-    def add(self, name: str, scope: Scope, filters: list[str] | None = None) -> tuple[ApiKey, str]:
+    def add(self, name: str, scope: Scope, filters: list[str] | None = None,
+            on_behalf: bool = False) -> tuple[ApiKey, str]:
         """A new key and its token; the token is returned once and never stored."""
         if not _NAME.match(name):
             raise RagError(f"key name {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter "
                            "or digit (e.g. hr-portal)")
         if scope not in SCOPES:
             raise RagError(f"scope {scope!r}: use one of {', '.join(SCOPES)}")
+        if on_behalf and scope == "admin":
+            raise RagError("an --on-behalf key acts as the people it serves, who are never admins: give it "
+                           "--scope read or write, and make a separate admin key for operators")
         filters = list(filters or [])
         parse_filters(filters)  # a bad filter is refused now, not on the first request
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-        key = ApiKey(key_id, name, scope, tuple(filters), datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        key = ApiKey(key_id, name, scope, tuple(filters), datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     on_behalf=on_behalf)
         with closing(self._connect(create=True)) as conn:
             try:
                 with conn:
-                    conn.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                                 (key_id, name, scope, json.dumps(filters), _digest(secret), key.created_at))
+                    conn.execute("INSERT INTO keys (key_id, name, scope, filters, digest, created_at, on_behalf) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (key_id, name, scope, json.dumps(filters), _digest(secret), key.created_at,
+                                  int(on_behalf)))
             except sqlite3.IntegrityError:
                 raise RagError(f"a key named {name!r} exists; revoke it first (`rag keys revoke {name}`) or "
                                "choose another name") from None
@@ -123,9 +135,9 @@ class KeyStore:
             return []
         where = "" if include_revoked else " WHERE revoked_at IS NULL"
         with closing(self._connect()) as conn:
-            rows = conn.execute("SELECT key_id, name, scope, filters, created_at, revoked_at FROM keys"
-                                f"{where} ORDER BY name, created_at").fetchall()
-        return [ApiKey(i, n, s, tuple(json.loads(f)), c, r) for i, n, s, f, c, r in rows]
+            rows = conn.execute(f"SELECT key_id, name, scope, filters, created_at, revoked_at, {_on_behalf(conn)} "
+                                f"FROM keys{where} ORDER BY name, created_at").fetchall()
+        return [ApiKey(i, n, s, tuple(json.loads(f)), c, r, bool(b)) for i, n, s, f, c, r, b in rows]
 
     def any_active(self) -> bool:
         return bool(self.list())
@@ -157,11 +169,27 @@ class KeyStore:
         row = None
         if match and self.path.is_file():
             with closing(self._connect()) as conn:
-                row = conn.execute("SELECT key_id, name, scope, filters, created_at, revoked_at, digest FROM keys "
-                                   "WHERE key_id = ?", (key_id,)).fetchone()
+                row = conn.execute("SELECT key_id, name, scope, filters, created_at, revoked_at, digest, "
+                                   f"{_on_behalf(conn)} FROM keys WHERE key_id = ?", (key_id,)).fetchone()
         expected = row[6] if row else "0" * 64
         # Compared even when nothing matched, so a wrong id costs what a wrong secret costs.
         same = hmac.compare_digest(_digest(secret), expected)
         if not (row and same and row[5] is None):
             return None
-        return ApiKey(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], None)
+        return ApiKey(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], None, bool(row[7]))
+
+
+def _has_on_behalf(conn: sqlite3.Connection) -> bool:
+    return any(column[1] == "on_behalf" for column in conn.execute("PRAGMA table_info(keys)"))
+
+
+def _on_behalf(conn: sqlite3.Connection) -> str:
+    """The column, or 0 in a key store made before it existed (opened read-only, not migrated)."""
+    return "on_behalf" if _has_on_behalf(conn) else "0"
+
+
+def _add_on_behalf(conn: sqlite3.Connection) -> None:
+    """Key stores made before --on-behalf existed get the column on their next write."""
+    if not _has_on_behalf(conn):
+        with conn:
+            conn.execute("ALTER TABLE keys ADD COLUMN on_behalf INTEGER NOT NULL DEFAULT 0")

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rag.serve.audit import RequestAudit
 from rag.serve.metrics import Metrics
 
 access_log = logging.getLogger("rag.access")
@@ -36,9 +37,10 @@ class AccessLog:
     byte of the response is sent (so a streamed answer is timed to its end), never the key
     itself; the request id comes from X-Request-ID when the client sent a sane one."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, audit: RequestAudit | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.audit = audit  # serve.audit: every /v1 and /auth request is also recorded there
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,6 +70,8 @@ class AccessLog:
                     "status": shown, "seconds": round(seconds, 4), "key": state.get("key_name"),
                     "client": (scope.get("client") or ("", 0))[0], **state.get("log_fields", {})}
             access_log.info(json.dumps(line, ensure_ascii=False))
+            if self.audit is not None and scope["path"].startswith(("/v1/", "/auth/")):
+                self.audit.request(state, request_id, scope["method"], scope["path"], shown, line["client"] or None)
 
         async def send_logged(message: Message) -> None:
             nonlocal status

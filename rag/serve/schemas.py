@@ -16,7 +16,8 @@ from rag.names import GeneratorName, SearchMode
 from rag.records import Hit
 from rag.serve.feedback import Rating
 from rag.serve.jobs import Job, State
-from rag.serve.keys import ApiKey, Scope
+from rag.serve.callers import Caller
+from rag.serve.keys import Scope
 
 FilterList = list[str]
 
@@ -229,16 +230,22 @@ class OpenAccess(BaseModel):
 
 
 class KeyInfo(BaseModel):
-    """The calling key (never its secret)."""
+    """The calling key (never its secret) and the person whose access applies."""
 
     open: Literal[False]
-    name: str
+    name: str = Field(description="The key's name; `oidc` for a person signed in with the identity provider")
     scope: Scope
     filters: list[str]
+    on_behalf: bool = Field(default=False, description="The key passes the people it serves (X-Rag-User)")
+    user: str | None = Field(default=None, description="The person whose access applies")
+    groups: list[str] = Field(default_factory=list, description="Their groups")
 
     @classmethod
-    def of(cls, key: ApiKey) -> KeyInfo:
-        return cls(open=False, name=key.name, scope=key.scope, filters=list(key.filters))
+    def of(cls, caller: Caller) -> KeyInfo:
+        key, person = caller.key, caller.person
+        return cls(open=False, name=caller.name or "", scope=caller.scope, filters=list(key.filters if key else ()),
+                   on_behalf=bool(key and key.on_behalf), user=person.user if person else None,
+                   groups=list(person.groups) if person else [])
 
 
 class IndexStatus(BaseModel):

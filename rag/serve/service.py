@@ -22,13 +22,17 @@ from rag.config import Settings
 from rag.conversation import Turn
 from rag.engine import Engine
 from rag.errors import ConfigError, RagError
+from rag.filters import Access
 from rag.names import SearchMode
 from rag.records import Hit
+from rag.serve.audit import AuditLog, RequestAudit, audit_path
 from rag.serve.batching import ModelQueue, QueueFull
+from rag.serve.callers import Caller
 from rag.serve.errors import Busy, TimedOut
 from rag.serve.feedback import FeedbackStore, feedback_path
 from rag.serve.jobs import UploadJobs
-from rag.serve.keys import ApiKey, KeyStore, keys_path
+from rag.serve.keys import KeyStore, keys_path
+from rag.serve.oidc import OidcVerifier
 from rag.serve.metrics import Metrics, outcome
 from rag.serve.spool import UploadSpool
 
@@ -44,6 +48,8 @@ class Service:
         self.settings = settings
         self.engine = engine or Engine(settings)
         self.keys = KeyStore(keys_path(settings.index.path, settings.serve.keys_file))
+        # Signed-in people, when an identity provider is configured (checked when the app is made).
+        self.oidc = OidcVerifier(settings.oidc) if settings.oidc.issuer else None
         self.open_access = open_access
         self.ready = False
         self.started = int(time.time())  # the `created` of the OpenAI-compatible model cards
@@ -57,12 +63,17 @@ class Service:
                                            int(serve.upload_spool_mb * 2**20)))
         self.metrics = Metrics(self._index_counts, self._queue_sizes)
         self.feedback = FeedbackStore(feedback_path(settings.index.path, serve.feedback_file), serve.feedback_hours)
+        # Who asked what, when (personal data: off unless serve.audit).
+        self.audit = (RequestAudit(AuditLog(audit_path(settings.index.path, serve.audit_file), serve.audit_days))
+                      if serve.audit else None)
 
     # -- life --------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Load the models (the embedding model and every generator offered) and open the index
         before the first request, so /readyz means it and no request waits for a model load."""
+        if self.audit is not None:
+            self.audit.start()
         self.engine.embedder.warm_up()
         for name in self.generators:
             warm_up = getattr(self.engine.answerer(name).generator, "warm_up", None)
@@ -79,6 +90,10 @@ class Service:
             queue.close()
         self.jobs.close()
         self.feedback.close()
+        if self.audit is not None:
+            self.audit.close()
+        if self.oidc is not None:
+            self.oidc.close()
         self.engine.close()
 
     def _index_counts(self) -> dict[str, int]:
@@ -96,10 +111,10 @@ class Service:
     # -- searching and answering -------------------------------------------------------------
 
     def _search_batch(self, key: Hashable, asked: list[Asking]) -> list[tuple[list[Hit], dict[str, float]]]:
-        k, filters, mode = key  # type: ignore[misc]
+        k, filters, mode, access = key  # type: ignore[misc]
         timings: dict[str, float] = {}
         questions, histories = [q for q, _ in asked], [list(h) for _, h in asked]
-        results = self.engine.search_many(questions, k, list(filters), mode, timings, histories)
+        results = self.engine.search_many(questions, k, list(filters), mode, timings, histories, access=access)
         share = {stage: seconds / len(questions) for stage, seconds in timings.items()}
         return [(hits, share) for hits in results]
 
@@ -115,30 +130,33 @@ class Service:
         with self._queues_lock:
             if name not in self._queues:
                 def run(key: Hashable, asked: list[Asking], name: str = name) -> list[Answer]:
-                    k, filters, mode = key  # type: ignore[misc]
+                    k, filters, mode, access = key  # type: ignore[misc]
                     return self.engine.ask_many([q for q, _ in asked], k, name, list(filters), mode,
-                                                [list(h) for _, h in asked])
+                                                [list(h) for _, h in asked], access=access)
                 concurrency = self.settings.generate.openai_concurrency if name == "openai" else 0
                 self._queues[name] = ModelQueue(f"generator:{name}", run, self.settings.serve.batch_size,
                                                 self.settings.serve.queue_depth, concurrency)
             return self._queues[name]
 
     async def search(self, question: str, k: int | None, filters: list[str], mode: SearchMode | None,
-                     history: Sequence[Turn] = ()) -> list[Hit]:
+                     history: Sequence[Turn] = (), access: Access | None = None) -> list[Hit]:
+        """Passages; a batch shares k, filters, mode and the person's access."""
         asked = (question, tuple(history))
-        hits, timings = await self._wait(self.search_queue, lambda q: q.submit((k, tuple(filters), mode), asked))
+        hits, timings = await self._wait(self.search_queue,
+                                         lambda q: q.submit((k, tuple(filters), mode, access), asked))
         self.metrics.observe_stages(timings)
         return hits
 
     async def ask(self, question: str, k: int | None, generator: str | None, filters: list[str],
-                  mode: SearchMode | None = None, history: Sequence[Turn] = ()) -> Answer:
+                  mode: SearchMode | None = None, history: Sequence[Turn] = (),
+                  access: Access | None = None) -> Answer:
         queue = self._generation_queue(generator)
         asked = (question, tuple(history))
-        return await self._wait(queue, lambda q: q.submit((k, tuple(filters), mode), asked))
+        return await self._wait(queue, lambda q: q.submit((k, tuple(filters), mode, access), asked))
 
     async def ask_stream(self, question: str, k: int | None, generator: str | None,
                          filters: list[str], mode: SearchMode | None = None,
-                         history: Sequence[Turn] = ()) -> AsyncIterator[Any]:
+                         history: Sequence[Turn] = (), access: Access | None = None) -> AsyncIterator[Any]:
         """Engine.ask_stream's items (what was searched with its passages, text pieces, the
         Answer), produced on the model's thread and handed over as they come; stops generating
         when the client goes away."""
@@ -150,7 +168,7 @@ class Service:
         def produce() -> None:
             try:
                 for item in self.engine.ask_stream(question, k, generator, filters, mode,  # type: ignore[arg-type]
-                                                   list(history)):
+                                                   list(history), access=access):
                     loop.call_soon_threadsafe(items.put_nowait, item)
                     if gone.is_set():
                         return
@@ -224,15 +242,14 @@ class Service:
             fields.update(question=answer.question, answer=answer.answer)
         return fields
 
-    async def record(self, answer: Answer, key: ApiKey | None, answer_id: str | None = None) -> str:
+    async def record(self, answer: Answer, caller: Caller, answer_id: str | None = None) -> str:
         """What every route does with a finished answer: count it (metrics) and keep it rateable
         for serve.feedback_hours, by any worker, under the id returned (a new one unless a stream
         chose it up front)."""
         self.metrics.observe_answer(answer)
         answer_id = answer_id or new_answer_id()
         try:  # a SQLite write: off the event loop
-            await asyncio.to_thread(self.feedback.remember, answer_id, answer, key.key_id if key else None,
-                                    key.name if key else None)
+            await asyncio.to_thread(self.feedback.remember, answer_id, answer, caller.owner, caller.name)
         except RagError as exc:  # the answer is still given; only rating it will fail
             log.error("answer %s cannot be rated: %s", answer_id, exc)
         return answer_id

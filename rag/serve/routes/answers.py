@@ -11,9 +11,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from rag.citations import Answer, Retrieved
 from rag.errors import RagError
-from rag.serve.deps import ReadKey, ServiceDep, key_filters, record_answer
+from rag.serve.callers import Caller
+from rag.serve.deps import ReadCaller, ServiceDep, record_answer
 from rag.serve.handlers import http_error
-from rag.serve.keys import ApiKey
 from rag.serve.schemas import (ERROR_RESPONSES, STREAMED, AnswerBody, AskRequest, PassageBody, PassagesEvent,
                                SearchRequest, SearchResults)
 from rag.serve.service import Service
@@ -29,9 +29,11 @@ router = APIRouter(prefix="/v1", tags=["answers"], responses=ERROR_RESPONSES)
 
 
 @router.post("/search")
-async def search(body: SearchRequest, service: ServiceDep, key: ReadKey) -> SearchResults:
-    """Ranked passages for a question, only from documents the key may see."""
-    hits = await service.search(body.question, body.k, key_filters(key, body.filters), body.mode, body.turns())
+async def search(body: SearchRequest, request: Request, service: ServiceDep, caller: ReadCaller) -> SearchResults:
+    """Ranked passages for a question, only from documents the caller may see."""
+    hits = await service.search(body.question, body.k, caller.filters(body.filters), body.mode, body.turns(),
+                                caller.person)
+    request.state.audit = (body.question, [h.doc_id for h in hits])
     return SearchResults.of(service.engine.search_query(body.question, body.turns()), hits)
 
 
@@ -39,17 +41,18 @@ async def search(body: SearchRequest, service: ServiceDep, key: ReadKey) -> Sear
              description="A cited answer (or an honest \"I don't know\") from the passages the key may see: the "
                          "`rag ask --json` object plus its `id`.\n\n" + STREAM_DOC)
 async def ask(body: AskRequest, request: Request, service: ServiceDep,
-              key: ReadKey) -> AnswerBody | EventSourceResponse:
-    filters = key_filters(key, body.filters)
+              caller: ReadCaller) -> AnswerBody | EventSourceResponse:
+    filters = caller.filters(body.filters)
     if body.stream:
-        return await _stream(service, body, filters, key, request)
-    answer = await service.ask(body.question, body.k, body.generator, filters, body.mode, body.turns())
-    return AnswerBody.of(await record_answer(service, request, answer, key), answer)
+        return await _stream(service, body, filters, caller, request)
+    answer = await service.ask(body.question, body.k, body.generator, filters, body.mode, body.turns(), caller.person)
+    return AnswerBody.of(await record_answer(service, request, answer, caller), answer)
 
 
-async def _stream(service: Service, body: AskRequest, filters: list[str], key: ApiKey | None,
+async def _stream(service: Service, body: AskRequest, filters: list[str], caller: Caller,
                   request: Request) -> EventSourceResponse:
-    items = service.ask_stream(body.question, body.k, body.generator, filters, body.mode, body.turns())
+    items = service.ask_stream(body.question, body.k, body.generator, filters, body.mode, body.turns(),
+                               caller.person)
     first = await anext(items)  # errors before the first event (a bad filter, a full queue) are plain HTTP errors
 
     async def events() -> AsyncIterator[ServerSentEvent]:
@@ -63,7 +66,7 @@ async def _stream(service: Service, body: AskRequest, filters: list[str], key: A
                     if item:
                         yield _event("token", {"text": item})
                 elif isinstance(item, Answer):
-                    answer_id = await record_answer(service, request, item, key)
+                    answer_id = await record_answer(service, request, item, caller)
                     yield _event("answer", AnswerBody.of(answer_id, item).model_dump())
                 item = await anext(items)
         except StopAsyncIteration:

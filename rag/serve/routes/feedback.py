@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag.errors import RagError
-from rag.serve.deps import ReadKey, ServiceDep
+from rag.serve.deps import ReadCaller, ServiceDep
 from rag.serve.feedback import Rating
 from rag.serve.schemas import ERROR_RESPONSES, Rated
 
@@ -27,13 +27,13 @@ router = APIRouter(prefix="/v1", tags=["feedback"], responses=ERROR_RESPONSES)
 
 
 @router.post("/feedback")
-def feedback(body: FeedbackRequest, service: ServiceDep, key: ReadKey) -> Rated:
-    """Rate an answer this key was given (one rating per answer; a second replaces the first).
+def feedback(body: FeedbackRequest, service: ServiceDep, caller: ReadCaller) -> Rated:
+    """Rate an answer this key (and person) was given (one rating per answer; a second replaces the first).
     Kept with the question, the answer and its cited document ids, for `rag feedback export`.
     An id of a chat completion may be sent with or without its `chatcmpl-` prefix."""
     try:
         rated = service.feedback.rate(body.answer_id.removeprefix("chatcmpl-"), body.rating, body.comment,
-                                      key.key_id if key else None)
+                                      caller.owner)
     except RagError as exc:  # its message names a path on the server
         log.error("feedback not stored: %s", exc)
         raise HTTPException(503, "the rating could not be stored; the server's log says why") from None

@@ -32,9 +32,9 @@ from rag.citations import Answer
 from rag.conversation import Turn
 from rag.config import Settings
 from rag.errors import RagError
-from rag.serve.deps import ReadKey, ServiceDep, key_filters, record_answer
+from rag.serve.callers import Caller
+from rag.serve.deps import ReadCaller, ServiceDep, record_answer
 from rag.serve.handlers import http_error
-from rag.serve.keys import ApiKey
 from rag.serve.openai_schemas import (OPENAI_ERROR_RESPONSES, AssistantMessage, ChatCompletion, ChatCompletionRequest,
                                       ChatMessage, Choice, ModelCard, ModelList, Usage, openai_error)
 from rag.serve.schemas import STREAMED, CitationBody
@@ -165,13 +165,13 @@ def model_card(name: str, created: int) -> ModelCard:
 
 
 @router.get("/models")
-def models(service: ServiceDep, key: ReadKey) -> ModelList:
+def models(service: ServiceDep, caller: ReadCaller) -> ModelList:
     """The models an OpenAI client may pick, one per generator this server can run."""
     return ModelList(data=[model_card(name, service.started) for name in offered_models(service.settings)])
 
 
 @router.get("/models/{model}")
-def model(model: str, service: ServiceDep, key: ReadKey) -> ModelCard:
+def model(model: str, service: ServiceDep, caller: ReadCaller) -> ModelCard:
     """One model, for clients that check theirs exists before using it."""
     if model not in offered_models(service.settings):
         raise _model_not_found(model)
@@ -180,19 +180,19 @@ def model(model: str, service: ServiceDep, key: ReadKey) -> ModelCard:
 
 @router.post("/chat/completions", response_model=ChatCompletion, description=CHAT_DOC, responses=STREAMED)
 async def chat_completions(body: ChatCompletionRequest, request: Request, service: ServiceDep,
-                           key: ReadKey) -> ChatCompletion | EventSourceResponse:
+                           caller: ReadCaller) -> ChatCompletion | EventSourceResponse:
     models = offered_models(service.settings)
     if body.model not in models:
         raise _model_not_found(body.model)
     question, history = conversation_of(body.messages)
     generator = models[body.model]
-    filters = key_filters(key)
+    filters = caller.filters()
     reply = _Reply(body.model)
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return await _stream(service, question, history, generator, filters, key, request, reply, include_usage)
-    answer = await service.ask(question, None, generator, filters, None, history)
-    return reply.completion(await record_answer(service, request, answer, key), answer)
+        return await _stream(service, question, history, generator, filters, caller, request, reply, include_usage)
+    answer = await service.ask(question, None, generator, filters, None, history, caller.person)
+    return reply.completion(await record_answer(service, request, answer, caller), answer)
 
 
 class _Reply:
@@ -220,8 +220,8 @@ def citations(answer: Answer) -> list[CitationBody]:
 
 
 async def _stream(service: Service, question: str, history: list[Turn], generator: str | None, filters: list[str],
-                  key: ApiKey | None, request: Request, reply: _Reply, include_usage: bool) -> EventSourceResponse:
-    items = service.ask_stream(question, None, generator, filters, None, history)
+                  caller: Caller, request: Request, reply: _Reply, include_usage: bool) -> EventSourceResponse:
+    items = service.ask_stream(question, None, generator, filters, None, history, caller.person)
     first = await anext(items)  # errors before the first item (a bad filter, a full queue) are plain HTTP errors
     answer_id = new_answer_id()  # chosen now, so that every chunk carries the id feedback takes
     completion_id = f"chatcmpl-{answer_id}"
@@ -236,7 +236,7 @@ async def _stream(service: Service, question: str, history: list[Turn], generato
                     streamed.append(item)
                     yield reply.chunk(completion_id, {"content": item})
                 elif isinstance(item, Answer):
-                    await record_answer(service, request, item, key, answer_id)
+                    await record_answer(service, request, item, caller, answer_id)
                     for event in _finish(item, completion_id, "".join(streamed), reply, include_usage):
                         yield event
                 item = await anext(items)

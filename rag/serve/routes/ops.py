@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from rag.errors import RagError
-from rag.serve.deps import AdminKey, ReadKey, ServiceDep
+from rag.serve.deps import AdminCaller, AnyCaller, ServiceDep
 from rag.serve.schemas import ERROR_RESPONSES, Alive, IndexStatus, KeyInfo, OpenAccess, Readiness, Stats
 
 router = APIRouter(tags=["operations"], responses=ERROR_RESPONSES)
@@ -26,7 +26,7 @@ def readyz(service: ServiceDep, response: Response) -> Readiness:
 
 
 @router.get("/v1/stats", response_model_exclude_unset=True)
-def stats(service: ServiceDep, key: AdminKey) -> Stats:
+def stats(service: ServiceDep, caller: AdminCaller) -> Stats:
     """Index counts and version, models, request counts and latency percentiles per route and stage."""
     engine = service.engine
     index = IndexStatus(exists=engine.store.exists())
@@ -44,15 +44,16 @@ def stats(service: ServiceDep, key: AdminKey) -> Stats:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(service: ServiceDep, key: AdminKey) -> Response:
+def metrics(service: ServiceDep, caller: AdminCaller) -> Response:
     """Prometheus text format. It counts every collection's documents, so once keys exist it
     needs an admin key (Prometheus: `authorization: {credentials_file: ...}`)."""
     return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/key")
-def key_info(key: ReadKey) -> OpenAccess | KeyInfo:
-    """The calling key's name, scope and filters (never its secret), so that a client such
-    as the page at / offers only what the key may do; `{"open": true}` when the service
-    has no keys (loopback only), where every route is open."""
-    return OpenAccess(open=True) if key is None else KeyInfo.of(key)
+def key_info(caller: AnyCaller) -> OpenAccess | KeyInfo:
+    """The calling key's name, scope and filters (never its secret), and the person whose access
+    applies (`user`, `groups`: the one an --on-behalf key passes, or the signed-in person), so
+    that a client such as the page at / offers only what the caller may do; `{"open": true}`
+    when the service has no keys (loopback only), where every route is open."""
+    return OpenAccess(open=True) if caller.key is None and caller.person is None else KeyInfo.of(caller)
