@@ -23,6 +23,7 @@ from rag.index.reader import IndexReader
 from rag.index.store import IndexStore
 from rag.index.writer import IndexWriter
 from rag.filters import Access, Filter, access_filter, parse_filters
+from rag.ingest.ragacl import Acl
 from rag.indexing import Indexer, IndexProgress, IndexReport, PreparerFactory
 from rag.focus import focus_texts
 from rag.prompt import PromptBuilder
@@ -80,14 +81,16 @@ class Engine:
 
     def index(self, paths: list[str | Path], progress: IndexProgress | None = None, sync: bool = False,
               replace: bool = False, collection: str | None = None, origin: str | None = None,
-              ray: RayOptions | None = None) -> IndexReport:
+              ray: RayOptions | None = None, acl: Acl | None = None) -> IndexReport:
         """Add new and changed documents under `paths` to a collection (`ingest.collection` unless
         given; with `sync`, remove those of this collection and these paths no longer there); one
         atomic new index version. `replace` lets them replace same-id documents read from
         elsewhere; `origin` names where they come from when their files are only temporary;
-        `ray` reads, chunks and embeds the files on a Ray cluster (the index is the same)."""
+        `ray` reads, chunks and embeds the files on a Ray cluster (the index is the same); `acl`
+        is the access list of every document read from files with an `origin` (an upload's, which
+        the request gives), records' own lists included."""
         return Indexer(self._for_collection(collection), self.embedder, self.store, replace, origin,
-                       _preparer(ray)).run([Path(p) for p in paths], progress, sync)
+                       _preparer(ray), acl).run([Path(p) for p in paths], progress, sync)
 
     def index_jsonl(self, stream: Iterable[bytes], name: str = "stdin", progress: IndexProgress | None = None,
                     sync: bool = False, total_bytes: int = 0, replace: bool = False,

@@ -86,3 +86,16 @@ def test_content_held_under_another_id_makes_an_alias_pending_batches_first(exis
 
 def test_a_document_is_never_an_alias_of_itself():
     assert _decide(_document(sha="s2"), Holdings({"a.md": _stored()}, in_index={"s2": "a.md"})).kind == "changed"
+
+
+def test_unchanged_content_whose_access_list_changed_is_an_acl_change_moved_or_not():
+    listed = _document()
+    listed.metadata["acl"] = {"users": [], "groups": ["hr"]}
+    assert _decide(listed, Holdings({"a.md": _stored()})).kind == "acl_changed"
+    stored = StoredDocument("default", "a.md", "/docs/a.md", "/docs/a.md", "s1", "markdown", acl="public")
+    assert _decide(_document(), Holdings({"a.md": stored})).kind == "acl_changed", "a list removed is a change"
+    assert _decide(_document(origin="/elsewhere/a.md"), Holdings({"a.md": stored}), replace=True).kind == "acl_changed"
+    same = StoredDocument("default", "a.md", "/docs/a.md", "/docs/a.md", "s1", "markdown",
+                          acl={"users": [], "groups": ["hr"]})
+    assert _decide(listed, Holdings({"a.md": same})).kind == "unchanged"
+    assert _decide(_document(sha="s2"), Holdings({"a.md": stored})).kind == "changed", "new content wins"

@@ -6,6 +6,7 @@ its new version there; rows the new segment holds itself are changed in place.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator
 
 import numpy as np
@@ -62,9 +63,21 @@ class SegmentEdits:
                               [row[c] for c in columns])
 
     def relocate(self, collection: str, document: Document) -> None:
-        self._rewrite_documents("collection = ? AND doc_id = ?", (collection, document.doc_id),
-                                {"source": document.metadata.get("source", ""), "origin": document.origin or None,
-                                 "mtime": document.metadata.get("mtime")})
+        self._rewrite_documents("collection = ? AND doc_id = ?", (collection, document.doc_id), _place(document))
+
+    def set_access(self, collection: str, document: Document) -> None:
+        """The document's access list (and place) as read now; its other metadata, chunks and
+        vectors as they are (a document read unchanged is not parsed, so carries none of them)."""
+        key = (collection, document.doc_id)
+        row = self.conn.execute("SELECT metadata FROM documents WHERE collection = ? AND doc_id = ?", key).fetchone()
+        if row is None:
+            raise ValueError(f"no document {document.doc_id!r} in collection {collection!r}")
+        metadata = json.loads(row[0])
+        metadata.pop("acl", None)
+        if document.metadata.get("acl") is not None:
+            metadata["acl"] = document.metadata["acl"]
+        self._rewrite_documents("collection = ? AND doc_id = ?", key,
+                                {**_place(document), "metadata": json.dumps(metadata, ensure_ascii=False)})
 
     def delete_document(self, collection: str, doc_id: str) -> list[int]:
         """Remove a document. Returns the ids of its chunks in the new segment, whose vectors the
@@ -112,3 +125,9 @@ class SegmentEdits:
         """The new segment's chunk ids, ascending, and their stored BM25 tokens in that order."""
         ids = np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM main.chunks ORDER BY id")), dtype=np.int64)
         return ids, (r[0] for r in self.conn.execute("SELECT tokens FROM main.chunks ORDER BY id"))
+
+
+def _place(document: Document) -> dict[str, Any]:
+    """The columns saying where a document was read: rewritten when it moves."""
+    return {"source": document.metadata.get("source", ""), "origin": document.origin or None,
+            "mtime": document.metadata.get("mtime")}

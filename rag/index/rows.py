@@ -32,6 +32,18 @@ class StoredDocument:
     origin: str | None
     sha256: str
     format: str | None
+    # Its access list as stored ("public", {"users", "groups"}), None where it has none.
+    acl: Any = None
+
+
+# A document's access list as JSON text (None where it has none), for StoredDocument.
+_ACL = ("CASE json_type(metadata, '$.acl') WHEN 'text' THEN json_quote(json_extract(metadata, '$.acl')) "
+        "ELSE json_extract(metadata, '$.acl') END")
+
+
+def _stored(row: tuple[Any, ...]) -> StoredDocument:
+    *columns, acl = row
+    return StoredDocument(*columns, acl=json.loads(acl) if acl is not None else None)
 
 
 @dataclass(frozen=True)
@@ -57,9 +69,9 @@ class Rows:
         self.aliases = aliases
 
     def document(self, collection: str, doc_id: str) -> StoredDocument | None:
-        row = self.conn.execute("SELECT collection, doc_id, source, origin, sha256, format FROM documents "
+        row = self.conn.execute(f"SELECT collection, doc_id, source, origin, sha256, format, {_ACL} FROM documents "
                                 "WHERE collection = ? AND doc_id = ?", (collection, doc_id)).fetchone()
-        return StoredDocument(*row) if row else None
+        return _stored(row) if row else None
 
     def collections_of(self, doc_id: str) -> list[str]:
         """The collections that hold a document with this id."""
@@ -73,10 +85,10 @@ class Rows:
 
     def documents_in(self, collection: str) -> Iterator[StoredDocument]:
         """Every document of a collection, streamed in id order."""
-        rows = self.conn.execute("SELECT collection, doc_id, source, origin, sha256, format FROM documents "
+        rows = self.conn.execute(f"SELECT collection, doc_id, source, origin, sha256, format, {_ACL} FROM documents "
                                  "WHERE collection = ? ORDER BY doc_id", (collection,))
         for row in rows:
-            yield StoredDocument(*row)
+            yield _stored(row)
 
     def put_document(self, document: Document, collection: str, content_of: str | None = None) -> None:
         meta = document.metadata

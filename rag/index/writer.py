@@ -238,6 +238,12 @@ class IndexWriter:
         self.edits.relocate(collection, document)
         self.changed = True
 
+    def set_access(self, collection: str, document: Document) -> None:
+        """Unchanged content whose access list changed: only its row is rewritten, with the new
+        list (and place), in this write's version; its chunks and vectors stay."""
+        self.edits.set_access(collection, document)
+        self.changed = True
+
     def compact(self) -> int:
         """Merge every segment into one, without deleted rows and vectors; returns how many
         vectors that drops."""

@@ -3,9 +3,11 @@ index already hold, before anything is chunked or embedded.
 
 The order matters and is the same for every source: an id read twice in one run is a duplicate;
 a document of another source's id is a conflict (unless the run may replace it); unchanged
-content is left alone (and only its place recorded, when it moved); content the run or the index
-already holds under another id is stored once, this id an alias of that one; the rest is new, or
-changed (an earlier version replaced).
+content is left alone (and only its place recorded, when it moved), or, when its access list
+changed, only its rows rewritten (`acl_changed`: who may read a document is not what it says, so
+nothing is chunked or embedded again); content the run or the index already holds under another id
+is stored once, this id an alias of that one; the rest is new, or changed (an earlier version
+replaced).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Literal, Protocol
 from rag.index.rows import StoredDocument
 from rag.records import Document
 
-Kind = Literal["new", "changed", "unchanged", "relocated", "alias", "duplicate", "conflict"]
+Kind = Literal["new", "changed", "unchanged", "relocated", "acl_changed", "alias", "duplicate", "conflict"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ def decide(document: Document, where: str, first_read: str | None, holdings: Hol
             "NAME); to replace the indexed one, run again with --replace"))
     sha = document.metadata["sha256"]
     if stored is not None and stored.sha256 == sha:
+        if stored.acl != document.metadata.get("acl"):
+            return Decision("acl_changed")  # its place is recorded too, when it also moved
         return Decision("relocated" if stored.origin != (document.origin or None) else "unchanged")
     existed = stored is not None
     holder = holdings.batch_holder(sha)

@@ -25,6 +25,9 @@ class IndexReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    # Of the unchanged documents, those whose access list changed: their rows rewritten, nothing
+    # chunked or embedded again.
+    acl_changed: int = 0
     deleted: int = 0
     # Added or updated documents whose content was already indexed under another id.
     deduplicated: int = 0
@@ -64,8 +67,8 @@ class IndexReport:
         return {
             "index": self.index, "collection": self.collection, "version": self.version,
             "documents": self.documents, "added": self.added, "updated": self.updated,
-            "unchanged": self.unchanged, "deleted": self.deleted, "deduplicated": self.deduplicated,
-            "chunks": self.chunks,
+            "unchanged": self.unchanged, "acl_changed": self.acl_changed, "deleted": self.deleted,
+            "deduplicated": self.deduplicated, "chunks": self.chunks,
             "skipped": self.skipped, "failed": self.failed, "seconds": round(self.seconds, 3),
             "would_delete": self.would_delete, "sync_stopped": self.sync_stopped or None,
             "stages": {stage: round(seconds, 3) for stage, seconds in self.stages.items()},

@@ -17,7 +17,7 @@ from typing import Any
 from rag.chunk import Chunker
 from rag.config import Settings
 from rag.embed import Embedder
-from rag.errors import RagError, SkipDocument
+from rag.errors import IngestError, RagError, SkipDocument
 from rag.index.rows import StoredDocument
 from rag.index.store import IndexStore
 from rag.index.writer import IndexWriter
@@ -26,10 +26,11 @@ from rag.indexing.decisions import decide
 from rag.indexing.report import IndexProgress, IndexReport, NoProgress, Problem, SerializedProgress
 from rag.indexing.seen import SeenIds
 from rag.indexing.sources import (STREAM_ORIGIN, Event, Failed, IndexState, LocalPreparer, Loaded, PreparerFactory,
-                                  Read, event)
+                                  Read, event, with_folder_acl, with_upload_acl)
 from rag.indexing.sync import SyncScope, sync
 from rag.ingest import discover
 from rag.ingest.json_records import iter_jsonl_lines
+from rag.ingest.ragacl import Acl, Governed, govern, held_reason
 from rag.timing import StageClock
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def make_chunker(settings: Settings, embedder: Embedder) -> Chunker:
 
 class Indexer:
     def __init__(self, settings: Settings, embedder: Embedder, store: IndexStore, replace: bool = False,
-                 origin: str | None = None, preparer: PreparerFactory | None = None) -> None:
+                 origin: str | None = None, preparer: PreparerFactory | None = None,
+                 acl: Acl | None = None) -> None:
         self.settings = settings
         self.embedder = embedder
         self.store = store
@@ -68,6 +70,9 @@ class Indexer:
         self.origin = origin
         # Where documents are loaded, chunked and embedded: here, or on a Ray cluster.
         self.preparer = (preparer or LocalPreparer)(settings, origin)
+        # Files with an origin (uploads): the list the request gave, for every document read,
+        # records in an uploaded .jsonl included (their own lists are the uploader's to give).
+        self.acl = acl
 
     def run(self, paths: list[Path], progress: IndexProgress | None = None, sync: bool = False) -> IndexReport:
         """Index files and folders; with `sync`, also remove documents that are no longer there."""
@@ -76,18 +81,24 @@ class Indexer:
             path, reason = found.missing[0]
             raise RagError(f"{path}: {reason}; --sync needs every path to exist, or it would "
                            "delete what was indexed from it")
-        sizes = {src.path: _size(src.path) for src in found.files}
+        # Each file's list from its folders' .ragacl; an upload's files take none (the request gives it).
+        governed = govern(found.files) if self.origin is None else Governed(found.files, [None] * len(found.files))
+        sizes = {src.path: _size(src.path) for src in governed.files}
         keep_origins: set[str] = set()  # files that failed to load keep what was indexed from them
 
         def events() -> Iterator[Event]:
             for path, reason in found.missing:
                 yield Failed(path, RagError(reason))
-            for path, reason in found.skipped:
+            for path, reason in [*found.skipped, *governed.refused]:
                 yield Failed(path, SkipDocument(reason))
-            for src, loaded in zip(found.files, self.preparer.files(found.files)):
+            for acl_file, (error, held) in governed.held.items():
+                keep_origins.update(str(src.real) for src in held)  # fail closed, and lose nothing
+                yield Failed(str(acl_file), IngestError(held_reason(error, held)))
+            for src, acl, loaded in zip(governed.files, governed.acls, self.preparer.files(governed.files)):
                 reported = 0
                 for item in loaded:
-                    read = event(str(src.path), item)
+                    read = event(str(src.path), with_folder_acl(item, acl) if self.origin is None
+                                 else with_upload_acl(item, self.acl))
                     if isinstance(read, Failed):
                         keep_origins.add(self.origin or str(src.real))
                     else:
@@ -95,7 +106,7 @@ class Indexer:
                     yield read
                 yield Read(max(0, sizes[src.path] - reported))
 
-        return self._index(events(), sum(sizes.values()), len(found.files), progress or NoProgress(),
+        return self._index(events(), sum(sizes.values()), len(governed.files), progress or NoProgress(),
                            SyncScope(roots=found.roots) if sync else None, keep_origins)
 
     def run_jsonl(self, stream: Iterable[bytes], name: str, progress: IndexProgress | None = None,
@@ -213,9 +224,12 @@ class _Run:
         if decision.kind in ("duplicate", "conflict"):
             self.note(where, RagError(decision.reason))
             self.progress.advance(document.size, 0, 0)
-        elif decision.kind in ("unchanged", "relocated"):
+        elif decision.kind in ("unchanged", "relocated", "acl_changed"):
             if decision.kind == "relocated":
                 self.writer.relocate(self.collection, document)
+            elif decision.kind == "acl_changed":
+                self.writer.set_access(self.collection, document)
+                report.acl_changed += 1
             report.unchanged += 1
             self.progress.advance(document.size, 1, 0)
         elif decision.kind == "alias" and decision.pending:

@@ -19,6 +19,7 @@ from rag.config import Settings
 from rag.errors import RagError
 from rag.ingest.discover import SourceFile
 from rag.ingest.loaders import FileReader
+from rag.ingest.ragacl import Acl
 from rag.records import Chunk, Document
 
 # The origin of records streamed in with --jsonl (a file's documents have its real path).
@@ -74,7 +75,9 @@ class IndexState:
     streamed, and the trained IVF index new vectors are encoded for, if an earlier write made one.
     In this process also `holds(id, sha256)`, the same question asked of the index one document
     at a time (a file it holds unchanged is not parsed, nor read by OCR, again), and the
-    receiver of OCR's progress."""
+    receiver of OCR's progress. Neither asks about access lists: a file's list is given to its
+    documents after loading (`with_folder_acl`), so the run's decision sees a list that alone
+    changed, in a file read unchanged too."""
 
     stored_content: Iterable[tuple[str, str]]
     trained_template: Path | None
@@ -135,9 +138,35 @@ class LocalPreparer:
         yield from items
 
 
+def with_folder_acl(item: Document | Prepared | RagError, acl: Acl | None) -> Document | Prepared | RagError:
+    """The item, its document given its file's access list (its folders' `.ragacl`, or None).
+
+    Given here, after loading, so that a file read unchanged (not parsed again, or skipped by a
+    Ray worker) carries the list as well, and the decision sees when the list alone changed. A
+    record's own list is nearer and stays; any other document's list is its folder's only."""
+    document = item.document if isinstance(item, Prepared) else item
+    if not isinstance(document, Document) or (document.metadata.get("format") == "record"
+                                              and "acl" in document.metadata):
+        return item
+    if acl is None:
+        document.metadata.pop("acl", None)
+    else:
+        document.metadata["acl"] = acl
+    return item
+
+
 def event(where: str, item: Document | Prepared | RagError) -> Event:
     if isinstance(item, RagError):
         return Failed(where, item)
     if isinstance(item, Prepared):
         return Loaded(item.document.where or where, item.document, item)
     return Loaded(item.where or where, item)
+
+
+def with_upload_acl(item: Document | Prepared | RagError, acl: Acl | None) -> Document | Prepared | RagError:
+    """The item, its document given the upload's list when the request gave one (then over a
+    record's own: an uploader shares only as the request allowed)."""
+    document = item.document if isinstance(item, Prepared) else item
+    if acl is not None and isinstance(document, Document):
+        document.metadata["acl"] = acl
+    return item

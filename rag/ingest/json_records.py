@@ -94,9 +94,9 @@ def record_to_document(
         metadata["metadata"] = nested
     acl = access_list(metadata.pop("acl"), where) if "acl" in metadata else None
     try:
-        # A list is content (a changed one is written again); a record without one hashes as before.
-        hashed = {"text": text, "title": title, "metadata": metadata, **({"acl": acl} if acl is not None else {})}
-        canonical = json.dumps(hashed, sort_keys=True,
+        # The access list is not content: a record whose list alone changed keeps its hash, and
+        # the run rewrites only its rows (decision acl_changed), embedding nothing again.
+        canonical = json.dumps({"text": text, "title": title, "metadata": metadata}, sort_keys=True,
                                ensure_ascii=False, allow_nan=False)
     except ValueError:  # stored, NaN or Infinity would break every filter over metadata (not JSON)
         raise IngestError("a metadata number is NaN or Infinity, which JSON has not; write null or a finite "
