@@ -20,6 +20,7 @@ import pytest
 
 from oidc_provider import CLIENT_ID, running_provider
 from serving import running_server
+from test_page import browser  # noqa: F401 - the page's headless Chromium, shared
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +63,8 @@ audit = true
 issuer = "{provider.issuer}"
 audience = "{CLIENT_ID}"
 jwks_refresh = 0
+# The provider takes any secret from a client it has not registered (a confidential client).
+client_secret = "test-secret"
 """, encoding="utf-8")
         settings = Settings.load(config, overrides={"index.path": str(root / "index")}, environ={})
         engine = Engine(settings, embedder=embedder)
@@ -265,3 +268,79 @@ def test_every_request_is_audited_with_who_asked_what(kb):
     portal = [r for r in records if r["key_name"] == "portal" and r["user"] == "bob"]
     assert portal and all(r["status"] for r in portal)
     assert any(r["status"] == 401 and r["user"] is None for r in records)
+
+
+def test_the_sign_in_round_trip_uses_pkce_state_and_a_cookie_only_the_page_may_use(kb):
+    import base64
+    import hashlib
+    from urllib.parse import parse_qs, urlparse
+
+    server, provider, tokens, _ = kb
+    start = httpx.get(server.base + "/auth/login")
+    assert start.status_code == 303
+    sent = parse_qs(urlparse(start.headers["location"]).query)
+    flow = start.cookies["rag_signin"]
+    cookie = start.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=lax" in cookie
+    started = dict(zip(("state", "verifier", "nonce"), flow.split(".")))
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(started["verifier"].encode()).digest()).rstrip(b"=").decode()
+    assert sent["code_challenge"] == [challenge] and sent["code_challenge_method"] == ["S256"]
+    assert sent["state"] == [started["state"]] and sent["client_id"] == [CLIENT_ID]
+    # A callback this browser did not start (another state, or no flow at all) signs nobody in.
+    forged = httpx.get(server.base + "/auth/callback", params={"code": "x", "state": "other"},
+                       cookies={"rag_signin": flow})
+    assert forged.status_code == 400 and "rag_session" not in forged.headers.get("set-cookie", "")
+    assert httpx.get(server.base + "/auth/callback", params={"code": "x", "state": "s"}).status_code == 400
+    # The session cookie counts only with the page's header, which other sites' pages cannot send.
+    session = {"Cookie": f"rag_session={tokens['alice']}"}
+    assert httpx.get(server.base + "/v1/key", headers=session).status_code == 401
+    assert httpx.get(server.base + "/v1/key", headers={**session, "X-Rag-Page": "1"}).json()["user"] == "alice"
+    assert httpx.get(server.base + "/auth/status").json() == {"oidc": True}
+
+
+def test_the_page_signs_people_in_with_the_provider_and_shows_only_their_documents(kb, browser):  # noqa: F811
+    from test_page import ask, by_id, shown, wait
+
+    server = kb[0]
+    browser.delete_all_cookies()
+    browser.get(server.base + "/")
+    wait(browser, lambda d: shown(d, "signin"))
+    assert not shown(browser, "key-input")
+    by_id(browser, "signin").click()
+    wait(browser, lambda d: d.find_elements("css selector", "button[name=sub][value=alice]"))
+    browser.find_element("css selector", "button[name=sub][value=alice]").click()
+    wait(browser, lambda d: d.current_url.startswith(server.base) and shown(d, "question"))
+    assert "alice" in by_id(browser, "who").text
+    assert "rag_session" not in browser.execute_script("return document.cookie")  # HttpOnly
+    assert ask(browser, "When does Project Falcon launch?") == "answered"
+    assert "14 March" in by_id(browser, "result").text
+    ask(browser, "What is the Orion budget?")
+    assert "42 million" not in by_id(browser, "result").text
+    by_id(browser, "forget").click()  # "Sign out"
+    wait(browser, lambda d: shown(d, "signin"))
+    browser.get(server.base + "/")
+    wait(browser, lambda d: shown(d, "signin"))
+
+
+def test_uploaded_files_take_the_requests_list_even_over_their_own_records_lists(kb):
+    server = kb[0]
+    alice = {**server.auth("portal-w"), "X-Rag-User": "alice", "X-Rag-Groups": "A"}
+    bob = {**server.auth("portal-w"), "X-Rag-User": "bob", "X-Rag-Groups": "B"}
+    # A .jsonl whose records claim to be public: the uploader's list (theirs alone) wins.
+    planted = b'{"id": "memo", "text": "The Kestrel memo says the office moves in June.", "acl": "public"}\n'
+    files = {"files": ("memo.jsonl", planted, "application/json")}
+    made = httpx.post(server.base + "/v1/documents", files=files, data={"collection": "files"}, headers=alice)
+    assert made.status_code == 202, made.text
+    assert _wait(server, made.headers["location"], alice)["state"] == "done"
+    shared = httpx.post(server.base + "/v1/documents", files={"files": ("plan.md", b"# Plan\n\nThe Osprey plan.")},
+                        data={"collection": "files", "acl": json.dumps({"groups": ["A"]})}, headers=alice)
+    assert _wait(server, shared.headers["location"], alice)["state"] == "done"
+    refused = httpx.post(server.base + "/v1/documents", files={"files": ("x.md", b"# X\n\nx")},
+                         data={"collection": "files", "acl": json.dumps({"groups": ["B"]})}, headers=alice)
+    assert refused.status_code == 403
+    listed = {who: {d["doc_id"] for d in httpx.get(server.base + "/v1/documents", params={"filter": "collection=files"},
+                                                   headers=headers).json()["documents"]}
+              for who, headers in (("alice", alice), ("bob", bob))}
+    assert listed["bob"] == set() and listed["alice"] >= {"plan.md"} and len(listed["alice"]) == 2
+    carol = {**server.auth("portal"), "X-Rag-User": "carol"}
+    assert "Kestrel" not in _post(kb, "/v1/search", {"question": "When does the office move?"}, carol).text

@@ -29,6 +29,7 @@ from rag.engine import Engine
 from rag.errors import IndexLockedError, RagError
 from rag.indexing import IndexReport
 from rag.serve.job_log import JOBS_FILE, JobLog
+from rag.ingest.ragacl import Acl
 from rag.serve.callers import Caller
 from rag.serve.spool import UploadSpool
 
@@ -121,10 +122,11 @@ class UploadJobs:
         """A private folder for one upload's files (removed when its job ends)."""
         return self.spool.new_folder()
 
-    def submit_files(self, folder: Path, collection: str, caller: Caller) -> Job:
-        files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    def submit_files(self, folder: Path, collection: str, caller: Caller, acl: Acl | None = None) -> Job:
+        """`acl`: the list the request gave every file's documents (None: the collection's default)."""
+        files = sorted(p.name for p in folder.iterdir())
         return self._submit(_job(collection, caller, files), folder,
-                            lambda: self.engine.index([folder], collection=collection, origin=UPLOAD_ORIGIN))
+                            lambda: self.engine.index([folder], collection=collection, origin=UPLOAD_ORIGIN, acl=acl))
 
     def submit_records(self, folder: Path, records_file: Path, count: int, collection: str,
                        caller: Caller) -> Job:

@@ -28,8 +28,14 @@
       keyMissing: "Enter the key first.",
       keyExpired: "Your key is no longer accepted. Enter a valid one.",
       forget: "Forget key",
+      signOut: "Sign out",
+      signinHeading: "Sign in",
+      signinHelp: "Sign in with your company account. What you see is what your account may read.",
+      signinButton: "Sign in",
+      sessionExpired: "Your sign-in has ended. Sign in again.",
       openAccess: "Open access on this computer (no keys are set up)",
       signedIn: "Key “{name}” · {scope}",
+      signedInPerson: "Signed in as {user} · {scope}",
       scope_read: "may ask and read",
       scope_write: "may also add and delete documents",
       scope_admin: "administrator",
@@ -139,8 +145,14 @@
       keyMissing: "请先输入密钥。",
       keyExpired: "您的密钥已失效，请输入有效的密钥。",
       forget: "忘记密钥",
+      signOut: "退出登录",
+      signinHeading: "登录",
+      signinHelp: "使用公司账户登录。您看到的内容即您的账户有权阅读的内容。",
+      signinButton: "登录",
+      sessionExpired: "您的登录已结束，请重新登录。",
       openAccess: "本机开放访问（尚未设置密钥）",
       signedIn: "密钥“{name}” · {scope}",
+      signedInPerson: "已登录：{user} · {scope}",
       scope_read: "可提问和阅读",
       scope_write: "还可添加和删除文档",
       scope_admin: "管理员",
@@ -257,6 +269,7 @@
 
   const state = {
     key: "",
+    oidc: false,  // people sign in with the identity provider here (GET /auth/status)
     me: null,
     lang: (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en",
     facets: null,
@@ -340,8 +353,29 @@
     }
   }
 
+  /** Every request says it comes from this page: the server honours the sign-in cookie only
+      then, and a page of another site cannot send this header. */
   function headers(extra = {}) {
-    return state.key ? {...extra, Authorization: "Bearer " + state.key} : extra;
+    const mine = {...extra, "X-Rag-Page": "1"};
+    return state.key ? {...mine, Authorization: "Bearer " + state.key} : mine;
+  }
+
+  /** Whether people sign in with the company's identity provider here, instead of a key. */
+  async function loadSignInMode() {
+    try {
+      const response = await fetch("/auth/status");
+      state.oidc = response.ok && Boolean((await response.json()).oidc);
+    } catch {
+      state.oidc = false;
+    }
+  }
+
+  async function signOut() {
+    try {
+      await fetch("/auth/logout", {method: "POST", headers: headers()});
+    } finally {
+      askForKey("");
+    }
   }
 
   function detailOf(data) {
@@ -392,7 +426,7 @@
   function fail(error) {
     if (error.name === "AbortError") return;
     if (error instanceof ApiError && error.status === 401) {
-      askForKey(t("keyExpired"));
+      askForKey(t(state.oidc && !state.key ? "sessionExpired" : "keyExpired"));
       return;
     }
     showError(problem(error));
@@ -445,10 +479,14 @@
     $("app").hidden = true;
     $("forget").hidden = true;
     $("key-section").hidden = false;
-    $("key-error").textContent = message || "";
-    $("key-error").hidden = !message;
+    $("key-form").hidden = Boolean(state.oidc);
+    $("signin-area").hidden = !state.oidc;
+    $("key-heading").textContent = t(state.oidc ? "signinHeading" : "keyHeading");
+    const shown = state.oidc ? $("signin-error") : $("key-error");
+    shown.textContent = message || "";
+    shown.hidden = !message;
     renderWho();
-    $("key-input").focus();
+    (state.oidc ? $("signin") : $("key-input")).focus();
   }
 
   async function signIn(candidate) {
@@ -467,6 +505,7 @@
     $("key-section").hidden = true;
     $("app").hidden = false;
     $("forget").hidden = Boolean(me.open);
+    $("forget").textContent = t(signedInPerson() ? "signOut" : "forget");
     renderWho();
     const writes = me.open || me.scope === "write" || me.scope === "admin";
     $("manage").hidden = !writes;
@@ -477,10 +516,16 @@
     if (writes) await loadDocuments();
   }
 
+  /** Signed in with the identity provider (no key): sign-out ends the session cookie. */
+  function signedInPerson() {
+    return Boolean(state.me && state.me.name === "oidc" && !state.key);
+  }
+
   function renderWho() {
     const me = state.me;
     if (!me) $("who").textContent = "";
     else if (me.open) $("who").textContent = t("openAccess");
+    else if (me.user && !me.on_behalf) $("who").textContent = t("signedInPerson", {user: me.user, scope: t("scope_" + me.scope)});
     else {
       const limits = me.filters && me.filters.length ? " · " + t("limitedTo", {filters: me.filters.join(", ")}) : "";
       $("who").textContent = t("signedIn", {name: me.name, scope: t("scope_" + me.scope)}) + limits;
@@ -984,7 +1029,7 @@
     // XMLHttpRequest rather than fetch: only it reports how much of an upload has been sent.
     const request = new XMLHttpRequest();
     request.open("POST", "/v1/documents");
-    if (state.key) request.setRequestHeader("Authorization", "Bearer " + state.key);
+    for (const [name, value] of Object.entries(headers())) request.setRequestHeader(name, value);
     request.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) job.sending(event.loaded / event.total);
     });
@@ -1153,7 +1198,7 @@
       }
       signIn(candidate);
     });
-    $("forget").addEventListener("click", () => askForKey(""));
+    $("forget").addEventListener("click", () => (signedInPerson() ? signOut() : askForKey("")));
     $("ask-form").addEventListener("submit", (event) => {
       event.preventDefault();
       ask();
@@ -1210,7 +1255,7 @@
     document.documentElement.lang = "";
     setLanguage(state.lang);
     wire();
-    signIn(sessionStorage.getItem(KEY_STORAGE) || "");
+    loadSignInMode().then(() => signIn(sessionStorage.getItem(KEY_STORAGE) || ""));
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);

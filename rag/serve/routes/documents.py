@@ -34,7 +34,6 @@ _MAX_FILES = 1000
 # Past any index's document count, and well inside SQLite's 64-bit integers (an offset past 2^63
 # failed inside SQLite).
 MAX_OFFSET = 2**31 - 1
-ACL_FILE = ".ragacl"
 
 
 router = APIRouter(prefix="/v1", tags=["documents"], responses=ERROR_RESPONSES)
@@ -185,11 +184,9 @@ async def _upload_files(service: Service, request: Request, caller: Caller) -> J
             if target.exists():
                 raise HTTPException(422, f"two uploaded files are named {name}; names must be unique in one upload")
             await asyncio.to_thread(service.jobs.spool.copy_in, upload.file, target)
-        if acl is not None:  # the folder's access list, as `rag index` reads one (rag.ingest.sidecar)
-            (folder / ACL_FILE).write_text(json.dumps(acl), encoding="utf-8")
-        names = sorted(p.name for p in folder.iterdir() if p.name != ACL_FILE)
+        names = sorted(p.name for p in folder.iterdir())
         await asyncio.to_thread(_refuse_unseen, service, target_collection, names, caller)
-        return service.jobs.submit_files(folder, target_collection, caller)
+        return service.jobs.submit_files(folder, target_collection, caller, acl)
     except RagError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         if isinstance(exc, SpoolFull):
