@@ -222,6 +222,7 @@ def index_summary(report: IndexReport) -> str:
     return (f"{report.documents} documents indexed ({report.added} new, {report.updated} changed, "
             f"{report.unchanged} unchanged, {report.deleted} deleted"
             + (f", {report.deduplicated} stored once with identical content" if report.deduplicated else "")
+            + (f", {report.acl_changed} access lists updated" if report.acl_changed else "")
             + f"), {report.chunks} chunks, {report.skipped} skipped, "
             f"{report.failed} failed in {report.seconds:.1f} s"
             + (f" ({report.ocr_pages} pages read by OCR in {report.ocr_seconds:.1f} s)" if report.ocr_pages else "")
