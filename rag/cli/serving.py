@@ -47,8 +47,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_access(store: KeyStore, has_keys: bool, host: str, loopback: bool, insecure_no_auth: bool) -> bool:
-    """Whether keys are configured; refuses (exit 2) to open every document to the network unasked."""
+def _check_access(store: KeyStore, has_keys: bool, host: str, loopback: bool, insecure_no_auth: bool,
+                  issuer: str = "") -> bool:
+    """Whether requests must say who they are (keys configured, or people signing in with the
+    identity provider `issuer`); refuses (exit 2) to open every document to the network unasked."""
+    if issuer:
+        err.print(f"people sign in with {issuer}" + ("" if store.configured() else "; no API keys yet"))
+        return True
     if not has_keys and not loopback and not insecure_no_auth:
         raise fail(f"no API keys exist, and {host} is reachable from other machines: add a key first "
                    f"(`rag keys add NAME --scope read`, stored in {store.path}), or pass --insecure-no-auth "
@@ -103,7 +108,8 @@ def serve(
     engine, store, has_keys = _ready(index_dir, host, port, workers)
     settings = engine.settings
     loopback = _is_loopback(settings.serve.host)
-    configured = _check_access(store, has_keys, settings.serve.host, loopback, insecure_no_auth)
+    configured = _check_access(store, has_keys, settings.serve.host, loopback, insecure_no_auth,
+                               settings.oidc.issuer)
     log_access_to_stderr()
     if settings.serve.workers != 1:
         _run_workers(settings, configured, loopback)

@@ -74,6 +74,11 @@ class Service:
         before the first request, so /readyz means it and no request waits for a model load."""
         if self.audit is not None:
             self.audit.start()
+        if self.oidc is not None:
+            try:  # found now, so the first person signing in does not wait for it
+                self.oidc.provider()
+            except RagError as exc:  # the provider may come back: people get 503 until it does
+                log.warning("identity provider: %s", exc)
         self.engine.embedder.warm_up()
         for name in self.generators:
             warm_up = getattr(self.engine.answerer(name).generator, "warm_up", None)
