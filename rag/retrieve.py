@@ -58,6 +58,17 @@ class Retriever:
         self.languages = languages
         self.reranker = reranker
 
+    def _allowed(self, filters: list[Filter]) -> np.ndarray | None:
+        """The chunk ids the filters allow (None: all): a person's access from the version's
+        access map, the other filters from SQLite."""
+        rows = self.reader.chunks.rows
+        others = [f for f in filters if f.op != "access"]
+        allowed = rows.matching_chunk_ids(others) if others else None
+        for access in (f for f in filters if f.op == "access"):
+            readable = rows.access_map().allowed(*access.value)
+            allowed = readable if allowed is None else np.intersect1d(allowed, readable, assume_unique=True)
+        return allowed
+
     def _dense_understands(self, question: str) -> bool:
         return "*" in self.languages or detect_language(question) in self.languages
 
@@ -75,7 +86,7 @@ class Retriever:
             mode = "dense"  # an index written before BM25 existed, until its next write
         clock = StageClock({})
         with clock("filter"):
-            allowed = self.reader.chunks.rows.matching_chunk_ids(filters) if filters else None
+            allowed = self._allowed(filters or [])
         depth = max(k, self.settings.candidates) if mode == "hybrid" or self.reranker else k
         if self.reranker:
             depth = max(depth, self.settings.rerank_top_n)

@@ -98,3 +98,42 @@ def test_an_access_list_that_cannot_be_understood_is_refused_not_opened(make_eng
     engine = make_engine()
     report = engine.index_jsonl([b'{"id": "a", "text": "Salary bands.", "acl": {"user": ["ana"]}}\n'], "kb.jsonl")
     assert report.documents == 0 and report.failed == 1 and "acl" in report.problems[0].reason
+
+
+@pytest.fixture(scope="module")
+def shared_content_index(tmp_path_factory, embedder):
+    """Documents whose text repeats under other ids and lists (stored once, shown as each), in a
+    public and a private collection, with lists of every shape the SQL can meet."""
+    from rag import Engine, Settings
+
+    folder = tmp_path_factory.mktemp("access-shared")
+    engine = Engine(Settings.load(overrides={"index.path": str(folder / "index"),
+                                             "access.collections": {"hr": "private"}}, environ={}), embedder=embedder)
+    rng = random.Random(7)
+    for collection in ("open", "hr"):
+        records = []
+        for number in range(30):
+            acl = rng.choice([None, "public", {"users": rng.sample(USERS, rng.randint(0, 2))},
+                              {"groups": rng.sample(GROUPS, rng.randint(1, 2))},
+                              {"users": rng.sample(USERS, 1), "groups": rng.sample(GROUPS, 1)}])
+            record = {"id": f"{collection}-{number}", "text": f"Shared memo {number % 7} on the travel budget."}
+            records.append(record | ({"acl": acl} if acl is not None else {}))
+        engine.index_jsonl([json.dumps(r).encode() + b"\n" for r in records], f"{collection}.jsonl",
+                           collection=collection)
+    yield engine
+    engine.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(user=st.sampled_from(USERS + ["nobody"]), groups=st.lists(st.sampled_from(GROUPS + ["x"]), max_size=3),
+       default=st.sampled_from(["public", "private"]))
+def test_the_in_memory_access_map_allows_exactly_what_the_sql_filter_allows(shared_content_index, user, groups,
+                                                                             default):
+    import numpy as np
+
+    from rag.filters import access_filter
+
+    rows = shared_content_index.reader().chunks.rows
+    condition = access_filter(Access(user, tuple(groups)), {"hr": "private", "open": "public"}, default)
+    fast = rows.access_map().allowed(*condition.value)
+    assert np.array_equal(fast, np.sort(rows.matching_chunk_ids([condition])))

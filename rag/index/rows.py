@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rag.filters import Filter, to_sql
+from rag.index.access_map import AccessMap
 from rag.index.manifest import utc_now
 from rag.index.schema import DOCUMENT_COLUMNS
 from rag.records import Chunk, Document
@@ -67,6 +69,8 @@ class Rows:
         self.writes = writes
         # Where documents sharing another's content are looked up; None where there are none.
         self.aliases = aliases
+        self._access: AccessMap | None = None
+        self._access_lock = threading.Lock()
 
     def document(self, collection: str, doc_id: str) -> StoredDocument | None:
         row = self.conn.execute(f"SELECT collection, doc_id, source, origin, sha256, format, {_ACL} FROM documents "
@@ -110,6 +114,17 @@ class Rows:
             "SELECT DISTINCT c.id FROM chunks c JOIN documents d ON d.collection = c.collection "
             f"AND (d.doc_id = c.doc_id OR d.content_of = c.doc_id) WHERE {where}", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def access_map(self) -> AccessMap:
+        """Who may read which chunks, read once: a reader's rows never change (a write makes a new
+        version, read through new Rows)."""
+        with self._access_lock:
+            if self._access is None:
+                self._access = AccessMap(self.conn.execute(
+                    "SELECT c.id, d.collection, json_type(d.metadata, '$.acl'), json_extract(d.metadata, '$.acl') "
+                    "FROM chunks c JOIN documents d ON d.collection = c.collection "
+                    "AND (d.doc_id = c.doc_id OR d.content_of = c.doc_id)"))
+            return self._access
 
     def add_chunks(self, chunks: Iterable[Chunk], tokens: Iterable[str | None], collection: str) -> list[int]:
         ids = []
