@@ -23,11 +23,10 @@ from rag.index.reader import IndexReader
 from rag.index.store import IndexStore
 from rag.index.writer import IndexWriter
 from rag.filters import Access, Filter, access_filter, parse_filters
-from rag.ingest.ragacl import Acl
 from rag.indexing import Indexer, IndexProgress, IndexReport, PreparerFactory
 from rag.focus import focus_texts
 from rag.prompt import PromptBuilder
-from rag.records import CheckReport, DocumentDetail, DocumentPage, Facets, Hit, IndexInfo
+from rag.records import Acl, CheckReport, DocumentDetail, DocumentPage, Facets, Hit, IndexInfo
 from rag.retrieve import Mode, Reranker, Retriever
 
 if TYPE_CHECKING:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# A document's access list (`metadata.acl`): "public", or {"users": [...], "groups": [...]}.
+Acl = str | dict[str, list[str]]
+
 
 @dataclass(frozen=True)
 class Section:

@@ -30,7 +30,8 @@ from rag.indexing.sources import (STREAM_ORIGIN, Event, Failed, IndexState, Loca
 from rag.indexing.sync import SyncScope, sync
 from rag.ingest import discover
 from rag.ingest.json_records import iter_jsonl_lines
-from rag.ingest.ragacl import Acl, Governed, govern, held_reason
+from rag.ingest.ragacl import Governed, govern, held_reason
+from rag.records import Acl
 from rag.timing import StageClock
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,7 @@ from rag.config import Settings
 from rag.errors import RagError
 from rag.ingest.discover import SourceFile
 from rag.ingest.loaders import FileReader
-from rag.ingest.ragacl import Acl
-from rag.records import Chunk, Document
+from rag.records import Acl, Chunk, Document
 
 # The origin of records streamed in with --jsonl (a file's documents have its real path).
 STREAM_ORIGIN = "stream"

@@ -52,12 +52,11 @@ from typing import Any
 from rag.errors import IngestError
 from rag.ingest.acl import access_list
 from rag.ingest.discover import SourceFile
+from rag.records import Acl
 
 ACL_FILE = ".ragacl"
 _MOST_BYTES = 2 << 20
 _FORMAT = 'a .ragacl holds "public" or {"users": [...], "groups": [...]} in JSON'
-
-Acl = str | dict[str, list[str]]
 
 
 def read_acl_file(path: Path) -> Acl:

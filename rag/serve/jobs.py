@@ -29,7 +29,7 @@ from rag.engine import Engine
 from rag.errors import IndexLockedError, RagError
 from rag.indexing import IndexReport
 from rag.serve.job_log import JOBS_FILE, JobLog
-from rag.ingest.ragacl import Acl
+from rag.records import Acl
 from rag.serve.callers import Caller
 from rag.serve.spool import UploadSpool
 
