@@ -8,6 +8,7 @@ import numpy as np
 
 from rag.config import IndexSettings
 from rag.errors import IndexCorruptError
+from rag.index.access_map import sorted_unique
 from rag.index.chunkstore import ChunkStore
 from rag.index.folder import IndexFolder
 from rag.index.legacy import LegacyVersion
@@ -88,7 +89,7 @@ class IndexReader:
         if allowed is not None:
             if not len(allowed):
                 return empty
-            allowed = np.unique(np.asarray(allowed, dtype=np.int64))
+            allowed = sorted_unique(np.asarray(allowed, dtype=np.int64))
         found = []
         for segment, dead in zip(self._searched, self._dead):
             if segment.vectors is None or segment.vectors.ntotal == len(dead):

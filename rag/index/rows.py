@@ -128,8 +128,10 @@ class Rows:
         version, read through new Rows)."""
         with self._access_lock:
             if self._access is None:
-                columns = "c.id, d.collection, json_type(d.metadata, '$.acl'), json_extract(d.metadata, '$.acl')"
-                self._access = AccessMap(self.conn.execute(_SHOWN_AS.format(columns=columns, where="1")))
+                columns = "d.collection, json_type(d.metadata, '$.acl') AS kind, json_extract(d.metadata, '$.acl') AS acl, c.id"
+                shown = _SHOWN_AS.format(columns=columns, where="1")
+                self._access = AccessMap(self.conn.execute(
+                    f"SELECT collection, kind, acl, group_concat(id) FROM ({shown}) GROUP BY collection, kind, acl"))
             return self._access
 
     def add_chunks(self, chunks: Iterable[Chunk], tokens: Iterable[str | None], collection: str) -> list[int]:
