@@ -335,6 +335,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _flatten(data: Mapping[str, Any], source: Path) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for section, values in data.items():
+        if section == "sources" and isinstance(values, list):
+            continue  # [[sources]] tables: rag.sources.settings reads them
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: '{section}' must be a [section] table, e.g. [{section}]")
         for key, value in values.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -24,10 +25,14 @@ from rag.index.store import IndexStore
 from rag.index.writer import IndexWriter
 from rag.filters import Access, Filter, access_filter, parse_filters
 from rag.indexing import Indexer, IndexProgress, IndexReport, PreparerFactory
+from rag.indexing.remote import SourceRun, origin_prefix, run_source
 from rag.focus import focus_texts
 from rag.prompt import PromptBuilder
 from rag.records import Acl, CheckReport, DocumentDetail, DocumentPage, Facets, Hit, IndexInfo
 from rag.retrieve import Mode, Reranker, Retriever
+from rag.sources.registry import open_source
+from rag.sources.settings import SourceSettings
+from rag.sources.state import RunRecord, SourceState
 
 if TYPE_CHECKING:
     from rag.cluster.ray_indexing import RayOptions
@@ -90,6 +95,31 @@ class Engine:
         the request gives), records' own lists included."""
         return Indexer(self._for_collection(collection), self.embedder, self.store, replace, origin,
                        _preparer(ray), acl).run([Path(p) for p in paths], progress, sync)
+
+    def index_source(self, declared: SourceSettings, progress: IndexProgress | None = None) -> SourceRun:
+        """One run of a declared source (`[[sources]]`) into its collection: only new and changed
+        items fetched, gone ones removed under index.sync_max_delete; its outcome and the items'
+        versions recorded (the versions only once the run's index version is committed)."""
+        state, started = SourceState(self.store.path), time.time()
+        prefix = origin_prefix(declared.name)
+        try:
+            source = open_source(declared)
+            held = ({d.doc_id for d in self.reader().chunks.rows.documents_in(declared.target)
+                     if (d.origin or "").startswith(prefix)} if self.store.exists() else set())
+            try:
+                run = run_source(Indexer(self._for_collection(declared.target), self.embedder, self.store), source,
+                                 state.versions(declared.name), held, declared.include, declared.exclude,
+                                 progress, declared.sync)
+            finally:
+                source.close()
+        except RagError as exc:
+            state.finish(RunRecord(declared.name, started, time.time(), False, error=str(exc)), None)
+            raise
+        report = run.report
+        state.finish(RunRecord(declared.name, started, time.time(), not report.failed, run.listed, run.fetched,
+                               report.added, report.updated, report.unchanged, report.deleted, report.failed,
+                               report.sync_stopped or None), run.versions)
+        return run
 
     def index_jsonl(self, stream: Iterable[bytes], name: str = "stdin", progress: IndexProgress | None = None,
                     sync: bool = False, total_bytes: int = 0, replace: bool = False,

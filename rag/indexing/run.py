@@ -30,6 +30,7 @@ from rag.indexing.sources import (STREAM_ORIGIN, Event, Failed, IndexState, Loca
 from rag.indexing.sync import SyncScope, sync
 from rag.ingest import discover
 from rag.ingest.json_records import iter_jsonl_lines
+from rag.ingest.loaders import FileReader
 from rag.ingest.ragacl import Governed, govern, held_reason
 from rag.records import Acl
 from rag.timing import StageClock
@@ -128,6 +129,17 @@ class Indexer:
 
         return self._index(events(), total_bytes, 1, progress or NoProgress(),
                            SyncScope(stream=name) if sync else None, keep_origins)
+
+    def run_events(self, events: Iterator[Event], total_bytes: int, files: int, progress: IndexProgress | None,
+                   scope: SyncScope | None, keep_origins: set[str]) -> IndexReport:
+        """Index what another reader of documents (a source: rag.indexing.remote) yields, as one
+        run: one writer, the same decisions, `scope`'s --sync and its guard."""
+        return self._index(events, total_bytes, files, progress or NoProgress(), scope, keep_origins)
+
+    def file_reader(self) -> FileReader:
+        """The reader of files this run's preparer uses (valid once the run has started)."""
+        reader: FileReader = self.preparer.reader  # type: ignore[attr-defined]
+        return reader
 
     def _index(self, events: Iterator[Event], total_bytes: int, files: int, progress: IndexProgress,
                scope: SyncScope | None, keep_origins: set[str]) -> IndexReport:

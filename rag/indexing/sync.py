@@ -23,18 +23,24 @@ class SyncScope:
 
     roots: list[Path] = field(default_factory=list)
     stream: str | None = None  # the stream's name, for documents indexed before origins were kept
+    prefix: str | None = None  # a source's documents: those whose origin starts with it
+
 
     def origin_of(self, stored: StoredDocument) -> str:
         """Its recorded origin; for a document indexed before origins were kept (format 1), the
         one it would have now ("" when that cannot be told)."""
         if stored.origin:
             return stored.origin
+        if self.prefix is not None:
+            return ""
         if self.stream is not None:
             return STREAM_ORIGIN if stored.format == "record" and stored.source == self.stream else ""
         return os.path.realpath(stored.source)
 
     def covers(self, stored: StoredDocument) -> bool:
         origin = self.origin_of(stored)
+        if self.prefix is not None:
+            return origin.startswith(self.prefix)
         if self.stream is not None:
             return origin == STREAM_ORIGIN
         return bool(origin) and any(is_within(Path(origin), root) for root in self.roots)
@@ -68,7 +74,7 @@ def sync(writer: IndexWriter, collection: str, scope: SyncScope, seen: SeenIds, 
         report.would_delete = len(gone)
         report.sync_stopped = (
             f"--sync stopped: it would delete {len(gone)} of the {in_scope} documents of collection "
-            f"{collection!r} read from {scope.stream or ', '.join(map(str, scope.roots))} "
+            f"{collection!r} read from {scope.stream or scope.prefix or ', '.join(map(str, scope.roots))} "
             f"({len(gone) / in_scope:.0%}), more than index.sync_max_delete ({max_share:.0%}); nothing was deleted. "
             f"If that is intended, run again with --max-delete {math.ceil(100 * len(gone) / in_scope) / 100:g}")
         return

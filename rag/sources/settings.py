@@ -1,0 +1,112 @@
+"""Sources declared in a config file as `[[sources]]` tables: what to read, into which
+collection, how often, and with which credentials (named by environment variable, never written
+in the file).
+
+    [[sources]]
+    name = "handbook"
+    url = "s3://corp-docs/handbook"
+    collection = "handbook"          # default: the source's name
+    every = "15m"                    # or "2h", "1d"; "" runs only when asked (rag sources run)
+    include = ["*.md", "*.pdf"]      # globs over the item's path in the source; empty: everything
+    exclude = ["drafts/*"]
+    sync = true                      # remove documents whose item is gone (index.sync_max_delete guards it)
+    endpoint = "http://minio:9000"   # S3-compatible stores
+    region = "eu-west-1"
+    credentials = {key = "HANDBOOK_KEY_ID", secret = "HANDBOOK_SECRET"}   # environment variable names
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rag.errors import ConfigError
+
+_EVERY = re.compile(r"^(\d+)\s*([smhd])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class SourceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    url: str = Field(min_length=3)
+    collection: str = ""
+    every: str = ""
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    sync: bool = True
+    endpoint: str = ""
+    region: str = ""
+    credentials: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str) -> str:
+        if value and not _EVERY.match(value.strip()):
+            raise ValueError(f"{value!r}: write a number and a unit, e.g. 30s, 15m, 2h or 1d (or \"\" for on demand)")
+        return value.strip()
+
+    @property
+    def target(self) -> str:
+        """The collection its documents go to."""
+        return self.collection or self.name
+
+    @property
+    def interval(self) -> float | None:
+        """Seconds between scheduled runs; None: only on demand."""
+        found = _EVERY.match(self.every)
+        return int(found.group(1)) * _UNIT[found.group(2)] if found else None
+
+    def fsspec_options(self, environ: dict[str, str] | None = None) -> dict[str, Any]:
+        """What the file system is opened with: endpoint, region and the credentials read from the
+        environment variables the source names (a missing one is an error naming it)."""
+        environ = dict(os.environ) if environ is None else environ
+        options: dict[str, Any] = {}
+        for option, variable in self.credentials.items():
+            if variable not in environ:
+                raise ConfigError(f"source {self.name!r}: credentials.{option} names the environment variable "
+                                  f"{variable}, which is not set")
+            options[option] = environ[variable]
+        if self.url.startswith("s3://"):
+            # No listing cache (a run must see the bucket as it is), and a store that does not answer
+            # fails the run in seconds rather than retrying for minutes.
+            options.update(use_listings_cache=False,
+                           config_kwargs={"connect_timeout": 10, "read_timeout": 60, "retries": {"max_attempts": 3}})
+            client: dict[str, Any] = {}
+            if self.endpoint:
+                client["endpoint_url"] = self.endpoint
+            if self.region:
+                client["region_name"] = self.region
+            if client:
+                options["client_kwargs"] = client
+        return options
+
+
+def declared_sources(config_file: str | Path | None) -> list[SourceSettings]:
+    """The `[[sources]]` of a config file (none without one), checked."""
+    if config_file is None:
+        return []
+    path = Path(config_file)
+    try:
+        tables = tomllib.loads(path.read_text(encoding="utf-8")).get("sources", [])
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc})") from None
+    if not isinstance(tables, list):
+        raise ConfigError(f"{path}: sources must be [[sources]] tables, one per source")
+    sources = []
+    for number, table in enumerate(tables, 1):
+        try:
+            sources.append(SourceSettings.model_validate(table))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"{path}: source {number} ({table.get('name', 'no name')}): {problems}") from None
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: two sources are named {sorted({n for n in names if names.count(n) > 1})[0]!r}")
+    return sources
