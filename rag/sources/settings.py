@@ -44,6 +44,9 @@ class SourceSettings(BaseModel):
     endpoint: str = ""
     region: str = ""
     credentials: dict[str, str] = Field(default_factory=dict)
+    # What only one kind of source reads (a Git branch, a site's page limit, Confluence spaces; for
+    # fsspec's file systems, their own options such as an SFTP port): see each kind in the README.
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("every")
     @classmethod
@@ -63,16 +66,21 @@ class SourceSettings(BaseModel):
         found = _EVERY.match(self.every)
         return int(found.group(1)) * _UNIT[found.group(2)] if found else None
 
+    def secrets(self, environ: dict[str, str] | None = None) -> dict[str, str]:
+        """The credentials, read from the environment variables the source names (a missing one is
+        an error naming it, never its value)."""
+        environ = dict(os.environ) if environ is None else environ
+        missing = [f"credentials.{o} names {v}" for o, v in self.credentials.items() if v not in environ]
+        if missing:
+            raise ConfigError(f"source {self.name!r}: {', '.join(missing)}, which is not set in the environment")
+        return {option: environ[variable] for option, variable in self.credentials.items()}
+
     def fsspec_options(self, environ: dict[str, str] | None = None) -> dict[str, Any]:
         """What the file system is opened with: endpoint, region and the credentials read from the
         environment variables the source names (a missing one is an error naming it)."""
         environ = dict(os.environ) if environ is None else environ
-        options: dict[str, Any] = {}
-        for option, variable in self.credentials.items():
-            if variable not in environ:
-                raise ConfigError(f"source {self.name!r}: credentials.{option} names the environment variable "
-                                  f"{variable}, which is not set")
-            options[option] = environ[variable]
+        options: dict[str, Any] = dict(self.options)
+        options.update(self.secrets(environ))
         if self.url.startswith("s3://"):
             # No listing cache (a run must see the bucket as it is), and a store that does not answer
             # fails the run in seconds rather than retrying for minutes.
