@@ -101,7 +101,7 @@ def serve(
     """Serve the HTTP API (OpenAPI docs at /docs); models and the index load before it listens."""
     import uvicorn
 
-    from rag.serve.app import create_app
+    from rag.serve.app import CONFIG_ENV, create_app
     from rag.serve.connections import protocol_factory
     from rag.serve.middleware import log_access_to_stderr
 
@@ -115,6 +115,10 @@ def serve(
         _run_workers(settings, configured, loopback)
         return
     # Deadlines for slow clients' headers and bodies, and a cap on connections per address.
-    uvicorn.run(create_app(settings, open_access=not configured, engine=engine, loopback_only=loopback),
+    from rag.sources.settings import declared_sources
+
+    sources = declared_sources(state.config_file or os.environ.get(CONFIG_ENV) or None)
+    uvicorn.run(create_app(settings, open_access=not configured, engine=engine, loopback_only=loopback,
+                           sources=sources),
                 host=settings.serve.host, port=settings.serve.port, log_level="info", access_log=False,
                 http=protocol_factory(settings.serve))

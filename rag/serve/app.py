@@ -10,7 +10,7 @@ answered by the handlers of rag.serve.handlers, never by the routes themselves.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -22,6 +22,7 @@ from rag.serve.handlers import install_handlers
 from rag.serve.middleware import AccessLog, BodyLimit, OpenModeGuard, log_access_to_stderr
 from rag.serve.routes import answers, documents, feedback, openai_compat, ops, page, signin
 from rag.serve.service import Service
+from rag.sources.settings import SourceSettings, declared_sources
 
 # How `rag serve --workers N` hands each worker process what the command line said.
 OPEN_ACCESS_ENV = "RAG_SERVE_OPEN_ACCESS"  # "0", "1" (loopback names only) or NETWORK_OPEN
@@ -30,10 +31,11 @@ CONFIG_ENV = "RAG_CONFIG"
 
 
 def create_app(settings: Settings, open_access: bool = False, engine: Engine | None = None,
-               loopback_only: bool = True) -> FastAPI:
+               loopback_only: bool = True, sources: Sequence[SourceSettings] = ()) -> FastAPI:
     """The ASGI app; `open_access` serves without keys while none exist, to loopback names only
-    unless `loopback_only` is off (--insecure-no-auth on a network address)."""
-    service = Service(settings, open_access, engine)
+    unless `loopback_only` is off (--insecure-no-auth on a network address); `sources` with a
+    schedule are run by it (rag.serve.schedule)."""
+    service = Service(settings, open_access, engine, sources)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -72,4 +74,5 @@ def app_from_environment() -> FastAPI:
     set them."""
     log_access_to_stderr()
     mode = os.environ.get(OPEN_ACCESS_ENV, "0")
-    return create_app(Settings.load(), open_access=mode in ("1", NETWORK_OPEN), loopback_only=mode != NETWORK_OPEN)
+    return create_app(Settings.load(), open_access=mode in ("1", NETWORK_OPEN), loopback_only=mode != NETWORK_OPEN,
+                      sources=declared_sources(os.environ.get(CONFIG_ENV) or None))

@@ -91,6 +91,19 @@ class JobLog:
             self._write(job_id, job, job["finished"])
         return job
 
+    def recent(self, limit: int = 100) -> list[str]:
+        """The ids of the latest jobs every process recorded, unfinished first, then newest."""
+        if self._conn is None:
+            return []
+        with self._lock:
+            try:
+                rows = self._conn.execute("SELECT id FROM jobs ORDER BY finished IS NOT NULL, finished DESC, rowid DESC "
+                                          "LIMIT ?", (limit,)).fetchall()
+            except sqlite3.Error as exc:
+                log.warning("cannot list upload jobs in %s: %s", self.path, exc)
+                return []
+        return [row[0] for row in rows]
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

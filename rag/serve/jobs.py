@@ -141,6 +141,12 @@ class UploadJobs:
                                                collection=collection, origin=UPLOAD_ORIGIN)
         return self._submit(job, folder, run)
 
+    def submit_run(self, collection: str, what: str, run: Callable[[], IndexReport]) -> Job:
+        """A write the server starts itself (a source's scheduled run): a job of no key, which
+        admin keys see."""
+        job = Job(uuid.uuid4().hex, collection, "scheduler", [what], key_id="scheduler")
+        return self._submit(job, self.spool.new_folder(), run)
+
     def _submit(self, job: Job, folder: Path, run: Any) -> Job:
         with self._lock:
             if sum(j.state == "queued" for j in self._jobs.values()) >= self._max_waiting:
@@ -207,6 +213,10 @@ class UploadJobs:
             recorded = self._log.find(job_id)
             job = Job(**recorded) if recorded is not None else None
         return job
+
+    def recent(self, limit: int = 100) -> list[Job]:
+        """The latest jobs of every process on the index (uploads and sources' runs)."""
+        return [job for job in (self.get(job_id) for job_id in self._log.recent(limit)) if job is not None]
 
     def close(self) -> None:
         self._closing.set()

@@ -126,6 +126,10 @@ class Metrics:
         self.tokens = Counter("rag_generated_tokens", "Tokens through the generator, prompt or completion",
                               ["kind"], registry=r)
         self.jobs = Counter("rag_upload_jobs", "Finished upload jobs by final state", ["state"], registry=r)
+        self.source_runs = Counter("rag_source_runs", "Scheduled source runs by outcome (ok, failed)",
+                                   ["source", "outcome"], registry=r)
+        self.source_documents = Counter("rag_source_documents", "Documents source runs added, updated or deleted",
+                                        ["source", "change"], registry=r)
         self.registry.register(_IndexCollector(index_counts))
         self._queue_sizes = queue_sizes
         # Queue lengths are this process's alone: in multi-process mode each process publishes

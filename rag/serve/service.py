@@ -24,6 +24,7 @@ from rag.engine import Engine
 from rag.errors import ConfigError, RagError
 from rag.filters import Access
 from rag.names import SearchMode
+from rag.indexing import IndexReport
 from rag.records import Hit
 from rag.serve.audit import AuditLog, RequestAudit, audit_path
 from rag.serve.batching import ModelQueue, QueueFull
@@ -34,7 +35,9 @@ from rag.serve.jobs import UploadJobs
 from rag.serve.keys import KeyStore, keys_path
 from rag.serve.oidc import OidcVerifier
 from rag.serve.metrics import Metrics, outcome
+from rag.serve.schedule import Lease, Scheduler, SourceCollector
 from rag.serve.spool import UploadSpool
+from rag.sources.settings import SourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,8 @@ T = TypeVar("T")
 
 
 class Service:
-    def __init__(self, settings: Settings, open_access: bool, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, open_access: bool, engine: Engine | None = None,
+                 sources: Sequence[SourceSettings] = ()) -> None:
         self.settings = settings
         self.engine = engine or Engine(settings)
         self.keys = KeyStore(keys_path(settings.index.path, settings.serve.keys_file))
@@ -63,6 +67,10 @@ class Service:
                                            int(serve.upload_spool_mb * 2**20)))
         self.metrics = Metrics(self._index_counts, self._queue_sizes)
         self.feedback = FeedbackStore(feedback_path(settings.index.path, serve.feedback_file), serve.feedback_hours)
+        # Declared sources with a schedule, run by whichever server process takes their lease first.
+        self.sources = list(sources)
+        self.scheduler = Scheduler(self.sources, settings.index.path, self._run_source)
+        self.metrics.registry.register(SourceCollector(self.sources, self.scheduler.state))
         # Who asked what, when (personal data: off unless serve.audit).
         self.audit = (RequestAudit(AuditLog(audit_path(settings.index.path, serve.audit_file), serve.audit_days))
                       if serve.audit else None)
@@ -87,9 +95,11 @@ class Service:
         if self.engine.store.exists():
             self.engine.reader()
         self.ready = True
+        self.scheduler.start()
 
     def close(self) -> None:
         self.ready = False
+        self.scheduler.close()
         self.search_queue.close()
         for queue in self._queues.values():
             queue.close()
@@ -236,6 +246,22 @@ class Service:
                            retry_after=5) from None
             # Started: its wait for another process's lock ends at the same deadline.
             return await result
+
+    def _run_source(self, declared: SourceSettings, lease: Lease) -> None:
+        """A due source's run, as a job on the index's one writing thread; the lease is held until it ends."""
+        def run() -> IndexReport:
+            try:
+                report = self.engine.index_source(declared).report
+            except RagError:
+                self.metrics.source_runs.labels(declared.name, "failed").inc()
+                raise
+            finally:
+                lease.release()
+            self.metrics.source_runs.labels(declared.name, "failed" if report.failed else "ok").inc()
+            for change, count in (("added", report.added), ("updated", report.updated), ("deleted", report.deleted)):
+                self.metrics.source_documents.labels(declared.name, change).inc(count)
+            return report
+        self.jobs.submit_run(declared.target, f"source {declared.name}", run)
 
     # -- answers given -----------------------------------------------------------------------
 

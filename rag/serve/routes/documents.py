@@ -100,6 +100,13 @@ async def upload(request: Request, response: Response, service: ServiceDep, call
     return JobStatus.of(job)
 
 
+@router.get("/jobs")
+def list_jobs(service: ServiceDep, caller: WriteCaller) -> list[JobStatus]:
+    """The latest jobs the caller may see: its own uploads; for an admin key every upload and
+    every scheduled run of a source."""
+    return [JobStatus.of(job) for job in service.jobs.recent() if _may_see(job, caller)]
+
+
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, service: ServiceDep, caller: WriteCaller) -> JobStatus:
     """An upload job: state (queued, running, done, failed), counts and per-file problems.
