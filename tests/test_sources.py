@@ -132,3 +132,44 @@ def test_rag_sources_run_and_list_a_mounted_folder(tmp_path, cli_env):
     assert row["name"] == "share" and row["last_run"]["ok"] and row["every"] == "15m" and row["next_run"]
     assert rag("sources", "run", "nosuch").returncode != 0
     assert "PRN-7" in rag("search", "Which floor is printer PRN-7 on?").stdout
+
+
+def test_a_killed_run_leaves_the_index_and_the_sources_state_as_the_last_committed_run(tmp_path, cli_env):
+    import signal
+    import time
+
+    from rag.sources.state import SourceState
+
+    share = tmp_path / "share"
+    share.mkdir()
+    for i in range(5):
+        (share / f"first-{i}.md").write_text(f"# First {i}\n\nFirst batch note {i}.", encoding="utf-8")
+    config = tmp_path / "rag.toml"
+    config.write_text(f'[[sources]]\nname = "share"\nurl = "file://{share}"\n', encoding="utf-8")
+    index = tmp_path / "index"
+    command = [sys.executable, "-m", "rag", "--config", str(config), "sources", "run", "--index", str(index)]
+    assert subprocess.run(command, env=cli_env, capture_output=True, timeout=300).returncode == 0
+    state = SourceState(index)
+    committed, runs = state.versions("share"), state.last("share")
+    for i in range(400):
+        (share / f"second-{i}.md").write_text(f"# Second {i}\n\nSecond batch note {i} " + "words " * 40,
+                                              encoding="utf-8")
+    run = subprocess.Popen(command, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill it while it holds the index's write lock: mid-run
+        lock = (index / "LOCK").read_text().strip() if (index / "LOCK").exists() else ""
+        if lock == str(run.pid):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the second run never started writing")
+    time.sleep(1.0)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert state.versions("share") == committed and state.last("share") == runs  # nothing of it recorded
+    engine = Engine(Settings.load(overrides={"index.path": str(index)}, environ={}))
+    assert engine.documents(limit=10).total == 5
+    again = subprocess.run([*command, "--json"], env=cli_env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    (report,) = json.loads(again.stdout)
+    assert report["added"] == 400 and report["unchanged"] == 5
