@@ -13,6 +13,25 @@ in the file).
     endpoint = "http://minio:9000"   # S3-compatible stores
     region = "eu-west-1"
     credentials = {key = "HANDBOOK_KEY_ID", secret = "HANDBOOK_SECRET"}   # environment variable names
+
+File servers (rag/sources/objects.py) take the server from the URL and the rest as options:
+
+    url = "sftp://files.corp/srv/handbook"       # pip install paramiko; the path is absolute
+    options = {port = 2222, username = "rag", known_hosts = "/etc/rag/known_hosts"}
+    credentials = {password = "HANDBOOK_SFTP_PASSWORD"}   # or options.key_filename, a private key
+
+The SFTP server's host key must be listed in known_hosts (default: ~/.ssh/known_hosts, then
+/etc/ssh/ssh_known_hosts; `ssh-keyscan -p 2222 files.corp` prints its line, to check before
+adding); an unknown or changed key refuses the server before any password is sent.
+
+    url = "webdav+https://cloud.corp/remote.php/dav/files/rag/Handbook"   # pip install webdav4
+    options = {username = "rag"}                  # HTTP basic auth; Nextcloud: an app password
+    credentials = {password = "HANDBOOK_DAV_PASSWORD"}
+
+`webdav://host/path` is `webdav+https://`; `webdav+http://` only for a server on a trusted
+network. The path is the full one on the server (a SharePoint library that answers WebDAV with
+basic auth: https://host/sites/Team/Shared Documents, spaces as they are). Other options go to
+the HTTP client (e.g. verify = "/etc/ssl/corp-ca.pem", timeout = 30).
 """
 
 from __future__ import annotations
