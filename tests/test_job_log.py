@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+from rag.serve.callers import OPEN
 from rag.serve.job_log import JOBS_FILE, JobLog
 from rag.serve.jobs import Job, UploadJobs
 from rag.serve.spool import UploadSpool
@@ -60,7 +61,7 @@ def test_uploads_a_stopping_server_never_ran_are_recorded_failed(make_engine, tm
     live = engine.info().manifest
     # Another process's write holds the index: the first upload waits for it, the others queue.
     with engine.store.open_writer(live["embedding"], live["chunking"]):
-        submitted = [jobs.submit_files(folder, "docs", None) for folder in folders]
+        submitted = [jobs.submit_files(folder, "docs", OPEN) for folder in folders]
         deadline = time.monotonic() + 30
         while jobs.get(submitted[0].id).state != "running" and time.monotonic() < deadline:
             time.sleep(0.05)
