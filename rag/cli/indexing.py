@@ -47,6 +47,50 @@ def _ray_options(ray: bool, address: Optional[str], workers: Optional[int],
     return RayOptions(address=address, workers=workers, retries=retries)
 
 
+def _watch(engine: Engine, paths: list[Path], replace: bool, ray: Optional[RayOptions], json_out: bool) -> None:
+    """`index --watch`: the first run as a normal one (with --sync), then a line per batch, until
+    SIGINT or SIGTERM, which end it after the current run (a second Ctrl-C interrupts it)."""
+    import json
+    import signal
+    import threading
+
+    from rag.indexing.watch import Waiting, WatchEvent, Watching, watch
+
+    stop = threading.Event()
+
+    def stopping(signum: int, _frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def report(event: WatchEvent) -> None:
+        if isinstance(event, Watching):
+            err.print(f"watching {', '.join(map(shown, event.folders))} (Ctrl-C to stop)")
+        elif isinstance(event, Waiting):
+            err.print(f"waiting: {escape(event.reason)}")
+        elif json_out:  # one line per batch (JSON Lines)
+            sys.stdout.write(json.dumps({"changes": [list(c) for c in event.changes], "error": event.error or None,
+                                         **(event.report.as_dict() if event.report else {})}) + "\n")
+            sys.stdout.flush()
+        elif event.report is None:
+            err.print(f"[bold red]{shown(event.describe())}: {escape(event.error)}[/]")
+        else:
+            what = "first run" if event.first else shown(event.describe())
+            out.print(f"{what}; {event.documents_per_second():.1f} documents/s; {index_summary(event.report)}")
+            if event.report.sync_stopped:
+                err.print(f"[bold red]{escape(event.report.sync_stopped)}[/]")
+
+    previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = watch(engine, paths, report, stop, first=lambda: run_index(engine, paths, True, replace, ray),
+                       replace=replace)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if result.unindexed:
+        err.print(f"stopped while the index was locked: {len(result.unindexed)} changes not indexed; "
+                  f"`rag index --sync` takes them")
+
+
 def index(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Files or folders to index.")] = None,
     index_dir: IndexOpt = None,
@@ -71,15 +115,24 @@ def index(
         "--ray-workers", min=1, help="Embedding workers (default: one per GPU, else one per 4 CPUs); implies --ray.")] = None,
     ray_retries: Annotated[Optional[int], typer.Option(
         "--ray-retries", min=0, help="Restarts of a worker that dies (default: without limit); implies --ray.")] = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Then keep watching the folders and index their changes within seconds, one --sync "
+                        "run per burst of changes (implies --sync; --ray applies to the first run); "
+                        "Ctrl-C or SIGTERM stops after the current run.")] = False,
 ) -> None:
     """Index documents (new and changed ones; unchanged ones cost nothing)."""
     if bool(paths) == (jsonl is not None):
         raise fail("give PATH... to index files, or --jsonl FILE (- for standard input), not both", 2)
+    if watch and jsonl is not None:
+        raise fail("--watch watches folders; it cannot watch --jsonl", 2)
     on_ray = _ray_options(ray, ray_address, ray_workers, ray_retries)
     settings, _ = load_settings({"index.path": index_dir, "embedding.batch_size": batch_size,
                                  "index.factory": factory, "ingest.collection": collection,
                                  "index.sync_max_delete": max_delete})
     engine = new_engine(settings)
+    if watch:
+        _watch(engine, paths or [], replace, on_ray, json_out)
+        raise typer.Exit(0)
     if jsonl is not None:
         report = _run_index_jsonl(engine, jsonl, sync, replace, on_ray)
     else:
