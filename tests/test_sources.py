@@ -173,3 +173,15 @@ def test_a_killed_run_leaves_the_index_and_the_sources_state_as_the_last_committ
     assert again.returncode == 0, again.stderr
     (report,) = json.loads(again.stdout)
     assert report["added"] == 400 and report["unchanged"] == 5
+
+
+def test_a_source_is_due_every_interval_or_at_its_cron_times():
+    now = 1_800_000_000.0  # 2027-01-15 08:00 UTC
+    assert SourceSettings(name="a", url="file:///x").next_run(None, now) is None  # on demand only
+    every = SourceSettings(name="a", url="file:///x", every="15m")
+    assert every.next_run(None, now) == now and every.next_run(now - 60, now) == now + 840
+    nightly = SourceSettings(name="a", url="file:///x", cron="0 2 * * *")
+    assert nightly.next_run(now, now) == now + 18 * 3600  # 02:00 UTC the next day
+    for bad in ({"cron": "at two"}, {"every": "15m", "cron": "0 2 * * *"}):
+        with pytest.raises(ValueError):
+            SourceSettings(name="a", url="file:///x", **bad)

@@ -39,10 +39,9 @@ def sources_list(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     store = SourceState(engine.store.path)
     for declared in _declared():
         last, good = store.last(declared.name), store.last(declared.name, ok_only=True)
-        due = (last.finished + declared.interval) if last and declared.interval else (
-            time.time() if declared.interval else None)
+        due = declared.next_run(last.finished if last else None, time.time())
         rows.append({"name": declared.name, "url": declared.url, "collection": declared.target,
-                     "every": declared.every or None, "next_run": _when(due),
+                     "every": declared.every or None, "cron": declared.cron or None, "next_run": _when(due),
                      "last_success": _when(good.finished if good else None),
                      "last_run": None if last is None else {k: v for k, v in last.__dict__.items() if k != "source"}
                      | {"started": _when(last.started), "finished": _when(last.finished)}})

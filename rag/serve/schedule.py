@@ -56,7 +56,8 @@ class Lease:
 
 def is_due(declared: SourceSettings, state: SourceState, now: float) -> bool:
     last = state.last(declared.name)
-    return declared.interval is not None and (last is None or last.finished + declared.interval <= now)
+    due = declared.next_run(last.finished if last else None, now)
+    return due is not None and due <= now
 
 
 class Scheduler:
@@ -65,7 +66,7 @@ class Scheduler:
 
     def __init__(self, sources: list[SourceSettings], index_path: Path,
                  submit: Callable[[SourceSettings, Lease], None], tick: float = TICK_SECONDS) -> None:
-        self.sources = [s for s in sources if s.interval is not None]
+        self.sources = [s for s in sources if s.scheduled]
         self.index_path = Path(index_path)
         self.state = SourceState(self.index_path)
         self.submit = submit

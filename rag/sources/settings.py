@@ -42,7 +42,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rag.errors import ConfigError
 
@@ -57,6 +57,7 @@ class SourceSettings(BaseModel):
     url: str = Field(min_length=3)
     collection: str = ""
     every: str = ""
+    cron: str = ""  # instead of `every`: a cron expression (minute hour day month weekday), in UTC
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     sync: bool = True
@@ -73,6 +74,38 @@ class SourceSettings(BaseModel):
         if value and not _EVERY.match(value.strip()):
             raise ValueError(f"{value!r}: write a number and a unit, e.g. 30s, 15m, 2h or 1d (or \"\" for on demand)")
         return value.strip()
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if value and not croniter.is_valid(value.strip()):
+            raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday, e.g. \"0 2 * * *\")")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> "SourceSettings":
+        if self.every and self.cron:
+            raise ValueError("give `every` or `cron`, not both")
+        return self
+
+    @property
+    def scheduled(self) -> bool:
+        return bool(self.every or self.cron)
+
+    def next_run(self, last_finished: float | None, now: float) -> float | None:
+        """When the source is due: right away when it never ran, else `every` after its last run
+        or the cron expression's next time after it (UTC); None: only on demand."""
+        if not self.scheduled:
+            return None
+        if last_finished is None:
+            return now
+        if self.cron:
+            from croniter import croniter
+
+            return float(croniter(self.cron, last_finished).get_next(float))
+        return last_finished + (self.interval or 0)
 
     @property
     def target(self) -> str:
