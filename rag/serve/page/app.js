@@ -104,7 +104,7 @@
       chooseFiles: "Files to add",
       uploadCollection: "Into collection",
       uploadHelp: "PDF, Word, HTML, Markdown, text, CSV and JSON; several at once. No collection: the server's upload collection.",
-      jobsHeading: "Uploads",
+      jobsHeading: "Uploads and source runs",
       sending: "Sending… {percent}%",
       queued: "Waiting to be indexed",
       running: "Indexing…",
@@ -221,7 +221,7 @@
       chooseFiles: "要添加的文件",
       uploadCollection: "放入文档集",
       uploadHelp: "支持 PDF、Word、HTML、Markdown、文本、CSV 和 JSON，可一次选多个。文档集留空：使用服务器的上传文档集。",
-      jobsHeading: "上传",
+      jobsHeading: "上传与数据源同步",
       sending: "正在发送… {percent}%",
       queued: "等待建立索引",
       running: "正在建立索引…",
@@ -513,7 +513,7 @@
     if (only.length === 1 && !$("upload-collection").value) $("upload-collection").value = only[0].slice("collection=".length);
     $("question").focus();
     await loadFacets();
-    if (writes) await loadDocuments();
+    if (writes) await Promise.all([loadDocuments(), loadJobs()]);
   }
 
   /** Signed in with the identity provider (no key): sign-out ends the session cookie. */
@@ -1076,6 +1076,7 @@
     }
 
     return {
+      show: update,
       sending(fraction) {
         progress.value = fraction;
         status.textContent = t("sending", {percent: Math.round(fraction * 100)});
@@ -1120,6 +1121,25 @@
       else glob += c;
     }
     return glob + "*";
+  }
+
+  /** The latest jobs the key may see (its uploads; for an admin key, every upload and every
+      scheduled run of a source), shown as the page's own uploads are, and followed while running. */
+  async function loadJobs() {
+    let jobs;
+    try {
+      jobs = await api("/v1/jobs");
+    } catch (error) {
+      if (error.status === 401) fail(error);
+      return;
+    }
+    const shown = new Set([...$("jobs").children].map((row) => row.dataset.job));
+    for (const job of jobs.slice().reverse()) {  // oldest first: each new row goes on top
+      if (shown.has(job.id)) continue;
+      const row = jobRow(job.files, job.collection);
+      if (job.state === "queued" || job.state === "running") row.follow(job);
+      else row.show(job);
+    }
   }
 
   async function loadDocuments() {
