@@ -25,6 +25,7 @@ from rag.index.store import IndexStore
 from rag.index.writer import IndexWriter
 from rag.filters import Access, Filter, access_filter, parse_filters
 from rag.indexing import Indexer, IndexProgress, IndexReport, PreparerFactory
+from rag.indexing.reembed import Reembedding, model_record
 from rag.indexing.remote import SourceRun, origin_prefix, run_source
 from rag.focus import focus_texts
 from rag.prompt import PromptBuilder
@@ -77,8 +78,7 @@ class Engine:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            cache = self.settings.generate.cache_dir
-            self._embedder = Embedder(self.settings.embedding, Path(cache) if cache else None)
+            self._embedder = Embedder(self.settings.embedding, self.embedder_cache())
         return self._embedder
 
     # -- writes --------------------------------------------------------------------------
@@ -237,6 +237,26 @@ class Engine:
         """Merge every segment into one without the vectors of deleted chunks; returns how many were dropped."""
         with self._writer_for_removal() as writer:
             return writer.compact()
+
+    def reembed(self, model: str | Embedder, progress: IndexProgress | None = None) -> str:
+        """Make every vector again with another embedding model (a folder, e.g. `rag tune`'s, or
+        an Embedder), keeping chunks, texts and BM25, in one atomic new version; returns its name.
+        Searches answer from the old version meanwhile; afterwards the index takes only the new
+        model (its manifest records the model's identity, folder and hash)."""
+        new = model if isinstance(model, Embedder) else Embedder(
+            self.settings.embedding.model_copy(update={"model": model}), self.embedder_cache())
+        base = Manifest.read(self.store.path / self.store.live_version())
+        identity = {**new.identity(), **model_record(new.settings.model)}
+        # Later writes chunk with the new model's tokenizer: the index must take them.
+        chunking = {**base.chunking, "tokenizer": new.name}
+        work = Reembedding(new, bool(base.chunking.get("heading_prefix")), progress)
+        with self.store.open_writer(identity, chunking, reembed=work):
+            pass
+        return self.store.current_version()
+
+    def embedder_cache(self) -> Path | None:
+        cache = self.settings.generate.cache_dir
+        return Path(cache) if cache else None
 
     def _writer_for_removal(self) -> IndexWriter:
         """A writer that embeds nothing, so it takes the live version's model identity from its

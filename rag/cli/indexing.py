@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -11,13 +12,21 @@ import typer
 from rich.markup import escape
 
 from rag.cli.common import (CollectionOpt, IndexBar, IndexOpt, JsonOpt, engine_at, err, fail, index_summary,
-                            load_settings, new_engine, out, print_json, run_index, shown)
+                            load_settings, new_engine, out, print_json, progress_bar, run_index, shown)
 from rag.errors import RagError
 
 if TYPE_CHECKING:
     from rag.cluster.ray_indexing import RayOptions
     from rag.engine import Engine
     from rag.indexing import IndexReport
+
+
+ReembedOpt = Annotated[bool, typer.Option(
+    "--reembed", help="Embed the whole index again with --model DIR (chunks, texts and BM25 kept), into one "
+                      "new version; searches use the old one until it is done.")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="With --reembed: the embedding model folder (a sentence-transformers folder, e.g. "
+                    "`rag tune`'s output).")]
 
 
 def _run_index_jsonl(engine: Engine, source: str, sync: bool, replace: bool,
@@ -119,8 +128,12 @@ def index(
         "--watch", help="Then keep watching the folders and index their changes within seconds, one --sync "
                         "run per burst of changes (implies --sync; --ray applies to the first run); "
                         "Ctrl-C or SIGTERM stops after the current run.")] = False,
+    reembed: ReembedOpt = False,
+    model: ModelOpt = None,
 ) -> None:
     """Index documents (new and changed ones; unchanged ones cost nothing)."""
+    if reembed or model is not None:
+        _reembed(index_dir, model, batch_size, json_out, bool(paths or jsonl or watch or sync))
     if bool(paths) == (jsonl is not None):
         raise fail("give PATH... to index files, or --jsonl FILE (- for standard input), not both", 2)
     if watch and jsonl is not None:
@@ -146,6 +159,48 @@ def index(
     if report.documents + report.unchanged + report.deleted == 0 and not report.failed:
         err.print("nothing was indexed: no supported documents found")
     raise typer.Exit(report.exit_code(strict))
+
+
+class ReembedBar(IndexBar):
+    """Re-embedding progress: chunks done, chunks/s and ETA."""
+
+    def start(self, total_bytes: int, files: int) -> None:
+        self.total_bytes, self.started = total_bytes, time.perf_counter()
+        if err.is_terminal:
+            self._bar = progress_bar("re-embedding", "{task.fields[chunks]} chunks · {task.fields[rate]} chunks/s")
+            self._task = self._bar.add_task("reembed", total=total_bytes or None, chunks=0, rate="-")
+            self._bar.start()
+        else:
+            err.print(f"re-embedding {total_bytes} chunks")
+
+    def _rate(self) -> float:
+        return self.chunks / max(time.perf_counter() - self.started, 1e-6)
+
+    def _plain_line(self) -> None:
+        now = time.perf_counter()
+        if now - self._last_line < 10 or not self.total_bytes:
+            return
+        self._last_line = now
+        fraction = self.done_bytes / self.total_bytes
+        eta = f"{(now - self.started) * (1 - fraction) / fraction:.0f} s" if fraction > 0 else "-"
+        err.print(f"  {fraction:6.1%}  {self.chunks} chunks, {self._rate():.1f} chunks/s, ETA {eta}")
+
+
+def _reembed(index_dir: Optional[Path], model: Optional[str], batch_size: Optional[int], json_out: bool,
+             other: bool) -> None:
+    """`rag index --reembed --model DIR`: one new version with every vector made by that model."""
+    if not model or other:
+        raise fail("--reembed needs --model DIR, and no PATH, --jsonl, --sync or --watch", 2)
+    settings, _ = load_settings({"index.path": index_dir, "embedding.batch_size": batch_size})
+    with ReembedBar() as bar:
+        version = new_engine(settings).reembed(model, progress=bar)
+    folder = str(Path(model).expanduser().resolve()) if Path(model).expanduser().is_dir() else model
+    if json_out:
+        print_json({"version": version, "chunks": bar.chunks, "model": folder})
+    else:
+        out.print(f"re-embedded {bar.chunks} chunks with {escape(folder)} into version {version}")
+        err.print(f"searches now need the new model: set embedding.model = {escape(repr(folder))}")
+    raise typer.Exit(0)
 
 
 def delete(

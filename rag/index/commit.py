@@ -18,7 +18,8 @@ from rag.config import IndexSettings
 from rag.errors import IndexCorruptError
 from rag.index.folder import CURRENT_FILE, IndexFolder, version_name
 from rag.index.manifest import FORMAT_VERSION, Manifest, SegmentRecord, utc_now
-from rag.index.segments import TEMPLATE_FILE, file_digest, fsync_path, merge_segments, plan_merges, segment_name
+from rag.index.segments import (TEMPLATE_FILE, Reembed, file_digest, fsync_path, merge_segments, plan_merges,
+                                segment_name)
 from rag.index.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,10 @@ def save_template(folder: IndexFolder, number: int, vectors: VectorIndex) -> tup
 
 def merge_as_planned(folder: IndexFolder, records: list[SegmentRecord], next_segment: int, everything: bool,
                      template: Any, retokenize: Callable[[str], str] | None,
-                     tokenizer_settings: dict[str, Any]) -> tuple[list[SegmentRecord], int]:
+                     tokenizer_settings: dict[str, Any],
+                     reembed: Reembed | None = None) -> tuple[list[SegmentRecord], int]:
     """Merge segments as the policy says (or all of them: `rag compact`, new BM25 tokenizer
-    settings); returns the version's segments and the next segment number."""
+    settings, a re-embed with `reembed`); returns the version's segments and the next segment number."""
     settings: IndexSettings = folder.settings
     if everything:
         runs = [(0, len(records))]
@@ -88,7 +90,7 @@ def merge_as_planned(folder: IndexFolder, records: list[SegmentRecord], next_seg
         log.info("stage: merging %d segments into %s", end - start, name)
         out.append(merge_segments(folder.segments_root, records, records[start:end], name, settings.factory,
                                   template, retokenize, settings.train_sample, tokenizer_settings,
-                                  settings.ondisk_bytes))
+                                  settings.ondisk_bytes, reembed))
         at = end
     out.extend(records[at:])
     return out, next_segment
@@ -119,6 +121,18 @@ def new_manifest(number: int, base: Manifest | None, embedding: dict[str, Any], 
                     updated_at=now, embedding=embedding, chunking=chunking, index=index, counts=counts, files={},
                     segments=records, template=template, template_files=template_files, next_chunk_id=next_id,
                     next_segment=next_segment)
+
+
+# What a re-embed records of its model beside Embedder.identity(): kept by later writes with that model.
+MODEL_RECORD = ("model_sha256", "model_path")
+
+
+def recorded_embedding(base: Manifest | None, embedding: dict[str, Any]) -> dict[str, Any]:
+    """The embedding a new version records: the writer's, with the model's hash and folder the
+    base version recorded (a re-embed's) while the model is the same."""
+    if base is None or base.embedding.get("model") != embedding.get("model"):
+        return embedding
+    return {**{k: base.embedding[k] for k in MODEL_RECORD if k in base.embedding}, **embedding}
 
 
 def faiss_version() -> str:

@@ -113,9 +113,12 @@ def check_embedding(index_dir: Path, recorded: dict[str, Any], current: dict[str
              for key in ("model", "dimension", "normalize", "query_prefix", "passage_prefix")
              if recorded.get(key) != current[key]]
     if diffs:
+        folder = recorded.get("model_path")  # a re-embed's (rag.indexing.reembed)
+        advice = (f"It was re-embedded with the model in {folder}: set embedding.model = {folder!r}"
+                  if folder and recorded.get("model") != current["model"] else "Use the settings it was built with")
         raise IndexMismatchError(
             f"index {index_dir} was built with another embedding configuration ({'; '.join(diffs)}). "
-            "Use the settings it was built with, or rebuild it into a new --index folder."
+            f"{advice}, or rebuild it into a new --index folder."
         )
 
 

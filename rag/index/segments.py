@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 SEGMENTS_DIR = "segments"
 TEMPLATE_FILE = "trained.faiss"
 SEGMENT_NAME = re.compile(r"^[st](\d{6,})$")
+# Vectors made again for the rows of a staging chunks.sqlite, and their chunk ids (a re-embed).
+Reembed = Callable[[Path], tuple[np.ndarray, np.ndarray]]
 
 
 def segment_name(number: int, kind: str = "s") -> str:
@@ -185,10 +187,12 @@ def plan_merges(sizes: list[int], max_segments: int) -> list[tuple[int, int]]:
 
 def merge_segments(root: Path, version: list[SegmentRecord], merged: list[SegmentRecord], name: str,
                    factory: str, template: Path | None, retokenize: Callable[[str], str] | None,
-                   train_sample: int, tokenizer_settings: dict[str, Any], ondisk_bytes: int = 0) -> SegmentRecord:
+                   train_sample: int, tokenizer_settings: dict[str, Any], ondisk_bytes: int = 0,
+                   reembed: Reembed | None = None) -> SegmentRecord:
     """A new segment `name` holding the live rows of the `merged` records (a run of `version`'s
     segments) and their vectors, and the tombstones they carry that still name a row of a
-    segment outside the run. With `retokenize`, BM25 tokens are made again from the texts."""
+    segment outside the run. With `retokenize`, BM25 tokens are made again from the texts; with
+    `reembed`, the vectors are made again from them (another embedding model) instead of copied."""
     staging = root / f".staging-{name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -206,7 +210,10 @@ def merge_segments(root: Path, version: list[SegmentRecord], merged: list[Segmen
             "SELECT tokens FROM main.chunks ORDER BY id")), tokenizer_settings)
     finally:
         conn.close()
-    vectors = _merged_vectors(root, merged, live, factory, template, train_sample, ondisk_bytes, staging)
+    if reembed is not None:
+        vectors = _embedded_vectors(reembed(staging / CHUNKS_FILE), factory, train_sample)
+    else:
+        vectors = _merged_vectors(root, merged, live, factory, template, train_sample, ondisk_bytes, staging)
     return finish_segment(staging, root / name, vectors, postings, name)
 
 
@@ -295,6 +302,18 @@ def _merged_vectors(root: Path, merged: list[SegmentRecord], live: np.ndarray, f
     vectors, ids = np.concatenate(parts), np.concatenate(part_ids)
     index = VectorIndex.load(template, factory, use_gpu=False) if template is not None else \
         VectorIndex.create(factory, vectors.shape[1], use_gpu=False)
+    if not index.is_trained:
+        index.train(vectors[:train_sample])
+    index.add(vectors, ids)
+    return index
+
+
+def _embedded_vectors(embedded: tuple[np.ndarray, np.ndarray], factory: str, train_sample: int) -> VectorIndex | None:
+    """A new index of `factory` over vectors made again (a re-embed), trained on them where it needs training."""
+    vectors, ids = embedded
+    if not len(ids):
+        return None
+    index = VectorIndex.create(factory, vectors.shape[1], use_gpu=False)
     if not index.is_trained:
         index.train(vectors[:train_sample])
     index.add(vectors, ids)

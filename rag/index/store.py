@@ -22,6 +22,7 @@ from rag.index import inspection
 from rag.index.chunkstore import ChunkStore
 from rag.index.folder import IndexFolder
 from rag.index.reader import IndexReader
+from rag.index.segments import Reembed
 from rag.index.writer import IndexWriter
 from rag.records import CheckReport, IndexInfo
 
@@ -40,8 +41,11 @@ class IndexStore(IndexFolder):
                     raise
         raise IndexCorruptError(f"{self.path}: CURRENT keeps changing while opening; try again")
 
-    def open_writer(self, embedding: dict[str, Any], chunking: dict[str, Any]) -> IndexWriter:
-        return IndexWriter(self, embedding, chunking)
+    def open_writer(self, embedding: dict[str, Any], chunking: dict[str, Any],
+                    reembed: Reembed | None = None) -> IndexWriter:
+        """With `reembed`, a writer whose commit makes every vector again for `embedding`'s model
+        (rag.indexing.reembed), keeping the rows, texts and BM25 as they are."""
+        return IndexWriter(self, embedding, chunking, reembed)
 
     def open_rows(self, name: str) -> ChunkStore:
         """A version's documents and chunks alone, read-only (no vectors loaded)."""

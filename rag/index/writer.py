@@ -30,7 +30,7 @@ from rag.index.lock import WriteLock, remove_leftovers, remove_unnamed_segments
 from rag.index.manifest import Manifest, SegmentRecord, check_chunking, check_embedding
 from rag.index.rows import StoredDocument
 from rag.index.schema import CHUNKS_FILE
-from rag.index.segments import TEMPLATE_FILE, finish_segment, segment_name
+from rag.index.segments import TEMPLATE_FILE, Reembed, finish_segment, segment_name
 from rag.index.tokens import bm25_tokens, make_tokenizer
 from rag.index.training import NewVectors
 from rag.index.vectors import VECTORS_FILE, VectorIndex
@@ -50,8 +50,11 @@ COMMIT_STARTS = "stage: building the BM25 postings"
 class IndexWriter:
     """Use as a context manager: committed when the block ends normally, nothing otherwise."""
 
-    def __init__(self, folder: IndexFolder, embedding: dict[str, Any], chunking: dict[str, Any]) -> None:
+    def __init__(self, folder: IndexFolder, embedding: dict[str, Any], chunking: dict[str, Any],
+                 reembed: Reembed | None = None) -> None:
         self.folder = folder
+        # A re-embed: every row kept, every vector made again by another model (`embedding`'s).
+        self.reembed = reembed
         self.embedding = embedding
         self.chunking = chunking
         self.changed = False
@@ -107,8 +110,11 @@ class IndexWriter:
         folder = self.folder
         self._base_number = int(current[1:])
         manifest = self._base = Manifest.read(folder.path / current)
-        check_embedding(folder.path, manifest.embedding, self.embedding)
-        check_chunking(folder.path, manifest.chunking, self.chunking)
+        if self.reembed is None:
+            check_embedding(folder.path, manifest.embedding, self.embedding)
+            check_chunking(folder.path, manifest.chunking, self.chunking)
+        else:
+            self._merge_all = self.changed = True
         if manifest.index.get("factory") != folder.settings.factory:
             raise RagError(f"index {folder.path} is a {manifest.index.get('factory')!r} index; index.factory is "
                            f"{folder.settings.factory!r}. Use the same type, or build a new index in another folder.")
@@ -129,7 +135,8 @@ class IndexWriter:
                 f"{folder.path / current}: the manifest says embedding dimension "
                 f"{manifest.embedding.get('dimension')}, {'; '.join(wrong)}; nothing was written. Run `rag check`, "
                 "and rebuild the index if it confirms the problem")
-        self._template, self._template_files = manifest.template, dict(manifest.template_files)
+        if self.reembed is None:  # a re-embed's index is trained again, on the new vectors
+            self._template, self._template_files = manifest.template, dict(manifest.template_files)
         self._next_segment = manifest.next_segment
         return manifest.next_chunk_id
 
@@ -297,10 +304,15 @@ class IndexWriter:
             records, written, next_id = self._finish_segment()
             records, next_segment = committing.merge_as_planned(
                 self.folder, records, self._next_segment + 1, self._merge_all or self._retokenize,
-                self.trained_template, self._bm25_tokens if self._retokenize else None, self.tokenizer.settings)
+                self.trained_template, self._bm25_tokens if self._retokenize else None, self.tokenizer.settings,
+                self.reembed)
+            if self.reembed is not None:
+                self._template, self._template_files = self._retrained_template(records, next_segment)
+                next_segment += 1
             base = self._base.counts if self._base is not None and self._base.segmented else {}
             manifest = committing.new_manifest(
-                self._base_number + 1, self._base, self.embedding, self.chunking, self._index_settings(),
+                self._base_number + 1, self._base, committing.recorded_embedding(self._base, self.embedding),
+                self.chunking, self._index_settings(),
                 committing.version_counts(base, written, records), records, self._template, self._template_files,
                 next_id, next_segment)
             name = committing.publish(self.folder, self._base_number + 1, manifest)
@@ -336,6 +348,17 @@ class IndexWriter:
         record = finish_segment(self._staging, self.folder.segments_root / name, vectors.index, postings, name)  # type: ignore[arg-type]
         self._staging = None
         return [*self._segments, record], written, next_id
+
+    def _retrained_template(self, records: list[SegmentRecord], number: int) -> tuple[str | None, dict[str, Any]]:
+        """After a re-embed, the template later segments start from: trained on the new vectors
+        (the one merged segment's), where the index type needs training."""
+        settings = self.folder.settings
+        held = [r for r in records if r.vectors]
+        dimension = int(self.embedding["dimension"])
+        if not held or VectorIndex.create(settings.factory, dimension, use_gpu=False).is_trained:
+            return None, {}
+        merged = VectorIndex.load(self.folder.segments_root / held[0].name / VECTORS_FILE, settings.factory, False)
+        return committing.save_template(self.folder, number, merged)
 
     def _needs_training(self) -> bool:
         return VectorIndex.create(self.folder.settings.factory, int(self.embedding["dimension"]),
