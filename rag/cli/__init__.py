@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rag.cli import audit, chat, evaluation, feedback, indexing, keys, search, serving, sources
+from rag.cli import audit, chat, evaluation, feedback, indexing, keys, search, serving, sources, tune
 from rag.cli.config import show_config
 from rag.cli.common import TYPER_SETTINGS, print_error, state
 from rag.errors import RagError
@@ -53,6 +53,7 @@ COMMANDS = {
     "serve": serving.serve,
     "info": indexing.info,
     "config": show_config,
+    "tune": tune.tune,
 }
 GROUPS = {"eval": evaluation.app, "keys": keys.app, "feedback": feedback.app, "audit": audit.app, "sources": sources.app}
 for _name, _command in COMMANDS.items():
