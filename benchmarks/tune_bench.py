@@ -13,6 +13,7 @@ tuned model (`rag index --reembed`), which this does not do.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -21,6 +22,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+
+from benchmark_record import append_section, cpu_flags, machine  # noqa: E402
 
 from rag import Engine, Settings  # noqa: E402
 from rag.evaluate.datasets import read_beir  # noqa: E402
@@ -58,7 +61,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="train on the first N train claims only")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-record", action="store_true", help="do not append the figures to docs/benchmarks.md")
     args = p.parse_args()
+    started_at = dt.datetime.now(dt.timezone.utc)
     data = Path(os.environ.get("RAG_DATASETS", REPO_ROOT.parent / "shared" / "datasets")) / "beir-scifact"
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -80,8 +85,20 @@ def main() -> int:
     print("| metric | current | tuned |\n|---|---:|---:|")
     for metric, before in report.current.items():
         print(f"| {metric} (dense) | {before:.4f} | {report.tuned[metric]:.4f} |")
-    print(f"training {report.train_seconds:.0f} s = {report.seconds_per_1000_pairs:.0f} s per 1,000 pairs per epoch; "
-          f"whole run {report.total_seconds:.0f} s; recommended: {report.recommended} ({report.reason})")
+    summary = (f"training {report.train_seconds:.0f} s = {report.seconds_per_1000_pairs:.0f} s per 1,000 pairs per "
+               f"epoch; whole run {report.total_seconds:.0f} s; recommended: {report.recommended} ({report.reason})")
+    print(summary)
+    if not args.no_record:
+        table = "| metric (dense) | current | tuned |\n|---|---:|---:|\n" + "\n".join(
+            f"| {metric} | {before:.4f} | {report.tuned[metric]:.4f} |" for metric, before in report.current.items())
+        append_section("rag tune on SciFact: train claims as pairs, measured on the test claims", started_at, [
+            f"Machine: {machine()}, GPU: none",
+            f"CPU flags (`grep -m1 flags /proc/cpuinfo`): {' '.join(cpu_flags())}",
+            f"{report.train_pairs} pairs from {trained} train claims, {report.eval_questions} test claims as --eval, "
+            f"{report.chunks:,} chunks; {args.epochs} epoch(s), batch {args.batch_size}, learning rate "
+            f"{args.learning_rate:g}, {args.negatives} hard negative(s), seed {args.seed}; dense retrieval (hybrid "
+            "needs the index re-embedded with the tuned model)", summary,
+            "Reproduce: `python3 benchmarks/tune_bench.py`"], table)
     return 0
 
 
