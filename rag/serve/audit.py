@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import RagError
+from rag.serve.private_sqlite import open_private
 
 _log = logging.getLogger(__name__)
 AUDIT_FILE = "audit.sqlite"
@@ -184,27 +185,7 @@ class AuditLog:
             conn.close()
 
     def _connect(self, create: bool = False) -> sqlite3.Connection:
-        try:
-            if create:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                try:  # made private before anything is written to it: it holds personal data
-                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                except FileExistsError:
-                    pass
-                conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            else:
-                conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > _VERSION:
-                conn.close()
-                raise RagError(f"the audit log {self.path} was written by a newer rag (format {version}); "
-                               "upgrade rag to read it")
-            if create:
-                conn.executescript(_SCHEMA)
-            return conn
-        except (OSError, sqlite3.Error) as exc:
-            raise RagError(f"cannot open the audit log {self.path} ({exc}); check the folder and its "
-                           "permissions, or set serve.audit_file") from None
+        return open_private(self.path, create, _SCHEMA, _VERSION, "the audit log", "serve.audit_file")
 
 
 class RequestAudit:

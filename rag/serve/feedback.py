@@ -43,6 +43,7 @@ from typing import Any, Literal, TextIO, get_args
 from rag.citations import Answer
 from rag.citations import strip_citations as plain_answer
 from rag.errors import RagError
+from rag.serve.private_sqlite import open_private
 
 FEEDBACK_FILE = "feedback.sqlite"
 Rating = Literal["up", "down"]
@@ -168,27 +169,7 @@ class FeedbackStore:
                 raise RagError(f"cannot write the feedback store {self.path} ({exc})") from None
 
     def _connect(self, create: bool = False) -> sqlite3.Connection:
-        try:
-            if create:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                try:  # made private before anything is written to it: it holds questions and answers
-                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                except FileExistsError:
-                    pass
-                conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            else:
-                conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > _VERSION:
-                conn.close()
-                raise RagError(f"the feedback store {self.path} was written by a newer rag (format {version}); "
-                               "upgrade rag to read it")
-            if create:
-                conn.executescript(_SCHEMA)
-            return conn
-        except (OSError, sqlite3.Error) as exc:
-            raise RagError(f"cannot open the feedback store {self.path} ({exc}); check the folder and its "
-                           "permissions, or set serve.feedback_file") from None
+        return open_private(self.path, create, _SCHEMA, _VERSION, "the feedback store", "serve.feedback_file")
 
     def rate(self, answer_id: str, rating: Rating, comment: str | None = None,
              key_id: str | None = None) -> tuple[Feedback, bool] | None:
