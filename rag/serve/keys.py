@@ -81,6 +81,7 @@ class KeyStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._configured = False  # once true it stays true: keys are revoked, never removed
+        self._migrated = False  # the on_behalf column exists (never dropped once added)
 
     def _connect(self, create: bool = False) -> sqlite3.Connection:
         if not create and not self.path.is_file():
@@ -135,7 +136,7 @@ class KeyStore:
             return []
         where = "" if include_revoked else " WHERE revoked_at IS NULL"
         with closing(self._connect()) as conn:
-            rows = conn.execute(f"SELECT key_id, name, scope, filters, created_at, revoked_at, {_on_behalf(conn)} "
+            rows = conn.execute(f"SELECT key_id, name, scope, filters, created_at, revoked_at, {self._on_behalf(conn)} "
                                 f"FROM keys{where} ORDER BY name, created_at").fetchall()
         return [ApiKey(i, n, s, tuple(json.loads(f)), c, r, bool(b)) for i, n, s, f, c, r, b in rows]
 
@@ -170,7 +171,7 @@ class KeyStore:
         if match and self.path.is_file():
             with closing(self._connect()) as conn:
                 row = conn.execute("SELECT key_id, name, scope, filters, created_at, revoked_at, digest, "
-                                   f"{_on_behalf(conn)} FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+                                   f"{self._on_behalf(conn)} FROM keys WHERE key_id = ?", (key_id,)).fetchone()
         expected = row[6] if row else "0" * 64
         # Compared even when nothing matched, so a wrong id costs what a wrong secret costs.
         same = hmac.compare_digest(_digest(secret), expected)
@@ -178,14 +179,15 @@ class KeyStore:
             return None
         return ApiKey(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], None, bool(row[7]))
 
+    def _on_behalf(self, conn: sqlite3.Connection) -> str:
+        """The column, or 0 in a key store made before it existed (opened read-only, not migrated);
+        looked up until found, not on every request after."""
+        self._migrated = self._migrated or _has_on_behalf(conn)
+        return "on_behalf" if self._migrated else "0"
+
 
 def _has_on_behalf(conn: sqlite3.Connection) -> bool:
     return any(column[1] == "on_behalf" for column in conn.execute("PRAGMA table_info(keys)"))
-
-
-def _on_behalf(conn: sqlite3.Connection) -> str:
-    """The column, or 0 in a key store made before it existed (opened read-only, not migrated)."""
-    return "on_behalf" if _has_on_behalf(conn) else "0"
 
 
 def _add_on_behalf(conn: sqlite3.Connection) -> None:

@@ -49,11 +49,14 @@ class SourceState:
     def __init__(self, index_path: Path) -> None:
         self.path = Path(index_path) / STATE_FILE
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, write: bool = False) -> sqlite3.Connection:
+        """Reads (every scheduler tick and metrics scrape) only open the file; a write makes it."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if write:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=30)
-            conn.executescript(_SCHEMA)
+            if write:
+                conn.executescript(_SCHEMA)
             return conn
         except (OSError, sqlite3.Error) as exc:
             raise RagError(f"cannot open the sources' state {self.path} ({exc}); check the index folder") from None
@@ -66,7 +69,7 @@ class SourceState:
 
     def finish(self, record: RunRecord, versions: dict[str, str] | None) -> None:
         """The run's outcome; with `versions` (a committed run), the items as the index now holds them."""
-        with closing(self._connect()) as conn, conn:
+        with closing(self._connect(write=True)) as conn, conn:
             if versions is not None:
                 conn.execute("DELETE FROM items WHERE source = ?", (record.source,))
                 conn.executemany("INSERT INTO items VALUES (?, ?, ?)",
